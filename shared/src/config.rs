@@ -1,0 +1,104 @@
+//! Configuration helpers shared by the services.
+//!
+//! Each service has its own `config.rs` (a clap `Parser` whose every flag also
+//! reads a documented `SHOAL_*` environment variable) and embeds [`NatsArgs`].
+//! Semantic checks go through [`Problems`], which reports every error at once.
+
+use std::time::Duration;
+
+use clap::Args;
+
+/// How to reach NATS.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma separated.
+    #[arg(long = "nats-url", env = "SHOAL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
+impl NatsArgs {
+    pub fn validate(&self, problems: &mut Problems) {
+        for url in self.nats_url.split(',') {
+            let url = url.trim();
+            if !(url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':')) {
+                problems.push(format!("--nats-url / SHOAL_NATS_URL: {url:?} is not a NATS URL (want nats://HOST:PORT)"));
+            }
+        }
+    }
+
+    /// Connects, retrying the first connection and reconnecting forever after.
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+        connect(&self.nats_url, name).await
+    }
+}
+
+/// Connects to NATS with shoal's options: the first connection is retried,
+/// reconnection is unbounded, and the client is named after the process.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)))
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempt| Duration::from_millis((50 * attempt as u64).min(1000)))
+        .connect(url)
+        .await
+}
+
+/// Collects configuration errors so that all are reported at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<String>);
+
+impl Problems {
+    pub fn push(&mut self, problem: impl Into<String>) {
+        self.0.push(problem.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn list(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Ok when there were no problems; otherwise one message listing them all.
+    pub fn into_result(self, program: &str) -> Result<(), String> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut msg = format!("{program}: {} configuration error(s):", self.0.len());
+        for p in &self.0 {
+            msg.push_str("\n  - ");
+            msg.push_str(p);
+        }
+        Err(msg)
+    }
+
+    /// Prints every problem and exits with status 2 when there are any.
+    pub fn exit_if_any(self, program: &str) {
+        if let Err(msg) = self.into_result(program) {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut p = Problems::default();
+        NatsArgs { nats_url: "bogus".into() }.validate(&mut p);
+        p.push("--data-dir: missing");
+        let msg = p.into_result("shoal-x").unwrap_err();
+        assert!(msg.contains("2 configuration error(s)"), "{msg}");
+        assert!(msg.contains("bogus") && msg.contains("--data-dir"), "{msg}");
+        let mut ok = Problems::default();
+        NatsArgs { nats_url: "nats://127.0.0.1:4222".into() }.validate(&mut ok);
+        assert!(ok.into_result("x").is_ok());
+    }
+}

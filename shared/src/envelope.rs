@@ -1,0 +1,172 @@
+//! How a message crosses NATS: a JSON body, and W3C trace context
+//! (`traceparent`, `tracestate`) in the NATS headers so that a span opened in
+//! one process continues in the process that handles the message.
+//!
+//! Replies are a [`Reply`]: `{"ok": ...}` or `{"err": ShoalError}`.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::error::{ErrorCode, ShoalError};
+
+/// A reply to a request: the value or a typed error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply<T> {
+    Ok(T),
+    Err(ShoalError),
+}
+
+impl<T> From<Result<T, ShoalError>> for Reply<T> {
+    fn from(r: Result<T, ShoalError>) -> Self {
+        match r {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Err(e),
+        }
+    }
+}
+
+impl<T> Reply<T> {
+    pub fn into_result(self) -> Result<T, ShoalError> {
+        match self {
+            Reply::Ok(v) => Ok(v),
+            Reply::Err(e) => Err(e),
+        }
+    }
+}
+
+/// Encodes a message body.
+pub fn encode<T: Serialize>(value: &T) -> Bytes {
+    // Serializing our own types to JSON cannot fail (no non-string map keys).
+    Bytes::from(serde_json::to_vec(value).expect("message types serialize to JSON"))
+}
+
+/// Decodes a message body; a malformed one is an invalid-argument error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ShoalError> {
+    serde_json::from_slice(bytes).map_err(|e| ShoalError::new(ErrorCode::InvalidArgument, format!("malformed message: {e}")))
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_ref()).collect()
+    }
+}
+
+/// Headers carrying the current span's trace context.
+pub fn trace_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+    headers
+}
+
+/// Makes `span` a child of the trace context carried in `headers`, if any.
+pub fn continue_trace(span: &tracing::Span, headers: Option<&HeaderMap>) {
+    if let Some(headers) = headers {
+        if headers.get("traceparent").is_some() {
+            let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+            let _ = span.set_parent(cx);
+        }
+    }
+}
+
+/// The trace id (32 hex digits) of `span`, or `None` when tracing export is off.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// Sends a request with trace headers and waits for a [`Reply`] within `timeout`.
+///
+/// No responder and timeouts are [`ErrorCode::Unavailable`] (retryable).
+pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
+    nats: &async_nats::Client,
+    subject: String,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, ShoalError> {
+    let request = async_nats::Request::new()
+        .payload(encode(req))
+        .headers(trace_headers())
+        .timeout(Some(timeout));
+    let msg = nats.send_request(subject.clone(), request).await.map_err(|e| {
+        use async_nats::RequestErrorKind::*;
+        match e.kind() {
+            NoResponders => ShoalError::unavailable(format!("no responder on {subject}")),
+            TimedOut => ShoalError::unavailable(format!("request on {subject} timed out after {timeout:?}")),
+            MaxPayloadExceeded | InvalidSubject => ShoalError::invalid(format!("request on {subject}: {e}")),
+            Other => ShoalError::unavailable(format!("request on {subject}: {e}")),
+        }
+    })?;
+    decode::<Reply<Resp>>(&msg.payload)?.into_result()
+}
+
+/// Answers a request message with `reply` (no-op for a message without a reply subject).
+pub async fn respond<T: Serialize>(nats: &async_nats::Client, msg: &async_nats::Message, reply: &Reply<T>) {
+    if let Some(to) = &msg.reply {
+        if let Err(e) = nats.publish(to.clone(), encode(reply)).await {
+            tracing::warn!(error = %e, "could not send reply");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_round_trip_with_their_error_code() {
+        let ok: Reply<u32> = Reply::Ok(7);
+        let back: Reply<u32> = decode(&encode(&ok)).unwrap();
+        assert_eq!(back.into_result().unwrap(), 7);
+        let err: Reply<u32> = Reply::Err(ShoalError::no_quorum());
+        let back: Reply<u32> = decode(&encode(&err)).unwrap();
+        assert_eq!(back.into_result().unwrap_err().code, ErrorCode::NoQuorum);
+        let bad = decode::<Reply<u32>>(b"{nope").unwrap_err();
+        assert_eq!(bad.code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn trace_context_survives_a_header_round_trip() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+        let sc = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let cx = opentelemetry::Context::new().with_remote_span_context(sc);
+        let mut headers = HeaderMap::new();
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+        assert_eq!(
+            headers.get("traceparent").unwrap().as_str(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let back = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
+        assert_eq!(back.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}

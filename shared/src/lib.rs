@@ -1,0 +1,23 @@
+//! `shoal-shared`: the contract between shoal's processes.
+//!
+//! Everything that crosses a process boundary is defined here and nowhere else:
+//! - [`model`]: the cluster objects with Docker Engine API JSON field names;
+//! - [`store`]: the store's wire types, its NATS client and the change-feed watcher;
+//! - [`subjects`]: every NATS subject, built by functions;
+//! - [`envelope`]: how a message is encoded and how W3C trace context rides in NATS headers;
+//! - [`error`]: error codes that say whether to retry;
+//! - [`config`] and [`telemetry`]: common flags, `SHOAL_*` variables and tracing setup.
+//!
+//! It does not depend on actix: services adapt these types to their actors.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod model;
+pub mod store;
+pub mod subjects;
+pub mod telemetry;
+
+pub use error::{ErrorCode, Result, ShoalError};

@@ -1,0 +1,93 @@
+//! Every NATS subject shoal uses, built by functions. No other module writes a
+//! subject string; grep here to see the whole map (ARCHITECTURE.md mirrors it).
+
+/// Prefix of every subject, so a NATS account could host other traffic too.
+const ROOT: &str = "shoal";
+
+/// Store API requests that any raft-store replica may answer (queue group
+/// [`STORE_QUEUE`]); followers forward writes to the leader.
+pub fn store_requests() -> String {
+    format!("{ROOT}.store.req")
+}
+
+/// Queue group of the raft-store replicas on [`store_requests`].
+pub const STORE_QUEUE: &str = "raft-store";
+
+/// Store API requests addressed to one replica (forwarding to the leader,
+/// membership and status of a given replica).
+pub fn store_replica(replica: u64) -> String {
+    format!("{ROOT}.store.replica.{replica}")
+}
+
+/// The change feed: one [`crate::store::EventBatch`] per applied log entry
+/// that changed objects, published by the leader in log order.
+pub fn store_events() -> String {
+    format!("{ROOT}.store.events")
+}
+
+/// Announcements of a new store leader (a watcher catches up when it sees one).
+pub fn store_leader() -> String {
+    format!("{ROOT}.store.leader")
+}
+
+/// The Raft RPCs a replica serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftRpc {
+    Vote,
+    AppendEntries,
+    InstallSnapshot,
+}
+
+impl RaftRpc {
+    fn as_str(self) -> &'static str {
+        match self {
+            RaftRpc::Vote => "vote",
+            RaftRpc::AppendEntries => "append",
+            RaftRpc::InstallSnapshot => "snapshot",
+        }
+    }
+}
+
+/// Subject on which `replica` serves Raft RPC `rpc` (request/reply).
+pub fn raft_rpc(replica: u64, rpc: RaftRpc) -> String {
+    format!("{ROOT}.raft.{replica}.{}", rpc.as_str())
+}
+
+/// Wildcard of all Raft RPCs served by `replica`.
+pub fn raft_rpc_all(replica: u64) -> String {
+    format!("{ROOT}.raft.{replica}.*")
+}
+
+/// Test and tool subject for trace propagation checks (`shoal-raft-store` answers it
+/// with its own span, so a test can see the trace continue in another process).
+pub fn trace_echo() -> String {
+    format!("{ROOT}.debug.trace-echo")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_distinct_and_tokenised() {
+        let all = [
+            store_requests(),
+            store_replica(1),
+            store_replica(2),
+            store_events(),
+            store_leader(),
+            raft_rpc(1, RaftRpc::Vote),
+            raft_rpc(1, RaftRpc::AppendEntries),
+            raft_rpc(1, RaftRpc::InstallSnapshot),
+            raft_rpc(2, RaftRpc::Vote),
+            trace_echo(),
+        ];
+        let set: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(set.len(), all.len());
+        for s in &all {
+            assert!(s.starts_with("shoal."), "{s}");
+            assert!(!s.contains(' ') && !s.contains(".."), "{s}");
+        }
+        assert_eq!(raft_rpc_all(3), "shoal.raft.3.*");
+    }
+}
