@@ -21,7 +21,9 @@ impl NatsArgs {
         for url in self.nats_url.split(',') {
             let url = url.trim();
             if !(url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':')) {
-                problems.push(format!("--nats-url / SHOAL_NATS_URL: {url:?} is not a NATS URL (want nats://HOST:PORT)"));
+                problems.push(format!(
+                    "--nats-url / SHOAL_NATS_URL: {url:?} is not a NATS URL (want nats://HOST:PORT)"
+                ));
             }
         }
     }
@@ -92,13 +94,19 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let mut p = Problems::default();
-        NatsArgs { nats_url: "bogus".into() }.validate(&mut p);
+        NatsArgs {
+            nats_url: "bogus".into(),
+        }
+        .validate(&mut p);
         p.push("--data-dir: missing");
         let msg = p.into_result("shoal-x").unwrap_err();
         assert!(msg.contains("2 configuration error(s)"), "{msg}");
         assert!(msg.contains("bogus") && msg.contains("--data-dir"), "{msg}");
         let mut ok = Problems::default();
-        NatsArgs { nats_url: "nats://127.0.0.1:4222".into() }.validate(&mut ok);
+        NatsArgs {
+            nats_url: "nats://127.0.0.1:4222".into(),
+        }
+        .validate(&mut ok);
         assert!(ok.into_result("x").is_ok());
     }
 }

@@ -50,7 +50,8 @@ pub fn encode<T: Serialize>(value: &T) -> Bytes {
 
 /// Decodes a message body; a malformed one is an invalid-argument error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ShoalError> {
-    serde_json::from_slice(bytes).map_err(|e| ShoalError::new(ErrorCode::InvalidArgument, format!("malformed message: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ShoalError::new(ErrorCode::InvalidArgument, format!("malformed message: {e}")))
 }
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);
@@ -167,6 +168,9 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         let back = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
-        assert_eq!(back.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            back.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 }

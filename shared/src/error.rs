@@ -34,7 +34,10 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Whether repeating the same request later can succeed without changing it.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorCode::NotLeader | ErrorCode::NoQuorum | ErrorCode::Unavailable)
+        matches!(
+            self,
+            ErrorCode::NotLeader | ErrorCode::NoQuorum | ErrorCode::Unavailable
+        )
     }
 
     pub fn as_str(self) -> &'static str {

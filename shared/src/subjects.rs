@@ -58,12 +58,6 @@ pub fn raft_rpc_all(replica: u64) -> String {
     format!("{ROOT}.raft.{replica}.*")
 }
 
-/// Test and tool subject for trace propagation checks (`shoal-raft-store` answers it
-/// with its own span, so a test can see the trace continue in another process).
-pub fn trace_echo() -> String {
-    format!("{ROOT}.debug.trace-echo")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,7 +74,6 @@ mod tests {
             raft_rpc(1, RaftRpc::AppendEntries),
             raft_rpc(1, RaftRpc::InstallSnapshot),
             raft_rpc(2, RaftRpc::Vote),
-            trace_echo(),
         ];
         let set: std::collections::BTreeSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());

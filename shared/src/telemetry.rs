@@ -72,7 +72,8 @@ pub fn init(service: &str) -> Telemetry {
         .unwrap_or_else(|| "info".into());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
 
-    let mut builder = SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(service.to_string()).build());
+    let mut builder =
+        SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(service.to_string()).build());
     let mut exporting = false;
     if let Ok(path) = std::env::var("SHOAL_TRACE_FILE") {
         match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
@@ -101,7 +102,11 @@ pub fn init(service: &str) -> Telemetry {
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_string())));
     let json = std::env::var("SHOAL_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
-    let fmt_plain = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false));
+    let fmt_plain = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+    });
     let fmt_json = json.then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr));
     let _ = tracing_subscriber::registry()
         .with(filter)

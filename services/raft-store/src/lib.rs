@@ -1,1 +1,41 @@
+//! `shoal-raft-store`: shoal's replicated object store.
+//!
+//! Every cluster object lives here. One process is one Raft replica
+//! (openraft), with its log, vote, state machine and snapshots in one sled
+//! database in its data dir. Everything else talks to it over NATS:
+//!
+//! - [`typ`]: what a log entry carries (a batch of transactions) and returns;
+//! - [`log_store`]: the Raft log and vote in sled, fsynced before acknowledging;
+//! - [`sm`]: the deterministic state machine (objects, names, change history, request ids);
+//! - [`network`]: Raft RPCs as NATS request/reply;
+//! - [`server`]: the replica: store API, leader forwarding, proposal batching,
+//!   change-feed publishing;
+//! - [`actors`]: the actix actors that adapt NATS subscriptions to the replica.
+#![forbid(unsafe_code)]
 
+pub mod actors;
+pub mod config;
+pub mod log_store;
+pub mod network;
+pub mod server;
+pub mod sm;
+pub mod typ;
+
+use std::future::Future;
+
+pub use config::Config;
+
+/// Runs a replica until `shutdown` completes. Must be called inside an actix `System`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let nats = config
+        .nats
+        .connect(&format!("shoal-raft-store-{}", config.replica_id))
+        .await?;
+    let replica = server::Replica::start(&config, nats.clone()).await?;
+    let _actors = actors::start(replica.clone(), &nats).await?;
+    tracing::info!(replica = config.replica_id, data_dir = %config.data_dir.display(), "raft-store ready");
+    shutdown.await;
+    tracing::info!("raft-store stopping");
+    replica.shutdown().await;
+    Ok(())
+}

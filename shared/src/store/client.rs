@@ -95,13 +95,21 @@ impl StoreClient {
 
     /// Creates one object; returns it as stored (version and times set).
     pub async fn create<T: StoreObject>(&self, obj: &T) -> Result<T, ShoalError> {
-        let out = self.tx(TxRequest::new(vec![Op::Create { record: obj.to_record()? }])).await?;
+        let out = self
+            .tx(TxRequest::new(vec![Op::Create {
+                record: obj.to_record()?,
+            }]))
+            .await?;
         first(out)?.decode()
     }
 
     /// Updates one object; its `Version.Index` must be the one read.
     pub async fn update<T: StoreObject>(&self, obj: &T) -> Result<T, ShoalError> {
-        let out = self.tx(TxRequest::new(vec![Op::Update { record: obj.to_record()? }])).await?;
+        let out = self
+            .tx(TxRequest::new(vec![Op::Update {
+                record: obj.to_record()?,
+            }]))
+            .await?;
         first(out)?.decode()
     }
 
@@ -118,7 +126,13 @@ impl StoreClient {
     }
 
     pub async fn get_record(&self, kind: Kind, id: &str) -> Result<Option<Record>, ShoalError> {
-        match self.call(&StoreRequest::Get { kind, id: id.to_string() }).await? {
+        match self
+            .call(&StoreRequest::Get {
+                kind,
+                id: id.to_string(),
+            })
+            .await?
+        {
             StoreResponse::Get { record } => Ok(record),
             other => Err(unexpected(&other)),
         }
@@ -175,8 +189,27 @@ impl StoreClient {
         }
     }
 
+    /// What one replica's own state machine holds (no leader involved; may be stale).
+    pub async fn local_list(&self, replica: u64, kinds: &[Kind], filter: ListFilter) -> Result<ListResult, ShoalError> {
+        match self
+            .call_replica(
+                replica,
+                &StoreRequest::LocalList {
+                    kinds: kinds.to_vec(),
+                    filter,
+                },
+            )
+            .await?
+        {
+            StoreResponse::List { result } => Ok(result),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     pub async fn add_replica(&self, replica: u64, voter: bool) -> Result<(), ShoalError> {
-        self.call(&StoreRequest::AddReplica { replica, voter }).await.map(|_| ())
+        self.call(&StoreRequest::AddReplica { replica, voter })
+            .await
+            .map(|_| ())
     }
 
     pub async fn remove_replica(&self, replica: u64) -> Result<(), ShoalError> {

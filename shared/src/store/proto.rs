@@ -204,6 +204,13 @@ pub enum StoreRequest {
     },
     /// This replica's status (never forwarded).
     Status,
+    /// A list from this replica's own state machine, without asking the leader
+    /// (may be stale; used to check what each replica holds).
+    LocalList {
+        kinds: Vec<Kind>,
+        #[serde(default)]
+        filter: ListFilter,
+    },
     /// Adds `replica` as a learner, then (if `voter`) makes it a voter.
     AddReplica {
         replica: u64,
@@ -218,7 +225,7 @@ pub enum StoreRequest {
 impl StoreRequest {
     /// Whether this request must be served by the leader.
     pub fn needs_leader(&self) -> bool {
-        !matches!(self, StoreRequest::Status)
+        !matches!(self, StoreRequest::Status | StoreRequest::LocalList { .. })
     }
 }
 
@@ -259,14 +266,20 @@ mod tests {
         assert!(ListFilter::default().label("tier", Some("front".into())).matches(&r));
         assert!(!ListFilter::default().label("tier", Some("back".into())).matches(&r));
         assert!(!ListFilter::default().label("tier", None).label("x", None).matches(&r));
-        assert!(ListFilter::default().field("node", "n2").field("node", "n1").matches(&r));
+        assert!(ListFilter::default()
+            .field("node", "n2")
+            .field("node", "n1")
+            .matches(&r));
         assert!(!ListFilter::default().field("node", "n2").matches(&r));
         assert!(!ListFilter::default().field("service", "s").matches(&r));
     }
 
     #[test]
     fn requests_have_a_stable_wire_form() {
-        let req = StoreRequest::Get { kind: Kind::Service, id: "x".into() };
+        let req = StoreRequest::Get {
+            kind: Kind::Service,
+            id: "x".into(),
+        };
         let json = serde_json::to_value(&req).unwrap();
         assert_eq!(json, serde_json::json!({"req": "get", "kind": "service", "id": "x"}));
         assert!(!StoreRequest::Status.needs_leader());

@@ -151,7 +151,10 @@ pub trait StoreObject: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
             ));
         }
         let mut obj: Self = serde_json::from_value(record.body.clone()).map_err(|e| {
-            ShoalError::new(ErrorCode::Internal, format!("decode {} {}: {e}", record.kind, record.id))
+            ShoalError::new(
+                ErrorCode::Internal,
+                format!("decode {} {}: {e}", record.kind, record.id),
+            )
         })?;
         let meta = obj.meta_mut();
         meta.id = record.id.clone();

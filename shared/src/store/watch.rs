@@ -85,7 +85,9 @@ impl Watcher {
                 .await
                 .map_err(|e| ShoalError::unavailable(format!("subscribe: {e}")))?;
             // Make sure the server has the subscriptions before we list.
-            nats.flush().await.map_err(|e| ShoalError::unavailable(format!("flush: {e}")))?;
+            nats.flush()
+                .await
+                .map_err(|e| ShoalError::unavailable(format!("flush: {e}")))?;
             self.sub = Some(sub);
             self.leader_sub = Some(leader);
             self.position = None;

@@ -1,0 +1,417 @@
+//! One replica at work: the Raft node, its RPC server, the store API, the
+//! proposal batcher and the change-feed publisher.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use shoal_shared::envelope::{self, Reply};
+use shoal_shared::store::*;
+use shoal_shared::subjects::{self, RaftRpc};
+use shoal_shared::ShoalError;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::log_store::LogStore;
+use crate::network::NatsNetwork;
+use crate::sm::{Reader, StateMachine};
+use crate::typ::*;
+
+/// How long a replica waits for a leader to be known before answering no-quorum.
+const LEADER_WAIT: Duration = Duration::from_millis(1500);
+/// How long a write or a linearizable read may wait for a quorum.
+const QUORUM_WAIT: Duration = Duration::from_millis(2500);
+/// Transactions per proposal, and proposals in flight at once.
+const MAX_BATCH: usize = 512;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+const IN_FLIGHT: usize = 4;
+
+struct Pending {
+    tx: TxRequest,
+    size: usize,
+    reply: oneshot::Sender<Result<TxOutcome, ShoalError>>,
+}
+
+/// A running replica. Cheap to share (`Arc`).
+pub struct Replica {
+    pub id: u64,
+    pub raft: Raft,
+    nats: async_nats::Client,
+    reader: Reader,
+    proposals: mpsc::Sender<Pending>,
+    is_leader: Arc<AtomicBool>,
+    db: sled::Db,
+}
+
+impl Replica {
+    /// Opens the database, starts Raft and every background task of the replica.
+    pub async fn start(cfg: &Config, nats: async_nats::Client) -> anyhow::Result<Arc<Replica>> {
+        let db = sled::Config::new()
+            .path(cfg.data_dir.join("store.sled"))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let log = LogStore::open(&db)?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let sm = StateMachine::open(&db, events_tx)?;
+        let reader = sm.reader();
+
+        let election = cfg.election_timeout().as_millis() as u64;
+        let raft_config = openraft::Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: cfg.heartbeat().as_millis() as u64,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            install_snapshot_timeout: (election * 2).max(1000),
+            max_payload_entries: 16,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_interval),
+            max_in_snapshot_log_to_keep: cfg.keep_logs,
+            snapshot_max_chunk_size: 128 * 1024,
+            ..Default::default()
+        }
+        .validate()?;
+        let network = NatsNetwork { nats: nats.clone() };
+        let raft = Raft::new(cfg.replica_id, Arc::new(raft_config), network, log, sm).await?;
+
+        let (proposals, proposals_rx) = mpsc::channel(8192);
+        let replica = Arc::new(Replica {
+            id: cfg.replica_id,
+            raft,
+            nats,
+            reader,
+            proposals,
+            is_leader: Arc::new(AtomicBool::new(false)),
+            db,
+        });
+
+        replica.clone().serve_raft_rpcs().await?;
+        tokio::spawn(replica.clone().batch_proposals(proposals_rx));
+        tokio::spawn(replica.clone().publish_events(events_rx));
+        tokio::spawn(replica.clone().watch_leadership());
+
+        let members: BTreeSet<u64> = if cfg.init {
+            [cfg.replica_id].into()
+        } else {
+            cfg.peers.iter().copied().collect()
+        };
+        if !members.is_empty() && !replica.raft.is_initialized().await? {
+            let nodes: BTreeMap<u64, BasicNode> = members.iter().map(|&id| (id, node(id))).collect();
+            match replica.raft.initialize(nodes).await {
+                Ok(()) => tracing::info!(?members, "initialized a new store cluster"),
+                // Another replica of the same --peers list may have got there first.
+                Err(e) => tracing::info!(error = %e, "not initializing"),
+            }
+        }
+        Ok(replica)
+    }
+
+    /// Flushes and stops Raft.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        let _ = self.db.flush_async().await;
+    }
+
+    async fn serve_raft_rpcs(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut sub = self.nats.subscribe(subjects::raft_rpc_all(self.id)).await?;
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let me = self.clone();
+                tokio::spawn(async move { me.raft_rpc(msg).await });
+            }
+        });
+        Ok(())
+    }
+
+    async fn raft_rpc(&self, msg: async_nats::Message) {
+        let vote = subjects::raft_rpc(self.id, RaftRpc::Vote);
+        let append = subjects::raft_rpc(self.id, RaftRpc::AppendEntries);
+        let snapshot = subjects::raft_rpc(self.id, RaftRpc::InstallSnapshot);
+        let subject = msg.subject.as_str();
+        let body = if subject == append.as_str() {
+            match envelope::decode(&msg.payload) {
+                Ok(req) => envelope::encode(&Reply::Ok(self.raft.append_entries(req).await)),
+                Err(e) => envelope::encode(&Reply::<()>::Err(e)),
+            }
+        } else if subject == vote.as_str() {
+            match envelope::decode(&msg.payload) {
+                Ok(req) => envelope::encode(&Reply::Ok(self.raft.vote(req).await)),
+                Err(e) => envelope::encode(&Reply::<()>::Err(e)),
+            }
+        } else if subject == snapshot.as_str() {
+            match envelope::decode(&msg.payload) {
+                Ok(req) => envelope::encode(&Reply::Ok(self.raft.install_snapshot(req).await)),
+                Err(e) => envelope::encode(&Reply::<()>::Err(e)),
+            }
+        } else {
+            return;
+        };
+        if let Some(to) = msg.reply {
+            let _ = self.nats.publish(to, body).await;
+        }
+    }
+
+    /// Serves one store API message. `direct` requests (addressed to this
+    /// replica) are never forwarded.
+    pub async fn handle(self: Arc<Self>, msg: async_nats::Message, direct: bool) {
+        let span = tracing::info_span!("store.request", replica = self.id, direct);
+        envelope::continue_trace(&span, msg.headers.as_ref());
+        async {
+            let reply: Reply<StoreResponse> = match envelope::decode::<StoreRequest>(&msg.payload) {
+                Err(e) => Reply::Err(e),
+                Ok(req) => self.serve(req, direct).await.into(),
+            };
+            envelope::respond(&self.nats, &msg, &reply).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn serve(&self, req: StoreRequest, direct: bool) -> Result<StoreResponse, ShoalError> {
+        match req {
+            StoreRequest::Status => return Ok(StoreResponse::Status { status: self.status() }),
+            StoreRequest::LocalList { kinds, filter } => {
+                return Ok(StoreResponse::List {
+                    result: self.reader.list(&kinds, &filter)?,
+                })
+            }
+            _ => {}
+        }
+        let leader = self.wait_for_leader().await.ok_or_else(ShoalError::no_quorum)?;
+        if leader != self.id {
+            if direct {
+                return Err(ShoalError::not_leader(Some(leader)));
+            }
+            return envelope::request(&self.nats, subjects::store_replica(leader), &req, QUORUM_WAIT).await;
+        }
+        match req {
+            StoreRequest::Tx { tx } => Ok(StoreResponse::Tx {
+                outcome: self.write(tx).await?,
+            }),
+            StoreRequest::Get { kind, id } => {
+                self.read_barrier().await?;
+                Ok(StoreResponse::Get {
+                    record: self.reader.get(kind, &id)?,
+                })
+            }
+            StoreRequest::List { kinds, filter } => {
+                self.read_barrier().await?;
+                Ok(StoreResponse::List {
+                    result: self.reader.list(&kinds, &filter)?,
+                })
+            }
+            StoreRequest::Events { after, limit } => {
+                self.read_barrier().await?;
+                Ok(StoreResponse::Events {
+                    result: self.reader.events(after, limit)?,
+                })
+            }
+            StoreRequest::AddReplica { replica, voter } => {
+                self.add_replica(replica, voter).await?;
+                Ok(StoreResponse::Done)
+            }
+            StoreRequest::RemoveReplica { replica } => {
+                self.remove_replica(replica).await?;
+                Ok(StoreResponse::Done)
+            }
+            StoreRequest::Status | StoreRequest::LocalList { .. } => unreachable!("served above"),
+        }
+    }
+
+    async fn wait_for_leader(&self) -> Option<u64> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            if let Some(l) = metrics.borrow().current_leader {
+                return Some(l);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Waits until this leader is confirmed by a quorum and has applied
+    /// everything committed before the read (a linearizable read).
+    async fn read_barrier(&self) -> Result<(), ShoalError> {
+        match tokio::time::timeout(QUORUM_WAIT, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(ShoalError::no_quorum()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ShoalError::not_leader(f.leader_id))
+            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(ShoalError::no_quorum())
+            }
+            Ok(Err(e)) => Err(ShoalError::unavailable(e.to_string())),
+        }
+    }
+
+    async fn write(&self, tx: TxRequest) -> Result<TxOutcome, ShoalError> {
+        let size = tx.ops.len() * 256 + 64;
+        let (reply, rx) = oneshot::channel();
+        self.proposals
+            .send(Pending { tx, size, reply })
+            .await
+            .map_err(|_| ShoalError::unavailable("replica is shutting down"))?;
+        match tokio::time::timeout(QUORUM_WAIT, rx).await {
+            Err(_) => Err(ShoalError::no_quorum()),
+            Ok(Err(_)) => Err(ShoalError::unavailable("proposal dropped")),
+            Ok(Ok(res)) => res,
+        }
+    }
+
+    /// Groups concurrent transactions into one log entry per proposal.
+    async fn batch_proposals(self: Arc<Self>, mut rx: mpsc::Receiver<Pending>) {
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = rx.recv().await else { return };
+            let mut bytes = first.size;
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.size;
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let raft = self.raft.clone();
+            tokio::spawn(async move {
+                let (txs, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.tx, p.reply)).unzip();
+                let n = txs.len();
+                let cmd = Command {
+                    at: chrono::Utc::now(),
+                    txs,
+                };
+                match raft.client_write(cmd).await {
+                    Ok(resp) => {
+                        let mut results = resp.data.0.into_iter();
+                        for reply in replies {
+                            let r = results
+                                .next()
+                                .unwrap_or_else(|| Err(ShoalError::internal(format!("batch of {n}: result missing"))));
+                            let _ = reply.send(r);
+                        }
+                    }
+                    Err(e) => {
+                        let err = match e {
+                            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                                ShoalError::not_leader(f.leader_id)
+                            }
+                            other => ShoalError::unavailable(other.to_string()),
+                        };
+                        for reply in replies {
+                            let _ = reply.send(Err(err.clone()));
+                        }
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// Publishes change batches in apply order while this replica leads.
+    async fn publish_events(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<EventBatch>) {
+        while let Some(batch) = rx.recv().await {
+            if self.is_leader.load(Ordering::Acquire) {
+                if let Err(e) = self
+                    .nats
+                    .publish(subjects::store_events(), envelope::encode(&batch))
+                    .await
+                {
+                    tracing::warn!(error = %e, index = batch.index, "could not publish change batch");
+                }
+            }
+        }
+    }
+
+    /// Tracks whether this replica leads, and announces it when it starts to.
+    async fn watch_leadership(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        let mut was = false;
+        loop {
+            let (now, term) = {
+                let m = metrics.borrow();
+                (m.state == ServerState::Leader, m.current_term)
+            };
+            self.is_leader.store(now, Ordering::Release);
+            if now && !was {
+                tracing::info!(term, "this replica is now the store leader");
+                let note = serde_json::json!({ "replica": self.id, "term": term });
+                let _ = self
+                    .nats
+                    .publish(subjects::store_leader(), envelope::encode(&note))
+                    .await;
+            }
+            was = now;
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn add_replica(&self, replica: u64, voter: bool) -> Result<(), ShoalError> {
+        self.raft
+            .add_learner(replica, node(replica), true)
+            .await
+            .map_err(|e| ShoalError::unavailable(format!("add learner {replica}: {e}")))?;
+        if voter {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds([replica].into()), false)
+                .await
+                .map_err(|e| ShoalError::unavailable(format!("promote {replica}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn remove_replica(&self, replica: u64) -> Result<(), ShoalError> {
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == replica);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters([replica].into())
+        } else {
+            ChangeMembers::RemoveNodes([replica].into())
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| ShoalError::unavailable(format!("remove {replica}: {e}")))?;
+        Ok(())
+    }
+
+    /// This replica's view of the cluster.
+    pub fn status(&self) -> StoreStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        StoreStatus {
+            replica: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            state: format!("{:?}", m.state).to_lowercase(),
+        }
+    }
+}
+
+fn node(id: u64) -> BasicNode {
+    BasicNode::new(format!("replica-{id}"))
+}

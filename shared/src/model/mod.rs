@@ -1,0 +1,55 @@
+//! The cluster object model: typed Docker Swarm objects.
+//!
+//! Every struct here serializes with exactly the JSON field names of the
+//! Docker Engine API (`TaskTemplate`, `ContainerSpec`, `NanoCPUs`, ...), so
+//! the HTTP API layer is a thin mapping and `docker service inspect` output
+//! round-trips through these types without adding or dropping fields.
+//!
+//! Conventions, mirroring Go's `encoding/json` as Docker uses it:
+//! - a Go pointer with `omitempty` is an `Option<T>` skipped when `None`;
+//!   `Some(T::default())` serializes as `{}` (e.g. `"Limits": {}`);
+//! - a Go scalar with `omitempty` is a plain field skipped when zero/empty;
+//! - a Go struct field (never omitted by Go) is a plain field, always written;
+//! - durations are integer nanoseconds (see [`duration`]).
+//!
+//! The top-level objects ([`Cluster`], [`Node`], [`Service`], [`Task`],
+//! [`Network`]) embed the store's [`Meta`](crate::store::Meta) flattened as
+//! their first field and implement [`StoreObject`](crate::store::StoreObject).
+
+pub mod cluster;
+pub mod duration;
+pub mod network;
+pub mod node;
+pub mod service;
+pub mod task;
+
+pub use cluster::*;
+pub use network::*;
+pub use node::*;
+pub use service::*;
+pub use task::*;
+
+/// `skip_serializing_if` helper: Go's `omitempty` on a bool.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `skip_serializing_if` helper: Go's `omitempty` on an integer.
+pub(crate) fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+/// `skip_serializing_if` helper: Go's `omitempty` on an unsigned integer.
+pub(crate) fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `skip_serializing_if` helper: Go's `omitempty` on a port number.
+pub(crate) fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// `Some(s)` unless `s` is empty (for [`StoreObject::name`](crate::store::StoreObject::name)).
+pub(crate) fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}

@@ -1,0 +1,221 @@
+//! Swarm networks as the store keeps them.
+//!
+//! The store holds a network the way SwarmKit does and the way Docker prints
+//! it inside a task's `NetworksAttachments`: `ID`/`Version`/times, a `Spec`
+//! (`Name`, `Labels`, `DriverConfiguration`, `IPAMOptions`, flags, `Scope`),
+//! the allocator's `DriverState` and the allocated `IPAMOptions`. Docker's
+//! `/networks` endpoints use a different, flatter shape; the API layer
+//! renders that from this one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{is_false, non_empty};
+use crate::store::{Kind, Meta, StoreObject};
+
+/// The driver shoal uses for every swarm-scoped network.
+pub const OVERLAY_DRIVER: &str = "overlay";
+
+/// A driver name with its options; Docker's `Driver` (used for network
+/// drivers, IPAM drivers, log drivers and volume drivers alike).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Driver {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+impl Driver {
+    pub fn named(name: impl Into<String>) -> Driver {
+        Driver {
+            name: name.into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// One IPAM pool: `Subnet`, optional `Range`, `Gateway`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct IpamConfig {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subnet: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub range: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
+}
+
+/// `IPAMOptions`: the IPAM driver (always written, possibly `{}`) and its pools.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct IpamOptions {
+    pub driver: Driver,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<IpamConfig>,
+}
+
+/// What a user asks for when creating a swarm network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkSpec {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The network driver and its options (`docker network create -d overlay -o k=v`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_configuration: Option<Driver>,
+    #[serde(rename = "IPv6Enabled", skip_serializing_if = "is_false")]
+    pub ipv6_enabled: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub internal: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub attachable: bool,
+    /// The routing-mesh network (`ingress`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub ingress: bool,
+    #[serde(rename = "IPAMOptions", skip_serializing_if = "Option::is_none")]
+    pub ipam_options: Option<IpamOptions>,
+    /// `swarm` for every network shoal manages.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+impl NetworkSpec {
+    /// A swarm-scoped overlay network spec with this name.
+    pub fn overlay(name: impl Into<String>) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            driver_configuration: Some(Driver::named(OVERLAY_DRIVER)),
+            scope: "swarm".into(),
+            ..NetworkSpec::default()
+        }
+    }
+
+    /// The driver's name, `overlay` when the spec names none.
+    pub fn driver_name(&self) -> &str {
+        match &self.driver_configuration {
+            Some(d) if !d.name.is_empty() => &d.name,
+            _ => OVERLAY_DRIVER,
+        }
+    }
+
+    /// The driver's options (`DriverOpts` in Docker's `/networks` API).
+    pub fn driver_opts(&self) -> BTreeMap<String, String> {
+        self.driver_configuration
+            .as_ref()
+            .map(|d| d.options.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A swarm network in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    #[serde(flatten)]
+    pub meta: Meta,
+    #[serde(rename = "Spec", default)]
+    pub spec: NetworkSpec,
+    /// The driver state the allocator chose (e.g. the VXLAN ID list).
+    #[serde(rename = "DriverState", default)]
+    pub driver_state: Driver,
+    /// The IPAM configuration the allocator settled on.
+    #[serde(rename = "IPAMOptions", default, skip_serializing_if = "Option::is_none")]
+    pub ipam_options: Option<IpamOptions>,
+}
+
+impl Network {
+    pub fn new(id: impl Into<String>, spec: NetworkSpec) -> Network {
+        Network {
+            meta: Meta::new(id),
+            spec,
+            driver_state: Driver::default(),
+            ipam_options: None,
+        }
+    }
+
+    pub fn is_ingress(&self) -> bool {
+        self.spec.ingress
+    }
+}
+
+impl StoreObject for Network {
+    const KIND: Kind = Kind::Network;
+
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn meta_mut(&mut self) -> &mut Meta {
+        &mut self.meta
+    }
+
+    /// `None` while unset, so nameless objects never collide in the store's name index.
+    fn name(&self) -> Option<String> {
+        non_empty(&self.spec.name)
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        self.spec.labels.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn overlay_spec_serializes_with_docker_names_and_record_carries_name_and_labels() {
+        let mut spec = NetworkSpec::overlay("backend");
+        spec.labels.insert("tier".into(), "db".into());
+        spec.attachable = true;
+        spec.ipam_options = Some(IpamOptions {
+            driver: Driver::default(),
+            configs: vec![IpamConfig {
+                subnet: "10.0.1.0/24".into(),
+                gateway: "10.0.1.1".into(),
+                ..IpamConfig::default()
+            }],
+        });
+        let net = Network::new("n1", spec);
+        let v = serde_json::to_value(&net).unwrap();
+        assert_eq!(
+            v["Spec"],
+            json!({
+                "Name": "backend",
+                "Labels": {"tier": "db"},
+                "DriverConfiguration": {"Name": "overlay"},
+                "Attachable": true,
+                "IPAMOptions": {"Driver": {}, "Configs": [{"Subnet": "10.0.1.0/24", "Gateway": "10.0.1.1"}]},
+                "Scope": "swarm"
+            })
+        );
+        assert_eq!(v["DriverState"], json!({}));
+        assert_eq!(v["ID"], "n1");
+
+        let rec = net.to_record().unwrap();
+        assert_eq!(rec.kind, Kind::Network);
+        assert_eq!(rec.name.as_deref(), Some("backend"));
+        assert_eq!(rec.labels.get("tier").map(String::as_str), Some("db"));
+        let back = Network::from_record(&rec).unwrap();
+        assert_eq!(back, net);
+    }
+
+    #[test]
+    fn driver_name_defaults_to_overlay() {
+        let mut spec = NetworkSpec::default();
+        assert_eq!(spec.driver_name(), "overlay");
+        assert!(spec.driver_opts().is_empty());
+        let mut d = Driver::named("macvlan");
+        d.options.insert("parent".into(), "eth0".into());
+        spec.driver_configuration = Some(d);
+        assert_eq!(spec.driver_name(), "macvlan");
+        assert_eq!(spec.driver_opts().get("parent").map(String::as_str), Some("eth0"));
+    }
+}

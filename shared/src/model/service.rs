@@ -1,0 +1,776 @@
+//! Services: `ServiceSpec` (what the user asked for, including the
+//! `TaskTemplate` every task is made from) and the state Swarm keeps beside
+//! it (`Endpoint`, `UpdateStatus`, `ServiceStatus`).
+//!
+//! The task-template types (`TaskSpec`, `ContainerSpec`, `Mount`,
+//! `ResourceRequirements`, `RestartPolicy`, `Placement`, ...) live here too
+//! because a task carries a copy of its service's template.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::network::Driver;
+use super::node::Platform;
+use super::{is_false, is_zero_i64, is_zero_u32, is_zero_u64, non_empty};
+use crate::store::{Kind, Meta, StoreObject};
+
+// ---------------------------------------------------------------- enums
+
+/// `RestartPolicy.Condition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+/// `UpdateConfig.FailureAction` (also used by `RollbackConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    Pause,
+    Continue,
+    Rollback,
+}
+
+/// `UpdateConfig.Order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+/// `EndpointSpec.Mode`: how the service's name resolves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// One virtual IP load-balanced over the tasks.
+    #[default]
+    Vip,
+    /// DNS round-robin over the tasks' addresses.
+    Dnsrr,
+}
+
+/// `UpdateStatus.State`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+/// `Mount.Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+/// `PortConfig.Protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// `PortConfig.PublishMode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Published on every node through the routing mesh.
+    #[default]
+    Ingress,
+    /// Published only on the node running the task.
+    Host,
+}
+
+// ---------------------------------------------------------------- task template
+
+/// `Resources` (Docker's `ResourceObject`): a reservation, or what a node offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    #[serde(rename = "NanoCPUs", skip_serializing_if = "is_zero_i64")]
+    pub nano_cpus: i64,
+    #[serde(rename = "MemoryBytes", skip_serializing_if = "is_zero_i64")]
+    pub memory_bytes: i64,
+}
+
+/// `Limit`: the most a task's container may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limit {
+    #[serde(rename = "NanoCPUs", skip_serializing_if = "is_zero_i64")]
+    pub nano_cpus: i64,
+    #[serde(rename = "MemoryBytes", skip_serializing_if = "is_zero_i64")]
+    pub memory_bytes: i64,
+    #[serde(rename = "Pids", skip_serializing_if = "is_zero_i64")]
+    pub pids: i64,
+}
+
+/// `TaskTemplate.Resources`. Docker writes `{"Limits": {}, "Reservations": {}}`
+/// for a service created without any, so both are `Some(default)` there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ResourceRequirements {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservations: Option<Resources>,
+}
+
+/// `TaskTemplate.RestartPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<RestartCondition>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "super::duration::option_nanos")]
+    pub delay: Option<Duration>,
+    /// 0 means no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u64>,
+    /// 0 means unbounded.
+    #[serde(skip_serializing_if = "Option::is_none", with = "super::duration::option_nanos")]
+    pub window: Option<Duration>,
+}
+
+/// `SpreadOver`: spread tasks over the values of a node attribute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SpreadOver {
+    /// e.g. `node.labels.datacenter`.
+    pub spread_descriptor: String,
+}
+
+/// One entry of `Placement.Preferences`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PlacementPreference {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<SpreadOver>,
+}
+
+/// `TaskTemplate.Placement`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Placement {
+    /// e.g. `node.role==manager`, `node.labels.zone!=b`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<PlacementPreference>,
+    /// Most replicas of this service on one node; 0 means no limit.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub max_replicas: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<Platform>,
+}
+
+/// A network a service's tasks attach to (`--network name --network-alias a`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkAttachmentConfig {
+    /// Network name or ID.
+    pub target: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
+}
+
+/// `Mount.BindOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BindOptions {
+    /// `private`, `rprivate`, `shared`, `rshared`, `slave` or `rslave`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub propagation: String,
+    #[serde(skip_serializing_if = "is_false")]
+    pub non_recursive: bool,
+}
+
+/// `Mount.VolumeOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeOptions {
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_copy: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_config: Option<Driver>,
+}
+
+/// `Mount.TmpfsOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TmpfsOptions {
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub size_bytes: i64,
+    /// Unix permission bits (Go's `os.FileMode`, written as a decimal integer).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub mode: u32,
+}
+
+/// One entry of `ContainerSpec.Mounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Mount {
+    #[serde(rename = "Type")]
+    pub kind: MountType,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// `default`, `consistent`, `cached` or `delegated`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub consistency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_options: Option<BindOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_options: Option<VolumeOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs_options: Option<TmpfsOptions>,
+}
+
+/// `ContainerSpec.DNSConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DnsConfig {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// `TaskTemplate.ContainerSpec`: the container each task runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerSpec {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Replaces the image's entrypoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Replaces the image's `CMD`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `KEY=value` strings, as Docker keeps them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub dir: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    #[serde(rename = "TTY", skip_serializing_if = "is_false")]
+    pub tty: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub open_stdin: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "super::duration::option_nanos")]
+    pub stop_grace_period: Option<Duration>,
+    /// Docker's `HealthConfig`, kept verbatim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<serde_json::Value>,
+    /// Extra `/etc/hosts` lines, `IP hostname...`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(rename = "DNSConfig", skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<DnsConfig>,
+}
+
+impl ContainerSpec {
+    /// `Env` as a map; a later `KEY=` wins, a bare `KEY` maps to `""`.
+    pub fn env_map(&self) -> BTreeMap<String, String> {
+        self.env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect()
+    }
+}
+
+/// `TaskSpec`: the template a service's tasks are made from (`TaskTemplate`),
+/// and the copy each task carries (`Task.Spec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TaskSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_spec: Option<ContainerSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachmentConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<Driver>,
+    /// Bumped to force a rolling update with an unchanged spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force_update: Option<u64>,
+    /// `container` (the default), `plugin` or `attachment`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+// ---------------------------------------------------------------- service spec
+
+/// `Mode.Replicated`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ReplicatedService {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
+}
+
+/// `Mode.Global`: one task on every eligible node; has no fields (`{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalService {}
+
+/// `ServiceSpec.Mode`: exactly one of `Replicated` or `Global` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceMode {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicated: Option<ReplicatedService>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<GlobalService>,
+}
+
+impl ServiceMode {
+    pub fn replicated(replicas: u64) -> ServiceMode {
+        ServiceMode {
+            replicated: Some(ReplicatedService {
+                replicas: Some(replicas),
+            }),
+            global: None,
+        }
+    }
+
+    pub fn global() -> ServiceMode {
+        ServiceMode {
+            replicated: None,
+            global: Some(GlobalService {}),
+        }
+    }
+}
+
+/// `UpdateConfig` and `RollbackConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateConfig {
+    /// Tasks updated at once; 0 means all at once. Docker always writes it.
+    pub parallelism: u64,
+    #[serde(skip_serializing_if = "Option::is_none", with = "super::duration::option_nanos")]
+    pub delay: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_action: Option<FailureAction>,
+    /// How long to watch an updated task for failure.
+    #[serde(skip_serializing_if = "Option::is_none", with = "super::duration::option_nanos")]
+    pub monitor: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_failure_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<UpdateOrder>,
+}
+
+/// One published port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PortConfig {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<PortProtocol>,
+    /// The port inside the container.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub target_port: u32,
+    /// The port on the swarm hosts; 0 lets Swarm pick one.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub published_port: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_mode: Option<PublishMode>,
+}
+
+/// `EndpointSpec`: how the service is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EndpointSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<EndpointMode>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortConfig>,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceSpec {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub task_template: TaskSpec,
+    pub mode: ServiceMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_config: Option<UpdateConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_config: Option<UpdateConfig>,
+    /// Deprecated by Docker in favour of `TaskTemplate.Networks`, still accepted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachmentConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_spec: Option<EndpointSpec>,
+}
+
+impl ServiceSpec {
+    pub fn is_global(&self) -> bool {
+        self.mode.global.is_some()
+    }
+
+    /// Desired replica count: `None` for a global service. A replicated
+    /// service (or one with no mode at all, which Docker treats as
+    /// replicated) without `Replicas` gets Docker's default of 1.
+    pub fn replicas(&self) -> Option<u64> {
+        if self.is_global() {
+            return None;
+        }
+        Some(self.mode.replicated.as_ref().and_then(|r| r.replicas).unwrap_or(1))
+    }
+
+    /// `"global"` or `"replicated"`, the service's `mode` index field.
+    pub fn mode_name(&self) -> &'static str {
+        if self.is_global() {
+            "global"
+        } else {
+            "replicated"
+        }
+    }
+}
+
+// ---------------------------------------------------------------- service
+
+/// One virtual IP of the service on one network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointVirtualIp {
+    #[serde(rename = "NetworkID", skip_serializing_if = "String::is_empty")]
+    pub network_id: String,
+    /// CIDR form, e.g. `10.255.0.2/16`.
+    #[serde(rename = "Addr", skip_serializing_if = "String::is_empty")]
+    pub addr: String,
+}
+
+/// `Endpoint`: the endpoint spec as applied, with allocated ports and VIPs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Endpoint {
+    pub spec: EndpointSpec,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortConfig>,
+    #[serde(rename = "VirtualIPs", skip_serializing_if = "Vec::is_empty")]
+    pub virtual_ips: Vec<EndpointVirtualIp>,
+}
+
+/// `UpdateStatus`: progress of the last rolling update or rollback.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<UpdateState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// `ServiceStatus` (`GET /services?status=true`): task counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceStatus {
+    pub running_tasks: u64,
+    pub desired_tasks: u64,
+    pub completed_tasks: u64,
+}
+
+/// A service in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    #[serde(flatten)]
+    pub meta: Meta,
+    #[serde(rename = "Spec", default)]
+    pub spec: ServiceSpec,
+    /// The spec before the last update, for `docker service rollback`.
+    #[serde(rename = "PreviousSpec", default, skip_serializing_if = "Option::is_none")]
+    pub previous_spec: Option<ServiceSpec>,
+    #[serde(rename = "Endpoint", default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+    #[serde(rename = "UpdateStatus", default, skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<UpdateStatus>,
+    #[serde(rename = "ServiceStatus", default, skip_serializing_if = "Option::is_none")]
+    pub service_status: Option<ServiceStatus>,
+}
+
+impl Service {
+    pub fn new(id: impl Into<String>, spec: ServiceSpec) -> Service {
+        Service {
+            meta: Meta::new(id),
+            spec,
+            previous_spec: None,
+            endpoint: None,
+            update_status: None,
+            service_status: None,
+        }
+    }
+
+    /// See [`ServiceSpec::replicas`].
+    pub fn replicas(&self) -> Option<u64> {
+        self.spec.replicas()
+    }
+
+    pub fn is_global(&self) -> bool {
+        self.spec.is_global()
+    }
+}
+
+impl StoreObject for Service {
+    const KIND: Kind = Kind::Service;
+
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn meta_mut(&mut self) -> &mut Meta {
+        &mut self.meta
+    }
+
+    /// `None` while unset, so nameless objects never collide in the store's name index.
+    fn name(&self) -> Option<String> {
+        non_empty(&self.spec.name)
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        self.spec.labels.clone()
+    }
+
+    fn fields(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("mode".to_string(), self.spec.mode_name().to_string())])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{Record, Version};
+
+    fn web_spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            labels: BTreeMap::from([("team".to_string(), "blue".to_string())]),
+            task_template: TaskSpec {
+                container_spec: Some(ContainerSpec {
+                    image: "nginx:alpine".into(),
+                    env: vec!["A=1".into(), "B".into()],
+                    stop_grace_period: Some(Duration::from_secs(10)),
+                    ..ContainerSpec::default()
+                }),
+                restart_policy: Some(RestartPolicy {
+                    condition: Some(RestartCondition::OnFailure),
+                    delay: Some(Duration::from_secs(5)),
+                    max_attempts: Some(3),
+                    window: None,
+                }),
+                ..TaskSpec::default()
+            },
+            mode: ServiceMode::replicated(3),
+            ..ServiceSpec::default()
+        }
+    }
+
+    #[test]
+    fn store_record_round_trip_carries_name_labels_fields_and_meta() {
+        let svc = Service::new("svc1", web_spec());
+        let mut rec = svc.to_record().unwrap();
+        assert_eq!(rec.kind, Kind::Service);
+        assert_eq!(rec.id, "svc1");
+        assert_eq!(rec.name.as_deref(), Some("web"));
+        assert_eq!(rec.labels.get("team").map(String::as_str), Some("blue"));
+        assert_eq!(rec.fields.get("mode").map(String::as_str), Some("replicated"));
+        assert_eq!(
+            rec.body["Spec"]["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"],
+            10_000_000_000i64
+        );
+
+        // The store owns version and times: from_record must take them from the record.
+        let at = "2016-08-16T00:11:33.545965515Z".parse::<DateTime<Utc>>().unwrap();
+        rec.version = 109;
+        rec.created_at = at;
+        rec.updated_at = at;
+        let back = Service::from_record(&rec).unwrap();
+        assert_eq!(back.meta.version, Version { index: 109 });
+        assert_eq!(back.meta.created_at, at);
+        assert_eq!(back.meta.updated_at, at);
+        assert_eq!(back.spec, svc.spec);
+
+        // A nameless service gets no name in the store's unique-name index.
+        let nameless = Service::new("svc2", ServiceSpec::default());
+        assert_eq!(nameless.to_record().unwrap().name, None);
+
+        // A record of another kind is refused.
+        let blob = Record::blob("svc1", rec.body.clone());
+        assert!(Service::from_record(&blob).is_err());
+    }
+
+    #[test]
+    fn global_mode_is_indexed_and_has_no_replica_count() {
+        let mut spec = web_spec();
+        spec.mode = ServiceMode::global();
+        let svc = Service::new("g", spec);
+        assert!(svc.is_global());
+        assert_eq!(svc.replicas(), None);
+        assert_eq!(svc.fields().get("mode").map(String::as_str), Some("global"));
+        assert_eq!(serde_json::to_value(&svc.spec.mode).unwrap(), json!({"Global": {}}));
+    }
+
+    #[test]
+    fn replicas_default_to_one_when_unset() {
+        let mut spec = web_spec();
+        assert_eq!(spec.replicas(), Some(3));
+        spec.mode = ServiceMode {
+            replicated: Some(ReplicatedService { replicas: None }),
+            global: None,
+        };
+        assert_eq!(spec.replicas(), Some(1));
+        spec.mode = ServiceMode::default();
+        assert!(!spec.is_global());
+        assert_eq!(spec.replicas(), Some(1));
+        spec.mode = ServiceMode::replicated(0);
+        assert_eq!(spec.replicas(), Some(0));
+    }
+
+    #[test]
+    fn enums_use_dockers_spellings() {
+        let cases = [
+            (serde_json::to_value(RestartCondition::OnFailure).unwrap(), "on-failure"),
+            (serde_json::to_value(RestartCondition::None).unwrap(), "none"),
+            (serde_json::to_value(UpdateOrder::StopFirst).unwrap(), "stop-first"),
+            (serde_json::to_value(UpdateOrder::StartFirst).unwrap(), "start-first"),
+            (serde_json::to_value(FailureAction::Rollback).unwrap(), "rollback"),
+            (
+                serde_json::to_value(UpdateState::RollbackStarted).unwrap(),
+                "rollback_started",
+            ),
+            (
+                serde_json::to_value(UpdateState::RollbackCompleted).unwrap(),
+                "rollback_completed",
+            ),
+            (serde_json::to_value(EndpointMode::Dnsrr).unwrap(), "dnsrr"),
+            (serde_json::to_value(MountType::Tmpfs).unwrap(), "tmpfs"),
+            (serde_json::to_value(PortProtocol::Udp).unwrap(), "udp"),
+            (serde_json::to_value(PublishMode::Ingress).unwrap(), "ingress"),
+            (serde_json::to_value(PublishMode::Host).unwrap(), "host"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, json!(want));
+        }
+        let back: UpdateState = serde_json::from_value(json!("rollback_paused")).unwrap();
+        assert_eq!(back, UpdateState::RollbackPaused);
+    }
+
+    #[test]
+    fn update_config_and_mounts_serialize_with_docker_field_names() {
+        let cfg = UpdateConfig {
+            parallelism: 2,
+            delay: Some(Duration::from_secs(10)),
+            failure_action: Some(FailureAction::Rollback),
+            monitor: Some(Duration::from_secs(5)),
+            max_failure_ratio: Some(0.25),
+            order: Some(UpdateOrder::StartFirst),
+        };
+        assert_eq!(
+            serde_json::to_value(&cfg).unwrap(),
+            json!({
+                "Parallelism": 2, "Delay": 10_000_000_000i64, "FailureAction": "rollback",
+                "Monitor": 5_000_000_000i64, "MaxFailureRatio": 0.25, "Order": "start-first"
+            })
+        );
+        let mount_json = json!({
+            "Type": "volume", "Source": "data", "Target": "/data", "ReadOnly": true,
+            "VolumeOptions": {"NoCopy": true, "Labels": {"a": "b"},
+                              "DriverConfig": {"Name": "local", "Options": {"o": "bind"}}}
+        });
+        let m: Mount = serde_json::from_value(mount_json.clone()).unwrap();
+        assert_eq!(m.kind, MountType::Volume);
+        assert!(m.read_only);
+        assert_eq!(
+            m.volume_options.as_ref().unwrap().driver_config.as_ref().unwrap().name,
+            "local"
+        );
+        assert_eq!(serde_json::to_value(&m).unwrap(), mount_json);
+
+        let res = ResourceRequirements {
+            limits: Some(Limit {
+                nano_cpus: 500_000_000,
+                memory_bytes: 0,
+                pids: 100,
+            }),
+            reservations: Some(Resources::default()),
+        };
+        assert_eq!(
+            serde_json::to_value(&res).unwrap(),
+            json!({"Limits": {"NanoCPUs": 500000000, "Pids": 100}, "Reservations": {}})
+        );
+    }
+
+    #[test]
+    fn env_map_splits_on_first_equals() {
+        let c = ContainerSpec {
+            env: vec!["A=1".into(), "B".into(), "C=x=y".into()],
+            ..ContainerSpec::default()
+        };
+        let m = c.env_map();
+        assert_eq!(m.get("A").map(String::as_str), Some("1"));
+        assert_eq!(m.get("B").map(String::as_str), Some(""));
+        assert_eq!(m.get("C").map(String::as_str), Some("x=y"));
+    }
+}
