@@ -113,24 +113,67 @@ pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
         .payload(encode(req))
         .headers(trace_headers())
         .timeout(Some(timeout));
-    let msg = nats.send_request(subject.clone(), request).await.map_err(|e| {
-        use async_nats::RequestErrorKind::*;
-        match e.kind() {
-            NoResponders => ShoalError::unavailable(format!("no responder on {subject}")),
-            TimedOut => ShoalError::unavailable(format!("request on {subject} timed out after {timeout:?}")),
-            MaxPayloadExceeded | InvalidSubject => ShoalError::invalid(format!("request on {subject}: {e}")),
-            Other => ShoalError::unavailable(format!("request on {subject}: {e}")),
-        }
-    })?;
+    let msg = nats
+        .send_request(subject.clone(), request)
+        .await
+        .map_err(|e| request_error(&subject, timeout, e))?;
     decode::<Reply<Resp>>(&msg.payload)?.into_result()
 }
 
 /// Answers a request message with `reply` (no-op for a message without a reply subject).
 pub async fn respond<T: Serialize>(nats: &async_nats::Client, msg: &async_nats::Message, reply: &Reply<T>) {
+    respond_with_headers(nats, msg, reply, HeaderMap::new()).await
+}
+
+/// Like [`respond`], with headers (e.g. [`LEADER_HEADER`]).
+pub async fn respond_with_headers<T: Serialize>(
+    nats: &async_nats::Client,
+    msg: &async_nats::Message,
+    reply: &Reply<T>,
+    headers: HeaderMap,
+) {
     if let Some(to) = &msg.reply {
-        if let Err(e) = nats.publish(to.clone(), encode(reply)).await {
+        if let Err(e) = nats.publish_with_headers(to.clone(), headers, encode(reply)).await {
             tracing::warn!(error = %e, "could not send reply");
         }
+    }
+}
+
+/// Reply header in which a store replica says which replica leads, so
+/// clients can address the leader directly.
+pub const LEADER_HEADER: &str = "Shoal-Leader";
+
+/// Like [`request`], also returning the replier's [`LEADER_HEADER`] hint.
+pub async fn request_with_leader<Req: Serialize, Resp: DeserializeOwned>(
+    nats: &async_nats::Client,
+    subject: String,
+    req: &Req,
+    timeout: Duration,
+) -> (Result<Resp, ShoalError>, Option<u64>) {
+    let request = async_nats::Request::new()
+        .payload(encode(req))
+        .headers(trace_headers())
+        .timeout(Some(timeout));
+    match nats.send_request(subject.clone(), request).await {
+        Err(e) => (Err(request_error(&subject, timeout, e)), None),
+        Ok(msg) => {
+            let leader = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(LEADER_HEADER))
+                .and_then(|v| v.as_str().parse().ok());
+            (decode::<Reply<Resp>>(&msg.payload).and_then(Reply::into_result), leader)
+        }
+    }
+}
+
+fn request_error(subject: &str, timeout: Duration, e: async_nats::RequestError) -> ShoalError {
+    use async_nats::RequestErrorKind::*;
+    match e.kind() {
+        NoResponders => ShoalError::unavailable(format!("no responder on {subject}")),
+        TimedOut => ShoalError::unavailable(format!("request on {subject} timed out after {timeout:?}")),
+        MaxPayloadExceeded | InvalidSubject => ShoalError::invalid(format!("request on {subject}: {e}")),
+        Other => ShoalError::unavailable(format!("request on {subject}: {e}")),
     }
 }
 

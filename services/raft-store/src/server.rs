@@ -164,7 +164,11 @@ impl Replica {
                 Err(e) => Reply::Err(e),
                 Ok(req) => self.serve(req, direct).await.into(),
             };
-            envelope::respond(&self.nats, &msg, &reply).await;
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(leader) = self.raft.metrics().borrow().current_leader {
+                headers.insert(envelope::LEADER_HEADER, leader.to_string().as_str());
+            }
+            envelope::respond_with_headers(&self.nats, &msg, &reply, headers).await;
         }
         .instrument(span)
         .await

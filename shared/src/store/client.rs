@@ -6,6 +6,8 @@
 //! answer in time, not-leader) until its deadline. Writes are safe to retry:
 //! each carries a request id and the store applies it once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,13 +20,17 @@ use crate::subjects;
 
 /// Default time a request may take, retries included ("fail within 5 s").
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(4800);
-/// How long one attempt waits for a replica before trying again.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one attempt waits for the leader before trying again.
+const LEADER_ATTEMPT: Duration = Duration::from_secs(3);
+/// How long one attempt waits for any replica (one may be frozen).
+const ANY_ATTEMPT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct StoreClient {
     nats: async_nats::Client,
     deadline: Duration,
+    /// The replica believed to lead (0: unknown), learned from replies.
+    leader: Arc<AtomicU64>,
 }
 
 impl StoreClient {
@@ -32,6 +38,7 @@ impl StoreClient {
         StoreClient {
             nats,
             deadline: DEFAULT_DEADLINE,
+            leader: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -40,6 +47,7 @@ impl StoreClient {
         StoreClient {
             nats: self.nats.clone(),
             deadline,
+            leader: self.leader.clone(),
         }
     }
 
@@ -47,35 +55,57 @@ impl StoreClient {
         &self.nats
     }
 
-    /// Sends a request to any replica, retrying retryable failures until the deadline.
+    /// Sends a request to the leader (or, when no leader is known, to any
+    /// replica, which forwards it), retrying retryable failures until the deadline.
     pub async fn call(&self, req: &StoreRequest) -> Result<StoreResponse, ShoalError> {
-        self.call_on(subjects::store_requests(), req).await
+        self.call_on(None, req).await
     }
 
     /// Sends a request to one replica (status, membership of a given replica).
     pub async fn call_replica(&self, replica: u64, req: &StoreRequest) -> Result<StoreResponse, ShoalError> {
-        self.call_on(subjects::store_replica(replica), req).await
+        self.call_on(Some(replica), req).await
     }
 
-    async fn call_on(&self, subject: String, req: &StoreRequest) -> Result<StoreResponse, ShoalError> {
+    async fn call_on(&self, replica: Option<u64>, req: &StoreRequest) -> Result<StoreResponse, ShoalError> {
         let deadline = Instant::now() + self.deadline;
         let mut backoff = Duration::from_millis(20);
-        let mut timed_out = false;
+        let mut last: Option<ShoalError> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(if timed_out {
-                    ShoalError::no_quorum()
-                } else {
-                    ShoalError::unavailable("no raft-store replica answered")
+                return Err(match last {
+                    Some(e) if e.code == ErrorCode::NoQuorum => e,
+                    Some(e) if e.message.contains("timed out") => ShoalError::no_quorum(),
+                    Some(e) => e,
+                    None => ShoalError::unavailable("no raft-store replica answered"),
                 });
             }
-            let attempt = left.min(ATTEMPT_TIMEOUT);
-            match envelope::request::<_, StoreResponse>(&self.nats, subject.clone(), req, attempt).await {
+            let known = self.leader.load(Ordering::Relaxed);
+            let (subject, attempt) = match replica {
+                Some(r) => (subjects::store_replica(r), LEADER_ATTEMPT),
+                None if known != 0 && req.needs_leader() => (subjects::store_replica(known), LEADER_ATTEMPT),
+                None => (subjects::store_requests(), ANY_ATTEMPT),
+            };
+            let (res, hint) =
+                envelope::request_with_leader::<_, StoreResponse>(&self.nats, subject, req, left.min(attempt)).await;
+            if let Some(l) = hint {
+                self.leader.store(l, Ordering::Relaxed);
+            }
+            match res {
                 Ok(resp) => return Ok(resp),
-                Err(e) if e.code == ErrorCode::Unavailable || e.code == ErrorCode::NotLeader => {
-                    timed_out |= e.message.contains("timed out");
+                Err(e) if e.code.retryable() => {
                     tracing::debug!(error = %e, "store request: retrying");
+                    match (e.code, e.leader) {
+                        (ErrorCode::NotLeader, Some(l)) if replica.is_none() => {
+                            // Go straight to the leader named in the error.
+                            self.leader.store(l, Ordering::Relaxed);
+                            last = Some(e);
+                            continue;
+                        }
+                        _ if hint.is_none() => self.leader.store(0, Ordering::Relaxed),
+                        _ => {}
+                    }
+                    last = Some(e);
                     let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(Duration::from_millis(250));
