@@ -9,14 +9,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod api;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// Path of a shoal binary built by `cargo build --workspace` (ops/test does it).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // Tests live in target/<profile>/deps/, tools in target/<profile>/; binaries in target/<profile>/.
+    let here = exe.parent().expect("exe dir");
+    let dir = if here.ends_with("deps") {
+        here.parent().expect("target dir")
+    } else {
+        here
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -171,6 +178,7 @@ pub struct StoreCluster {
     procs: BTreeMap<u64, Proc>,
     starts: BTreeMap<u64, u32>,
     env: BTreeMap<u64, Vec<(String, String)>>,
+    joiners: std::collections::BTreeSet<u64>,
 }
 
 impl StoreCluster {
@@ -189,6 +197,7 @@ impl StoreCluster {
             procs: BTreeMap::new(),
             starts: BTreeMap::new(),
             env: BTreeMap::new(),
+            joiners: Default::default(),
         };
         for id in c.ids.clone() {
             c.spawn(id);
@@ -214,7 +223,9 @@ impl StoreCluster {
         for (k, v) in self.env.get(&id).into_iter().flatten() {
             cmd.env(k, v);
         }
-        if self.ids.len() == 1 {
+        if self.joiners.contains(&id) {
+            // Started empty: it joins when the leader adds it.
+        } else if self.ids.len() == 1 {
             cmd.arg("--init");
         } else {
             cmd.args(["--peers", &peers]);
@@ -229,6 +240,12 @@ impl StoreCluster {
             .entry(id)
             .or_default()
             .push((key.to_string(), value.to_string()));
+    }
+
+    /// Starts an empty replica `id` that is not a member until the leader adds it.
+    pub fn start_joiner(&mut self, id: u64) {
+        self.joiners.insert(id);
+        self.spawn(id);
     }
 
     pub fn kill(&mut self, id: u64) {
@@ -275,5 +292,28 @@ impl StoreCluster {
             }
         })
         .await
+    }
+}
+
+/// Prints the tail of every `*.log` in `dir` (for a failing test's output).
+pub fn dump_logs(dir: &Path, lines: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths.iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        eprintln!("----- {} (last {lines} lines) -----", p.display());
+        for l in &all[all.len().saturating_sub(lines)..] {
+            eprintln!("{l}");
+        }
+    }
+}
+
+impl Drop for StoreCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs(self.dir.path(), 40);
+        }
     }
 }

@@ -462,3 +462,66 @@ async fn watcher_sees_every_change_once_in_order_across_a_leader_change() {
     let feed = feed.await.unwrap();
     assert_feed_matches(&feed, &acked);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_joins_as_learner_then_voter_and_can_be_removed() {
+    let mut c = StoreCluster::start(1, &[]);
+    let client = c.client().await;
+    c.leader(&client, &[], LONG).await;
+    for i in 0..50 {
+        client.tx(TxRequest::new(vec![blob(format!("m-{i}"))])).await.unwrap();
+    }
+    c.start_joiner(2);
+    let s = client.status(2).await.unwrap();
+    assert!(s.voters.is_empty(), "a fresh replica is no member yet: {s:?}");
+
+    // As a learner it receives the log but does not vote.
+    client.add_replica(2, false).await.unwrap();
+    let s = client.status(1).await.unwrap();
+    assert_eq!((s.voters.clone(), s.learners.clone()), (vec![1], vec![2]), "{s:?}");
+    eventually(LONG, "the learner to hold the data", || {
+        let client = client.clone();
+        async move {
+            let n = client
+                .local_list(2, &[Kind::Blob], ListFilter::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .records
+                .len();
+            if n == 50 {
+                Ok(())
+            } else {
+                Err(format!("{n} records"))
+            }
+        }
+    })
+    .await;
+
+    // Promoted, it counts for quorum: with it stopped, the old single voter can no longer commit.
+    client.add_replica(2, true).await.unwrap();
+    let s = client.status(1).await.unwrap();
+    assert_eq!((s.voters.clone(), s.learners.clone()), (vec![1, 2], vec![]), "{s:?}");
+    c.pause(2);
+    let err = client
+        .tx(TxRequest::new(vec![blob("needs-2".into())]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NoQuorum, "{err:?}");
+    c.resume(2);
+    client
+        .with_deadline(Duration::from_secs(30))
+        .tx(TxRequest::new(vec![blob("with-2".into())]))
+        .await
+        .unwrap();
+
+    // Removed, the cluster is a single voter again and commits without it.
+    client
+        .with_deadline(Duration::from_secs(30))
+        .remove_replica(2)
+        .await
+        .unwrap();
+    let s = client.status(1).await.unwrap();
+    assert_eq!((s.voters.clone(), s.learners.clone()), (vec![1], vec![]), "{s:?}");
+    c.kill(2);
+    client.tx(TxRequest::new(vec![blob("without-2".into())])).await.unwrap();
+}

@@ -445,6 +445,8 @@ pub struct StateMachine {
     snap: sled::Tree,
     lock: Arc<RwLock<()>>,
     events: mpsc::UnboundedSender<EventBatch>,
+    history_window: u64,
+    dedup_window: u64,
 }
 
 impl StateMachine {
@@ -455,7 +457,18 @@ impl StateMachine {
             snap: db.open_tree("snapshot")?,
             lock: Arc::new(RwLock::new(())),
             events,
+            history_window: HISTORY_WINDOW,
+            dedup_window: DEDUP_WINDOW,
         })
+    }
+
+    /// Smaller retention windows, for tests. Every replica of a cluster must
+    /// use the same values, or their states diverge.
+    #[cfg(test)]
+    fn with_windows(mut self, history: u64, dedup: u64) -> StateMachine {
+        self.history_window = history;
+        self.dedup_window = dedup;
+        self
     }
 
     pub fn reader(&self) -> Reader {
@@ -582,8 +595,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         event_index = index;
                         batches.push(batch);
                     }
-                    prune(&mut ov, "e/", index.saturating_sub(HISTORY_WINDOW))?;
-                    prune(&mut ov, "q/", index.saturating_sub(DEDUP_WINDOW))?;
+                    prune(&mut ov, "e/", index.saturating_sub(self.history_window))?;
+                    prune(&mut ov, "q/", index.saturating_sub(self.dedup_window))?;
                     results.push(CommandResult(out));
                 }
             }
@@ -662,5 +675,225 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })),
             _ => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+    use serde_json::json;
+
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, StateMachine, mpsc::UnboundedReceiver<EventBatch>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).temporary(true).open().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        (dir, StateMachine::open(&db, tx).unwrap(), rx)
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-29T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn entry(index: u64, txs: Vec<TxRequest>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command { at: at(), txs }),
+        }
+    }
+
+    fn create(id: &str, name: Option<&str>) -> Op {
+        let mut r = Record::blob(id, json!({ "n": id }));
+        if let Some(n) = name {
+            r.kind = Kind::Service;
+            r.name = Some(n.into());
+        }
+        Op::Create { record: r }
+    }
+
+    fn tx(id: &str, ops: Vec<Op>) -> TxRequest {
+        TxRequest {
+            request_id: id.into(),
+            fencing_term: None,
+            ops,
+        }
+    }
+
+    #[tokio::test]
+    async fn applies_transactions_and_chains_the_change_feed() {
+        let (_d, mut sm, mut events) = open();
+        let res = sm
+            .apply(vec![
+                entry(1, vec![tx("r1", vec![create("a", None), create("b", None)])]),
+                entry(2, vec![tx("r2", vec![create("a", None)])]),
+                entry(
+                    3,
+                    vec![tx(
+                        "r3",
+                        vec![Op::Delete {
+                            kind: Kind::Blob,
+                            id: "b".into(),
+                            version: Some(1),
+                        }],
+                    )],
+                ),
+            ])
+            .await
+            .unwrap();
+        let out = res[0].0[0].as_ref().unwrap();
+        assert_eq!(out.index, 1);
+        assert_eq!(out.records[0].version, 1);
+        assert_eq!(out.records[0].created_at, at());
+        assert_eq!(out.records[0].body["Version"]["Index"], json!(1));
+        assert_eq!(
+            out.records[0].body["CreatedAt"],
+            json!("2026-11-29T10:00:00.123456789Z")
+        );
+        assert_eq!(res[1].0[0].as_ref().unwrap_err().code, ErrorCode::AlreadyExists);
+        assert!(res[2].0[0].is_ok());
+
+        // Entry 2 changed nothing, so the feed goes 1 -> 3 with prev_index linking them.
+        let b1 = events.recv().await.unwrap();
+        let b3 = events.recv().await.unwrap();
+        assert_eq!((b1.index, b1.prev_index, b1.changes.len()), (1, 0, 2));
+        assert_eq!((b3.index, b3.prev_index), (3, 1));
+        assert_eq!(b3.changes[0].action, Action::Delete);
+
+        let r = sm.reader();
+        let list = r.list(&[Kind::Blob], &ListFilter::default()).unwrap();
+        assert_eq!(list.event_index, 3);
+        assert_eq!(
+            list.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            vec!["a"]
+        );
+        let hist = r.events(0, 10).unwrap();
+        assert!(!hist.compacted);
+        assert_eq!(hist.batches.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 3]);
+        assert!(r.events(3, 10).unwrap().batches.is_empty());
+        assert_eq!(r.events(1, 10).unwrap().batches[0].index, 3);
+    }
+
+    #[tokio::test]
+    async fn a_retried_request_applies_once_with_the_same_result() {
+        let (_d, mut sm, mut events) = open();
+        let first = sm
+            .apply(vec![entry(1, vec![tx("same", vec![create("x", None)])])])
+            .await
+            .unwrap();
+        let again = sm
+            .apply(vec![entry(2, vec![tx("same", vec![create("x", None)])])])
+            .await
+            .unwrap();
+        assert_eq!(first[0].0[0], again[0].0[0], "the retry must get the original outcome");
+        assert!(again[0].0[0].is_ok());
+        assert_eq!(events.recv().await.unwrap().index, 1);
+        assert!(events.try_recv().is_err(), "the retry must not change anything");
+    }
+
+    #[tokio::test]
+    async fn names_are_unique_per_kind_and_freed_on_delete() {
+        let (_d, mut sm, _e) = open();
+        let res = sm
+            .apply(vec![
+                entry(1, vec![tx("1", vec![create("s1", Some("web"))])]),
+                entry(2, vec![tx("2", vec![create("s2", Some("web"))])]),
+                entry(
+                    3,
+                    vec![tx(
+                        "3",
+                        vec![Op::Delete {
+                            kind: Kind::Service,
+                            id: "s1".into(),
+                            version: None,
+                        }],
+                    )],
+                ),
+                entry(4, vec![tx("4", vec![create("s2", Some("web"))])]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(res[1].0[0].as_ref().unwrap_err().code, ErrorCode::NameConflict);
+        assert!(res[3].0[0].is_ok(), "{:?}", res[3]);
+    }
+
+    #[tokio::test]
+    async fn fencing_refuses_terms_older_than_the_entrys() {
+        let (_d, mut sm, _e) = open();
+        let mut e = entry(
+            1,
+            vec![
+                tx("old", vec![create("a", None)]).fenced(1),
+                tx("cur", vec![create("b", None)]).fenced(3),
+            ],
+        );
+        e.log_id = LogId::new(CommittedLeaderId::new(3, 1), 1);
+        let res = sm.apply(vec![e]).await.unwrap();
+        assert_eq!(res[0].0[0].as_ref().unwrap_err().code, ErrorCode::Fenced);
+        assert!(res[0].0[1].is_ok());
+    }
+
+    #[tokio::test]
+    async fn pruned_history_reports_compaction_and_old_request_ids_are_forgotten() {
+        let (_d, sm, _e) = open();
+        let mut sm = sm.with_windows(5, 5);
+        let entries: Vec<_> = (1..=20)
+            .map(|i| entry(i, vec![tx(&format!("r{i}"), vec![create(&format!("o{i}"), None)])]))
+            .collect();
+        sm.apply(entries).await.unwrap();
+        let r = sm.reader();
+        assert!(r.events(2, 100).unwrap().compacted, "history before index 15 is gone");
+        let recent = r.events(17, 100).unwrap();
+        assert!(!recent.compacted);
+        assert_eq!(
+            recent.batches.iter().map(|b| b.index).collect::<Vec<_>>(),
+            vec![18, 19, 20]
+        );
+        // r1 is forgotten, so replaying it is a new transaction (which now conflicts).
+        let res = sm
+            .apply(vec![entry(21, vec![tx("r1", vec![create("o1", None)])])])
+            .await
+            .unwrap();
+        assert_eq!(res[0].0[0].as_ref().unwrap_err().code, ErrorCode::AlreadyExists);
+        // r20 is remembered.
+        let res = sm
+            .apply(vec![entry(22, vec![tx("r20", vec![create("o20", None)])])])
+            .await
+            .unwrap();
+        assert_eq!(res[0].0[0].as_ref().unwrap().index, 20);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_installs_the_same_state_elsewhere() {
+        let (_d, mut sm, _e) = open();
+        sm.apply(vec![entry(
+            1,
+            vec![tx("1", vec![create("s1", Some("web")), create("b", None)])],
+        )])
+        .await
+        .unwrap();
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let (_d2, mut other, _e2) = open();
+        other.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        let (applied, _) = other.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(1));
+        let a = sm
+            .reader()
+            .list(&[Kind::Service, Kind::Blob], &ListFilter::default())
+            .unwrap();
+        let b = other
+            .reader()
+            .list(&[Kind::Service, Kind::Blob], &ListFilter::default())
+            .unwrap();
+        assert_eq!(a, b);
+        // The name index came along: a second "web" is refused on the new replica too.
+        let res = other
+            .apply(vec![entry(2, vec![tx("2", vec![create("s2", Some("web"))])])])
+            .await
+            .unwrap();
+        assert_eq!(res[0].0[0].as_ref().unwrap_err().code, ErrorCode::NameConflict);
+        assert!(other.get_current_snapshot().await.unwrap().is_some());
     }
 }

@@ -20,6 +20,8 @@ use crate::subjects;
 
 /// Default time a request may take, retries included ("fail within 5 s").
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(4800);
+/// Deadline of membership changes, which wait for a new replica to catch up.
+pub const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long one attempt waits for the leader before trying again.
 const LEADER_ATTEMPT: Duration = Duration::from_secs(3);
 /// How long one attempt waits for any replica (one may be frozen).

@@ -1,0 +1,90 @@
+//! Store benchmark: committed writes/s and latency percentiles with 1, 16 and
+//! 64 concurrent clients against 3 `shoal-raft-store` replicas over loopback
+//! NATS, fsync on. Prints figures; asserts nothing. Run by `ops/bench/store`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shoal_shared::store::*;
+use shoal_tests::StoreCluster;
+
+/// How long each concurrency level runs.
+const RUN: Duration = Duration::from_secs(8);
+
+struct Figures {
+    writes_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn run_level(client: &StoreClient, clients: usize, tag: &str) -> Figures {
+    let stop_at = Instant::now() + RUN;
+    let seq = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let client = client.with_deadline(Duration::from_secs(10));
+            let seq = seq.clone();
+            let tag = tag.to_string();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < stop_at {
+                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                    let id = format!("{tag}-{n}");
+                    let t0 = Instant::now();
+                    let tx = TxRequest::new(vec![Op::Create {
+                        record: Record::blob(id, json!({ "Spec": { "Name": "bench", "Replicas": n } })),
+                    }]);
+                    if client.tx(tx).await.is_ok() {
+                        lat.push(t0.elapsed());
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("writer"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
+        all[i].as_secs_f64() * 1000.0
+    };
+    Figures {
+        writes_per_s: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let c = StoreCluster::start(3, &[]);
+    let client = c.client().await;
+    let leader = c.leader(&client, &[], Duration::from_secs(30)).await;
+    println!("3 replicas up, replica {leader} leads; each level runs {RUN:?}");
+    let mut results = Vec::new();
+    for clients in [1usize, 16, 64] {
+        let f = run_level(&client, clients, &format!("c{clients}")).await;
+        println!(
+            "clients={clients:<3} writes_per_s={:>9.0} p50_ms={:>7.2} p99_ms={:>7.2}",
+            f.writes_per_s, f.p50_ms, f.p99_ms
+        );
+        results.push((clients, f));
+    }
+    let get = |n: usize| results.iter().find(|(c, _)| *c == n).map(|(_, f)| f).expect("level");
+    println!(
+        "bench store writes_per_s_1={:.0} writes_per_s_64={:.0} p99_ms_64={:.2}",
+        get(1).writes_per_s,
+        get(64).writes_per_s,
+        get(64).p99_ms
+    );
+}
