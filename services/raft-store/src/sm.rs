@@ -222,9 +222,50 @@ impl<'a> Overlay<'a> {
     }
 }
 
-/// Stored form of a transaction result (for exactly-once retries).
+/// What is remembered of a transaction, for exactly-once retries: where it
+/// committed, or why it was refused. (The records themselves are in the
+/// change history at that index; keeping a second copy here would double
+/// what every write costs.)
 #[derive(Serialize, Deserialize)]
-struct Remembered(Result<TxOutcome, ShoalError>);
+struct Remembered {
+    index: u64,
+    term: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    err: Option<ShoalError>,
+}
+
+/// The outcome a retried transaction gets: the same index and term, and its
+/// records as that entry wrote them (as they are now, once that history is gone).
+fn recall(ov: &Overlay<'_>, tx: &TxRequest, r: Remembered) -> Result<Result<TxOutcome, ShoalError>, StorageError> {
+    if let Some(err) = r.err {
+        return Ok(Err(err));
+    }
+    let batch: Option<EventBatch> = ov.get_json(&ev_key(r.index))?;
+    let mut changes: Vec<Option<Record>> = batch
+        .map(|b| b.changes.into_iter().map(|c| Some(c.record)).collect())
+        .unwrap_or_default();
+    let mut records = Vec::with_capacity(tx.ops.len());
+    for op in &tx.ops {
+        let (kind, id) = match op {
+            Op::Create { record } | Op::Update { record } => (record.kind, record.id.as_str()),
+            Op::Delete { kind, id, .. } => (*kind, id.as_str()),
+        };
+        let from_history = changes
+            .iter_mut()
+            .find(|c| c.as_ref().is_some_and(|r| r.kind == kind && r.id == id))
+            .and_then(Option::take);
+        let rec = match from_history {
+            Some(rec) => Some(rec),
+            None => ov.get_json::<Record>(&obj_key(kind, id))?,
+        };
+        records.extend(rec);
+    }
+    Ok(Ok(TxOutcome {
+        index: r.index,
+        term: r.term,
+        records,
+    }))
+}
 
 /// Applies one transaction at `index`; all of its ops or none.
 fn apply_tx(
@@ -235,23 +276,32 @@ fn apply_tx(
     at: DateTime<Utc>,
     changes: &mut Vec<Change>,
 ) -> Result<Result<TxOutcome, ShoalError>, StorageError> {
-    if let Some(Remembered(prev)) = ov.get_json::<Remembered>(&req_key(&tx.request_id))? {
-        return Ok(prev);
+    if let Some(prev) = ov.get_json::<Remembered>(&req_key(&tx.request_id))? {
+        return recall(ov, tx, prev);
     }
     let result = stage_tx(ov, tx, index, term, at)?;
-    let result = match result {
+    let err = match result {
         Ok((staged, outcome, mut tx_changes)) => {
             for (k, v) in staged {
                 ov.writes.insert(k, v);
             }
             changes.append(&mut tx_changes);
-            Ok(outcome)
+            ov.put_json(req_key(&tx.request_id), &Remembered { index, term, err: None });
+            ov.put_raw(reqidx_key(index, &tx.request_id), Vec::new());
+            return Ok(Ok(outcome));
         }
-        Err(e) => Err(e),
+        Err(e) => e,
     };
-    ov.put_json(req_key(&tx.request_id), &Remembered(result.clone()));
+    ov.put_json(
+        req_key(&tx.request_id),
+        &Remembered {
+            index,
+            term,
+            err: Some(err.clone()),
+        },
+    );
     ov.put_raw(reqidx_key(index, &tx.request_id), Vec::new());
-    Ok(result)
+    Ok(Err(err))
 }
 
 type Staged = (BTreeMap<String, Option<Vec<u8>>>, TxOutcome, Vec<Change>);
