@@ -5,6 +5,7 @@
 //! database in its data dir. Everything else talks to it over NATS:
 //!
 //! - [`typ`]: what a log entry carries (a batch of transactions) and returns;
+//! - [`codec`]: MessagePack for everything the replica stores or sends to its peers;
 //! - [`log_store`]: the Raft log and vote in sled, fsynced before acknowledging;
 //! - [`sm`]: the deterministic state machine (objects, names, change history, request ids);
 //! - [`network`]: Raft RPCs as NATS request/reply;
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod codec;
 pub mod config;
 pub mod log_store;
 pub mod network;

@@ -10,6 +10,7 @@ use openraft::{ErrorSubject, ErrorVerb, RaftLogReader};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec;
 use crate::typ::*;
 
 #[derive(Clone)]
@@ -43,12 +44,12 @@ impl LogStore {
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
         match self.meta.get(key).map_err(read_err)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(read_err),
+            Some(v) => codec::decode(&v).map(Some).map_err(read_err),
         }
     }
 
     fn put_meta<T: Serialize>(&self, key: &str, v: &T) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(v).map_err(write_err)?;
+        let bytes = codec::encode(v);
         self.meta.insert(key, bytes).map_err(write_err)?;
         Ok(())
     }
@@ -75,7 +76,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&idx) {
                 break;
             }
-            out.push(serde_json::from_slice(&v).map_err(read_err)?);
+            out.push(codec::decode(&v).map_err(read_err)?);
         }
         Ok(out)
     }
@@ -87,7 +88,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.last_purged()?;
         let last = match self.log.last().map_err(read_err)? {
-            Some((_, v)) => Some(serde_json::from_slice::<Entry>(&v).map_err(read_err)?.log_id),
+            Some((_, v)) => Some(codec::decode::<Entry>(&v).map_err(read_err)?.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -129,7 +130,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
+            let bytes = codec::encode(&entry);
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
         self.log.apply_batch(batch).map_err(write_err)?;

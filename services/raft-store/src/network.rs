@@ -13,8 +13,9 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_shared::subjects::{self, RaftRpc};
-use shoal_shared::ErrorCode;
+use shoal_shared::ShoalError;
 
+use crate::codec;
 use crate::typ::TypeConfig;
 
 /// Creates one NATS client per target replica (they share the connection).
@@ -51,12 +52,24 @@ impl NatsPeer {
         E: std::error::Error + DeserializeOwned,
     {
         let subject = subjects::raft_rpc(self.target, rpc);
-        let res: Result<Result<Resp, RaftError<u64, E>>, _> =
-            shoal_shared::envelope::request(&self.nats, subject, req, timeout).await;
-        match res {
+        let request = async_nats::Request::new()
+            .payload(codec::encode(req).into())
+            .headers(shoal_shared::envelope::trace_headers())
+            .timeout(Some(timeout));
+        let msg = match self.nats.send_request(subject, request).await {
+            Ok(msg) => msg,
+            Err(e) => {
+                use async_nats::RequestErrorKind::*;
+                let err = ShoalError::unavailable(format!("raft rpc to {}: {e}", self.target));
+                return Err(match e.kind() {
+                    NoResponders | TimedOut => RPCError::Unreachable(Unreachable::new(&err)),
+                    _ => RPCError::Network(NetworkError::new(&err)),
+                });
+            }
+        };
+        match codec::decode::<Result<Resp, RaftError<u64, E>>>(&msg.payload) {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
-            Err(e) if e.code == ErrorCode::Unavailable => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }

@@ -16,6 +16,7 @@ use shoal_shared::ShoalError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
+use crate::codec;
 use crate::config::Config;
 use crate::log_store::LogStore;
 use crate::network::NatsNetwork;
@@ -127,30 +128,31 @@ impl Replica {
     }
 
     async fn raft_rpc(&self, msg: async_nats::Message) {
-        let vote = subjects::raft_rpc(self.id, RaftRpc::Vote);
-        let append = subjects::raft_rpc(self.id, RaftRpc::AppendEntries);
-        let snapshot = subjects::raft_rpc(self.id, RaftRpc::InstallSnapshot);
         let subject = msg.subject.as_str();
-        let body = if subject == append.as_str() {
-            match envelope::decode(&msg.payload) {
-                Ok(req) => envelope::encode(&Reply::Ok(self.raft.append_entries(req).await)),
-                Err(e) => envelope::encode(&Reply::<()>::Err(e)),
+        let body = if subject == subjects::raft_rpc(self.id, RaftRpc::AppendEntries) {
+            match codec::decode(&msg.payload) {
+                Ok(req) => Ok(codec::encode(&self.raft.append_entries(req).await)),
+                Err(e) => Err(e),
             }
-        } else if subject == vote.as_str() {
-            match envelope::decode(&msg.payload) {
-                Ok(req) => envelope::encode(&Reply::Ok(self.raft.vote(req).await)),
-                Err(e) => envelope::encode(&Reply::<()>::Err(e)),
+        } else if subject == subjects::raft_rpc(self.id, RaftRpc::Vote) {
+            match codec::decode(&msg.payload) {
+                Ok(req) => Ok(codec::encode(&self.raft.vote(req).await)),
+                Err(e) => Err(e),
             }
-        } else if subject == snapshot.as_str() {
-            match envelope::decode(&msg.payload) {
-                Ok(req) => envelope::encode(&Reply::Ok(self.raft.install_snapshot(req).await)),
-                Err(e) => envelope::encode(&Reply::<()>::Err(e)),
+        } else if subject == subjects::raft_rpc(self.id, RaftRpc::InstallSnapshot) {
+            match codec::decode(&msg.payload) {
+                Ok(req) => Ok(codec::encode(&self.raft.install_snapshot(req).await)),
+                Err(e) => Err(e),
             }
         } else {
             return;
         };
-        if let Some(to) = msg.reply {
-            let _ = self.nats.publish(to, body).await;
+        match (body, msg.reply) {
+            (Ok(body), Some(to)) => {
+                let _ = self.nats.publish(to, body.into()).await;
+            }
+            (Err(e), _) => tracing::warn!(subject = %msg.subject, error = %e, "malformed raft rpc"),
+            (Ok(_), None) => {}
         }
     }
 

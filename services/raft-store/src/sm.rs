@@ -23,6 +23,7 @@ use shoal_shared::store::*;
 use shoal_shared::{ErrorCode, ShoalError};
 use tokio::sync::mpsc;
 
+use crate::codec;
 use crate::typ::*;
 
 /// Change-feed history kept for watchers that missed events (in log indexes).
@@ -65,22 +66,22 @@ pub struct Reader {
 }
 
 impl Reader {
-    fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ShoalError> {
+    fn get_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ShoalError> {
         match self.tree.get(key).map_err(|e| ShoalError::internal(e.to_string()))? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
+            Some(v) => codec::decode(&v)
                 .map(Some)
                 .map_err(|e| ShoalError::internal(format!("corrupt {key}: {e}"))),
         }
     }
 
     pub fn event_index(&self) -> Result<u64, ShoalError> {
-        Ok(self.get_json::<u64>(M_EVENT_INDEX)?.unwrap_or(0))
+        Ok(self.get_value::<u64>(M_EVENT_INDEX)?.unwrap_or(0))
     }
 
     pub fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, ShoalError> {
         let _g = self.lock.read().unwrap_or_else(|p| p.into_inner());
-        self.get_json(&obj_key(kind, id))
+        self.get_value(&obj_key(kind, id))
     }
 
     /// A consistent list of `kinds` and the feed position it reflects.
@@ -95,7 +96,7 @@ impl Reader {
             };
             for kv in self.tree.scan_prefix(prefix.as_bytes()) {
                 let (_, v) = kv.map_err(|e| ShoalError::internal(e.to_string()))?;
-                let rec: Record = serde_json::from_slice(&v).map_err(|e| ShoalError::internal(e.to_string()))?;
+                let rec: Record = codec::decode(&v).map_err(|e| ShoalError::internal(e.to_string()))?;
                 if filter.matches(&rec) {
                     records.push(rec);
                 }
@@ -118,7 +119,7 @@ impl Reader {
                 .range(ev_key(after + 1).into_bytes()..ev_key(u64::MAX).into_bytes())
             {
                 let (_, v) = kv.map_err(|e| ShoalError::internal(e.to_string()))?;
-                let b: EventBatch = serde_json::from_slice(&v).map_err(|e| ShoalError::internal(e.to_string()))?;
+                let b: EventBatch = codec::decode(&v).map_err(|e| ShoalError::internal(e.to_string()))?;
                 batches.push(b);
                 if batches.len() >= limit.max(1) {
                     break;
@@ -167,20 +168,15 @@ impl<'a> Overlay<'a> {
             .map(|v| v.to_vec()))
     }
 
-    fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+    fn get_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| sm_err(ErrorVerb::Read, e)),
+            Some(v) => codec::decode(&v).map(Some).map_err(|e| sm_err(ErrorVerb::Read, e)),
         }
     }
 
-    fn put_json<T: Serialize>(&mut self, key: String, v: &T) {
-        self.writes.insert(
-            key,
-            Some(serde_json::to_vec(v).expect("state machine values serialize")),
-        );
+    fn put_value<T: Serialize>(&mut self, key: String, v: &T) {
+        self.writes.insert(key, Some(codec::encode(v)));
     }
 
     fn put_raw(&mut self, key: String, v: Vec<u8>) {
@@ -240,7 +236,7 @@ fn recall(ov: &Overlay<'_>, tx: &TxRequest, r: Remembered) -> Result<Result<TxOu
     if let Some(err) = r.err {
         return Ok(Err(err));
     }
-    let batch: Option<EventBatch> = ov.get_json(&ev_key(r.index))?;
+    let batch: Option<EventBatch> = ov.get_value(&ev_key(r.index))?;
     let mut changes: Vec<Option<Record>> = batch
         .map(|b| b.changes.into_iter().map(|c| Some(c.record)).collect())
         .unwrap_or_default();
@@ -256,7 +252,7 @@ fn recall(ov: &Overlay<'_>, tx: &TxRequest, r: Remembered) -> Result<Result<TxOu
             .and_then(Option::take);
         let rec = match from_history {
             Some(rec) => Some(rec),
-            None => ov.get_json::<Record>(&obj_key(kind, id))?,
+            None => ov.get_value::<Record>(&obj_key(kind, id))?,
         };
         records.extend(rec);
     }
@@ -276,7 +272,7 @@ fn apply_tx(
     at: DateTime<Utc>,
     changes: &mut Vec<Change>,
 ) -> Result<Result<TxOutcome, ShoalError>, StorageError> {
-    if let Some(prev) = ov.get_json::<Remembered>(&req_key(&tx.request_id))? {
+    if let Some(prev) = ov.get_value::<Remembered>(&req_key(&tx.request_id))? {
         return recall(ov, tx, prev);
     }
     let result = stage_tx(ov, tx, index, term, at)?;
@@ -286,13 +282,13 @@ fn apply_tx(
                 ov.writes.insert(k, v);
             }
             changes.append(&mut tx_changes);
-            ov.put_json(req_key(&tx.request_id), &Remembered { index, term, err: None });
+            ov.put_value(req_key(&tx.request_id), &Remembered { index, term, err: None });
             ov.put_raw(reqidx_key(index, &tx.request_id), Vec::new());
             return Ok(Ok(outcome));
         }
         Err(e) => e,
     };
-    ov.put_json(
+    ov.put_value(
         req_key(&tx.request_id),
         &Remembered {
             index,
@@ -334,9 +330,7 @@ fn stage_tx(
         |staged: &BTreeMap<String, Option<Vec<u8>>>, kind: Kind, id: &str| -> Result<Option<Record>, StorageError> {
             match read(staged, &obj_key(kind, id))? {
                 None => Ok(None),
-                Some(v) => serde_json::from_slice(&v)
-                    .map(Some)
-                    .map_err(|e| sm_err(ErrorVerb::Read, e)),
+                Some(v) => codec::decode(&v).map(Some).map_err(|e| sm_err(ErrorVerb::Read, e)),
             }
         };
     let mut records = Vec::with_capacity(tx.ops.len());
@@ -361,10 +355,7 @@ fn stage_tx(
                 rec.created_at = at;
                 rec.updated_at = at;
                 rec.sync_body();
-                staged.insert(
-                    obj_key(rec.kind, &rec.id),
-                    Some(serde_json::to_vec(&rec).expect("records serialize")),
-                );
+                staged.insert(obj_key(rec.kind, &rec.id), Some(codec::encode(&rec)));
                 records.push(rec.clone());
                 changes.push(Change {
                     action: Action::Create,
@@ -401,10 +392,7 @@ fn stage_tx(
                 rec.created_at = cur.created_at;
                 rec.updated_at = at;
                 rec.sync_body();
-                staged.insert(
-                    obj_key(rec.kind, &rec.id),
-                    Some(serde_json::to_vec(&rec).expect("records serialize")),
-                );
+                staged.insert(obj_key(rec.kind, &rec.id), Some(codec::encode(&rec)));
                 records.push(rec.clone());
                 changes.push(Change {
                     action: Action::Update,
@@ -486,7 +474,7 @@ fn prune(ov: &mut Overlay<'_>, prefix: &str, floor: u64) -> Result<(), StorageEr
 /// Snapshot file contents: every key of the state machine.
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
-    entries: Vec<(String, String)>,
+    entries: Vec<(String, serde_bytes::ByteBuf)>,
 }
 
 pub struct StateMachine {
@@ -529,7 +517,7 @@ impl StateMachine {
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        Overlay::new(&self.tree).get_json(key)
+        Overlay::new(&self.tree).get_value(key)
     }
 
     fn dump(&self) -> Result<SnapshotData, StorageError> {
@@ -539,7 +527,7 @@ impl StateMachine {
             let (k, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
             entries.push((
                 String::from_utf8_lossy(&k).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
+                serde_bytes::ByteBuf::from(v.to_vec()),
             ));
         }
         Ok(SnapshotData { entries })
@@ -557,7 +545,7 @@ pub struct Builder {
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let data = self.data.take().unwrap_or(SnapshotData { entries: Vec::new() });
-        let bytes = serde_json::to_vec(&data).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let bytes = codec::encode(&data);
         let snapshot_id = match &self.last_applied {
             Some(l) => format!(
                 "{}-{}-{}",
@@ -587,10 +575,7 @@ async fn save_snapshot(
     bytes: &[u8],
 ) -> Result<(), StorageError> {
     let mut b = sled::Batch::default();
-    b.insert(
-        "meta",
-        serde_json::to_vec(meta).map_err(|e| sm_err(ErrorVerb::Write, e))?,
-    );
+    b.insert("meta", codec::encode(meta));
     b.insert("data", bytes);
     snap.apply_batch(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
     db.flush_async().await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
@@ -615,15 +600,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut ov = Overlay::new(&self.tree);
         let mut results = Vec::new();
         let mut batches = Vec::new();
-        let mut event_index: u64 = ov.get_json(M_EVENT_INDEX)?.unwrap_or(0);
+        let mut event_index: u64 = ov.get_value(M_EVENT_INDEX)?.unwrap_or(0);
         for entry in entries {
             let index = entry.log_id.index;
             let term = entry.log_id.leader_id.term;
-            ov.put_json(M_APPLIED.into(), &entry.log_id);
+            ov.put_value(M_APPLIED.into(), &entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::default()),
                 EntryPayload::Membership(m) => {
-                    ov.put_json(M_MEMBERSHIP.into(), &StoredMembership::new(Some(entry.log_id), m));
+                    ov.put_value(M_MEMBERSHIP.into(), &StoredMembership::new(Some(entry.log_id), m));
                     results.push(CommandResult::default());
                 }
                 EntryPayload::Normal(cmd) => {
@@ -640,8 +625,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             at: cmd.at,
                             changes,
                         };
-                        ov.put_json(ev_key(index), &batch);
-                        ov.put_json(M_EVENT_INDEX.into(), &index);
+                        ov.put_value(ev_key(index), &batch);
+                        ov.put_value(M_EVENT_INDEX.into(), &index);
                         event_index = index;
                         batches.push(batch);
                     }
@@ -688,25 +673,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let data: SnapshotData = serde_json::from_slice(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let data: SnapshotData = codec::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let mut b = sled::Batch::default();
         for kv in self.tree.iter() {
             let (k, _) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
             b.remove(k);
         }
         for (k, v) in data.entries {
-            b.insert(k.into_bytes(), v.into_bytes());
+            b.insert(k.into_bytes(), v.into_vec());
         }
         if let Some(applied) = &meta.last_log_id {
-            b.insert(
-                M_APPLIED,
-                serde_json::to_vec(applied).map_err(|e| sm_err(ErrorVerb::Write, e))?,
-            );
+            b.insert(M_APPLIED, codec::encode(applied));
         }
-        b.insert(
-            M_MEMBERSHIP,
-            serde_json::to_vec(&meta.last_membership).map_err(|e| sm_err(ErrorVerb::Write, e))?,
-        );
+        b.insert(M_MEMBERSHIP, codec::encode(&meta.last_membership));
         {
             let _g = self.lock.write().unwrap_or_else(|p| p.into_inner());
             self.tree.apply_batch(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
@@ -720,7 +699,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = self.snap.get("data").map_err(|e| sm_err(ErrorVerb::Read, e))?;
         match (meta, data) {
             (Some(m), Some(d)) => Ok(Some(Snapshot {
-                meta: serde_json::from_slice(&m).map_err(|e| sm_err(ErrorVerb::Read, e))?,
+                meta: codec::decode(&m).map_err(|e| sm_err(ErrorVerb::Read, e))?,
                 snapshot: Box::new(std::io::Cursor::new(d.to_vec())),
             })),
             _ => Ok(None),

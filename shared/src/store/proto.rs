@@ -9,7 +9,7 @@ use super::types::{Kind, Record};
 
 /// One operation of a transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum Op {
     /// Creates an object; refused if the ID exists or (services, networks) the name is taken.
     Create { record: Record },
@@ -183,7 +183,7 @@ pub struct StoreStatus {
 
 /// A request to the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "req", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum StoreRequest {
     Tx {
         tx: TxRequest,
@@ -231,7 +231,7 @@ impl StoreRequest {
 
 /// The reply to a [`StoreRequest`] (inside an [`crate::envelope::Reply`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "resp", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum StoreResponse {
     Tx { outcome: TxOutcome },
     Get { record: Option<Record> },
@@ -281,7 +281,7 @@ mod tests {
             id: "x".into(),
         };
         let json = serde_json::to_value(&req).unwrap();
-        assert_eq!(json, serde_json::json!({"req": "get", "kind": "service", "id": "x"}));
+        assert_eq!(json, serde_json::json!({"get": {"kind": "service", "id": "x"}}));
         assert!(!StoreRequest::Status.needs_leader());
         assert!(req.needs_leader());
     }
