@@ -92,7 +92,7 @@ async fn assert_every_replica_holds(c: &StoreCluster, client: &StoreClient, acke
                 );
             }
         }
-        for (wid, _) in &want {
+        for wid in want.keys() {
             assert!(seen.contains(*wid), "replica {id} lost acknowledged write {wid}");
         }
     }

@@ -143,10 +143,15 @@ impl Reader {
     }
 }
 
+/// Pending key writes (`None` deletes).
+type Writes = BTreeMap<String, Option<Vec<u8>>>;
+/// Reads a key through pending writes.
+type ReadFn<'a> = dyn Fn(&Writes, &str) -> Result<Option<Vec<u8>>, StorageError> + 'a;
+
 /// Pending writes of one `apply` call, read through before sled.
 struct Overlay<'a> {
     tree: &'a sled::Tree,
-    writes: BTreeMap<String, Option<Vec<u8>>>,
+    writes: Writes,
 }
 
 impl<'a> Overlay<'a> {
@@ -300,7 +305,7 @@ fn apply_tx(
     Ok(Err(err))
 }
 
-type Staged = (BTreeMap<String, Option<Vec<u8>>>, TxOutcome, Vec<Change>);
+type Staged = (Writes, TxOutcome, Vec<Change>);
 
 /// Validates a transaction against the current state and returns its writes.
 fn stage_tx(
@@ -319,20 +324,19 @@ fn stage_tx(
         }
     }
     // Reads see the overlay plus this transaction's own earlier writes.
-    let mut staged: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
-    let read = |staged: &BTreeMap<String, Option<Vec<u8>>>, key: &str| -> Result<Option<Vec<u8>>, StorageError> {
+    let mut staged: Writes = BTreeMap::new();
+    let read = |staged: &Writes, key: &str| -> Result<Option<Vec<u8>>, StorageError> {
         match staged.get(key) {
             Some(v) => Ok(v.clone()),
             None => ov.get(key),
         }
     };
-    let read_rec =
-        |staged: &BTreeMap<String, Option<Vec<u8>>>, kind: Kind, id: &str| -> Result<Option<Record>, StorageError> {
-            match read(staged, &obj_key(kind, id))? {
-                None => Ok(None),
-                Some(v) => codec::decode(&v).map(Some).map_err(|e| sm_err(ErrorVerb::Read, e)),
-            }
-        };
+    let read_rec = |staged: &Writes, kind: Kind, id: &str| -> Result<Option<Record>, StorageError> {
+        match read(staged, &obj_key(kind, id))? {
+            None => Ok(None),
+            Some(v) => codec::decode(&v).map(Some).map_err(|e| sm_err(ErrorVerb::Read, e)),
+        }
+    };
     let mut records = Vec::with_capacity(tx.ops.len());
     let mut changes = Vec::with_capacity(tx.ops.len());
     for op in &tx.ops {
@@ -431,8 +435,8 @@ fn stage_tx(
 
 /// Reserves `name` for `id` when the kind has unique names; an error if taken.
 fn claim_name(
-    staged: &mut BTreeMap<String, Option<Vec<u8>>>,
-    read: &dyn Fn(&BTreeMap<String, Option<Vec<u8>>>, &str) -> Result<Option<Vec<u8>>, StorageError>,
+    staged: &mut Writes,
+    read: &ReadFn<'_>,
     kind: Kind,
     name: Option<&str>,
     id: &str,
