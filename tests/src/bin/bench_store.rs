@@ -67,10 +67,14 @@ async fn run_level(client: &StoreClient, clients: usize, tag: &str) -> Figures {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let c = StoreCluster::start(3, &[]);
+    let replicas: u64 = std::env::var("BENCH_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let c = StoreCluster::start(replicas, &[]);
     let client = c.client().await;
     let leader = c.leader(&client, &[], Duration::from_secs(30)).await;
-    println!("3 replicas up, replica {leader} leads; each level runs {RUN:?}");
+    println!("{replicas} replica(s) up, replica {leader} leads; each level runs {RUN:?}");
     let mut results = Vec::new();
     for clients in [1usize, 16, 64] {
         let f = run_level(&client, clients, &format!("c{clients}")).await;
