@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub mod api;
 
+pub mod api;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -1,0 +1,255 @@
+//! `/networks`: swarm-scoped overlay networks, in Docker's flat `Network`
+//! resource shape, rendered from the store's `model::Network`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shoal_shared::id::new_id;
+use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec, OVERLAY_DRIVER};
+use shoal_shared::store::{Kind, ListFilter};
+use shoal_shared::ErrorCode;
+
+use crate::error::{ApiError, ApiResult};
+use crate::filters::Filters;
+use crate::objects::lookup;
+use crate::read_body;
+use crate::spec::decode;
+use crate::state::AppState;
+
+type Query = web::Query<HashMap<String, String>>;
+
+/// Docker's `/networks` shape for a store network.
+pub fn network_json(n: &Network) -> Value {
+    let ipam = n.ipam_options.as_ref().or(n.spec.ipam_options.as_ref());
+    let driver = ipam.map(|i| i.driver.name.clone()).filter(|d| !d.is_empty());
+    let config: Vec<Value> = ipam
+        .map(|i| {
+            i.configs
+                .iter()
+                .map(|c| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("Subnet".into(), json!(c.subnet));
+                    if !c.range.is_empty() {
+                        m.insert("IPRange".into(), json!(c.range));
+                    }
+                    if !c.gateway.is_empty() {
+                        m.insert("Gateway".into(), json!(c.gateway));
+                    }
+                    Value::Object(m)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut options = n.spec.driver_opts();
+    for (k, v) in &n.driver_state.options {
+        options.insert(k.clone(), v.clone());
+    }
+    json!({
+        "Name": n.spec.name,
+        "Id": n.meta.id,
+        "Created": n.meta.created_at,
+        "Scope": "swarm",
+        "Driver": n.spec.driver_name(),
+        "EnableIPv4": true,
+        "EnableIPv6": n.spec.ipv6_enabled,
+        "IPAM": {"Driver": driver.unwrap_or_else(|| "default".into()), "Options": null, "Config": config},
+        "Internal": n.spec.internal,
+        "Attachable": n.spec.attachable,
+        "Ingress": n.spec.ingress,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": {},
+        "Options": options,
+        "Labels": n.spec.labels,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateIpamConfig {
+    subnet: String,
+    #[serde(rename = "IPRange")]
+    ip_range: String,
+    gateway: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateIpam {
+    driver: String,
+    config: Vec<CreateIpamConfig>,
+    options: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateRequest {
+    name: String,
+    driver: String,
+    scope: String,
+    internal: bool,
+    attachable: bool,
+    ingress: bool,
+    #[serde(rename = "EnableIPv6")]
+    enable_ipv6: Option<bool>,
+    #[serde(rename = "IPAM")]
+    ipam: Option<CreateIpam>,
+    options: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+async fn find(state: &AppState, key: &str) -> ApiResult<Network> {
+    let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
+    lookup(all, key, "network", |n| n.spec.name.clone())
+}
+
+pub async fn list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
+    let f = Filters::parse(
+        q.get("filters").map(String::as_str),
+        &["id", "name", "label", "driver", "scope", "type", "dangling"],
+    )?;
+    state.manager().await?;
+    let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
+    let out: Vec<Value> = all
+        .iter()
+        .filter(|n| {
+            f.any_prefix("id", &n.meta.id)
+                && (!f.has("name") || f.get("name").iter().any(|p| n.spec.name.contains(p.as_str())))
+                && f.labels_match("label", &n.spec.labels)
+                && f.any_eq("driver", n.spec.driver_name())
+                && f.any_eq("scope", "swarm")
+                && (!f.has("type") || f.get("type").iter().any(|t| t == "custom") != n.spec.ingress)
+        })
+        .map(network_json)
+        .collect();
+    Ok(HttpResponse::Ok().json(out))
+}
+
+pub async fn inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>, q: Query) -> ApiResult<HttpResponse> {
+    if let Some(scope) = q.get("scope").filter(|s| !s.is_empty() && s.as_str() != "swarm") {
+        return Err(ApiError::not_found(format!(
+            "network {} not found (scope {scope})",
+            path.id.as_str()
+        )));
+    }
+    state.manager().await?;
+    let n = find(&state, &path.id).await?;
+    Ok(HttpResponse::Ok().json(network_json(&n)))
+}
+
+pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload, state.max_body).await?;
+    let r: CreateRequest = decode(&body)?;
+    if r.name.trim().is_empty() {
+        return Err(ApiError::bad_request("Name: a network name is required"));
+    }
+    let driver = if r.driver.is_empty() {
+        "bridge"
+    } else {
+        r.driver.as_str()
+    };
+    if driver != OVERLAY_DRIVER {
+        return Err(ApiError::bad_request(format!(
+            "Driver: network driver {driver:?} is not supported: shoal manages swarm-scoped overlay networks only \
+             (use --driver overlay)"
+        )));
+    }
+    if !r.scope.is_empty() && r.scope != "swarm" {
+        return Err(ApiError::bad_request(format!(
+            "Scope: {:?} is not supported (want swarm)",
+            r.scope
+        )));
+    }
+    match state.view().await? {
+        crate::state::SwarmView::Active { manager: false, .. } => {
+            return Err(ApiError::unavailable(
+                "Cannot create a multi-host network from a worker node. Please create the network from a manager \
+                 node.",
+            ))
+        }
+        _ => state.manager().await?,
+    };
+    let mut spec = NetworkSpec::overlay(r.name.clone());
+    spec.labels = r.labels.unwrap_or_default();
+    spec.driver_configuration = Some(Driver {
+        name: OVERLAY_DRIVER.into(),
+        options: r.options.unwrap_or_default(),
+    });
+    spec.internal = r.internal;
+    spec.attachable = r.attachable;
+    spec.ingress = r.ingress;
+    spec.ipv6_enabled = r.enable_ipv6.unwrap_or(false);
+    if let Some(ipam) = r.ipam {
+        let configs: Vec<IpamConfig> = ipam
+            .config
+            .into_iter()
+            .map(|c| IpamConfig {
+                subnet: c.subnet,
+                range: c.ip_range,
+                gateway: c.gateway,
+            })
+            .collect();
+        if !configs.is_empty() || !ipam.driver.is_empty() || ipam.options.is_some() {
+            spec.ipam_options = Some(IpamOptions {
+                driver: Driver {
+                    name: ipam.driver,
+                    options: ipam.options.unwrap_or_default(),
+                },
+                configs,
+            });
+        }
+    }
+    let net = Network::new(new_id(), spec);
+    let created = state.store.create(&net).await.map_err(|e| match e.code {
+        ErrorCode::NameConflict => ApiError::conflict(format!("network with name {} already exists", r.name)),
+        _ => e.into(),
+    })?;
+    Ok(HttpResponse::Created().json(json!({"Id": created.meta.id, "Warning": ""})))
+}
+
+pub async fn delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
+    state.manager().await?;
+    let n = find(&state, &path.id).await?;
+    if n.spec.ingress {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            format!("{} is a pre-defined network and cannot be removed", n.spec.name),
+        ));
+    }
+    let services: Vec<shoal_shared::model::Service> = state.store.list(ListFilter::default()).await?;
+    let users: Vec<&str> = services
+        .iter()
+        .filter(|s| {
+            s.spec
+                .task_template
+                .networks
+                .iter()
+                .chain(s.spec.networks.iter())
+                .any(|a| a.target == n.meta.id || a.target == n.spec.name)
+        })
+        .map(|s| s.spec.name.as_str())
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            format!(
+                "rpc error: code = FailedPrecondition desc = network {} is in use by service {}",
+                n.meta.id,
+                users.join(", ")
+            ),
+        ));
+    }
+    state.store.delete(Kind::Network, &n.meta.id, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /distribution/{name}/json`: no registry access on managers yet; a
+/// quick 404 the CLI turns into its usual warning.
+pub async fn distribution(path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
+    Err(ApiError::not_found(format!(
+        "distribution inspect is not available on shoal: cannot resolve image {} to a digest",
+        path.id.as_str()
+    )))
+}

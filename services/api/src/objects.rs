@@ -1,0 +1,527 @@
+//! `/nodes`, `/services` and `/tasks`: Docker's shapes, derived from the store's objects.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use shoal_shared::id::new_id;
+use shoal_shared::model::{
+    Endpoint, Network, Node, NodeRole, NodeSpec, NodeState, PortProtocol, PublishMode, Service, ServiceSpec,
+    ServiceStatus, Task, TaskState,
+};
+use shoal_shared::store::{Kind, ListFilter, StoreObject};
+use shoal_shared::ErrorCode;
+
+use crate::error::{ApiError, ApiResult};
+use crate::filters::Filters;
+use crate::read_body;
+use crate::spec::{decode, decode_service};
+use crate::state::AppState;
+use crate::swarm::{flag, parse_version};
+
+type Query = web::Query<HashMap<String, String>>;
+
+/// Finds one object by full ID, then exact name, then unique ID prefix
+/// (Docker's lookup rule). `what` is `node`, `service`, ...
+pub fn lookup<T: StoreObject>(all: Vec<T>, key: &str, what: &str, name_of: impl Fn(&T) -> String) -> ApiResult<T> {
+    if key.is_empty() {
+        return Err(ApiError::not_found(format!("{what} {key} not found")));
+    }
+    if let Some(o) = all.iter().find(|o| o.meta().id == key) {
+        return Ok(o.clone());
+    }
+    let by_name: Vec<&T> = all.iter().filter(|o| name_of(o) == key).collect();
+    if by_name.len() == 1 {
+        return Ok(by_name[0].clone());
+    }
+    let by_prefix: Vec<&T> = all.iter().filter(|o| o.meta().id.starts_with(key)).collect();
+    match by_prefix.len() {
+        1 => Ok(by_prefix[0].clone()),
+        0 if by_name.len() > 1 => Err(ApiError::bad_request(format!(
+            "{what} {key} is ambiguous ({} matches found)",
+            by_name.len()
+        ))),
+        0 => Err(ApiError::not_found(format!("{what} {key} not found"))),
+        n => Err(ApiError::bad_request(format!(
+            "{what} {key} is ambiguous ({n} matches found)"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------- nodes
+
+fn node_name(n: &Node) -> String {
+    if n.spec.name.is_empty() {
+        n.description.hostname.clone()
+    } else {
+        n.spec.name.clone()
+    }
+}
+
+/// A node as Docker shows it: no store-only `Spec.Membership`; `Leader` on
+/// this API's node when it is the only manager (a single-manager cluster).
+fn node_json(n: &Node, self_id: &str, managers: usize) -> Value {
+    let mut n = n.clone();
+    n.spec.membership = None;
+    if let Some(ms) = n.manager_status.as_mut() {
+        if managers == 1 && n.meta.id == self_id {
+            ms.leader = true;
+        }
+    }
+    serde_json::to_value(&n).unwrap_or(Value::Null)
+}
+
+async fn find_node(state: &AppState, key: &str) -> ApiResult<(Node, Vec<Node>)> {
+    let all: Vec<Node> = state.store.list(ListFilter::default()).await?;
+    let key = if key == "self" { state.node_id.as_str() } else { key };
+    let n = lookup(all.clone(), key, "node", node_name)?;
+    Ok((n, all))
+}
+
+fn managers(all: &[Node]) -> usize {
+    all.iter().filter(|n| n.is_manager()).count()
+}
+
+pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
+    let f = Filters::parse(
+        q.get("filters").map(String::as_str),
+        &["id", "name", "role", "membership", "label", "node.label"],
+    )?;
+    state.manager().await?;
+    let all: Vec<Node> = state.store.list(ListFilter::default()).await?;
+    let m = managers(&all);
+    let out: Vec<Value> = all
+        .iter()
+        .filter(|n| {
+            f.any_prefix("id", &n.meta.id)
+                && (!f.has("name")
+                    || f.get("name")
+                        .iter()
+                        .any(|p| n.description.hostname.starts_with(p.as_str()) || n.spec.name.starts_with(p.as_str())))
+                && f.any_eq("role", n.spec.role.as_str())
+                && f.any_eq("membership", n.membership().as_str())
+                && f.labels_match("label", &n.description.engine.labels)
+                && f.labels_match("node.label", &n.spec.labels)
+        })
+        .map(|n| node_json(n, &state.node_id, m))
+        .collect();
+    Ok(HttpResponse::Ok().json(out))
+}
+
+pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
+    state.manager().await?;
+    let (n, all) = find_node(&state, &path.id).await?;
+    Ok(HttpResponse::Ok().json(node_json(&n, &state.node_id, managers(&all))))
+}
+
+pub async fn node_update(
+    state: web::Data<AppState>,
+    path: web::Path<crate::IdPath>,
+    q: Query,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload, state.max_body).await?;
+    let spec: NodeSpec = decode(&body)?;
+    let version = parse_version(&q)?;
+    state.manager().await?;
+    let (mut n, all) = find_node(&state, &path.id).await?;
+    if n.spec.role == NodeRole::Manager && spec.role == NodeRole::Worker && managers(&all) == 1 {
+        return Err(ApiError::bad_request(
+            "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm",
+        ));
+    }
+    let membership = n.spec.membership;
+    n.spec = NodeSpec { membership, ..spec };
+    match n.spec.role {
+        NodeRole::Manager if n.manager_status.is_none() => {
+            n.manager_status = Some(shoal_shared::model::ManagerStatus {
+                leader: false,
+                reachability: shoal_shared::model::Reachability::Reachable,
+                addr: format!("{}:2377", n.status.addr),
+            })
+        }
+        NodeRole::Worker => n.manager_status = None,
+        _ => {}
+    }
+    n.meta.version.index = version;
+    state.store.update(&n).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+pub async fn node_delete(
+    state: web::Data<AppState>,
+    path: web::Path<crate::IdPath>,
+    q: Query,
+) -> ApiResult<HttpResponse> {
+    state.manager().await?;
+    let (n, _) = find_node(&state, &path.id).await?;
+    let force = flag(&q, "force");
+    if n.is_manager() {
+        return Err(ApiError::bad_request(format!(
+            "rpc error: code = FailedPrecondition desc = node {} is a cluster manager and is a member of the raft \
+             cluster. It must be demoted to worker before removal",
+            n.meta.id
+        )));
+    }
+    if n.status.state == NodeState::Ready && !force {
+        return Err(ApiError::bad_request(format!(
+            "rpc error: code = FailedPrecondition desc = node {} is not down and can't be removed",
+            n.meta.id
+        )));
+    }
+    state.store.delete(Kind::Node, &n.meta.id, None).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+// ---------------------------------------------------------------- services
+
+async fn find_service(state: &AppState, key: &str) -> ApiResult<Service> {
+    let all: Vec<Service> = state.store.list(ListFilter::default()).await?;
+    lookup(all, key, "service", |s| s.spec.name.clone())
+}
+
+/// `ServiceStatus` from the tasks in the store: running = tasks running;
+/// desired = replicas, or for a global service the tasks meant to run.
+fn service_status(svc: &Service, tasks: &[&Task]) -> ServiceStatus {
+    let running = tasks
+        .iter()
+        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .count() as u64;
+    let completed = tasks.iter().filter(|t| t.status.state == TaskState::Complete).count() as u64;
+    let desired = match svc.replicas() {
+        Some(r) => r,
+        None => tasks.iter().filter(|t| t.desired_state == TaskState::Running).count() as u64,
+    };
+    ServiceStatus {
+        running_tasks: running,
+        desired_tasks: desired,
+        completed_tasks: completed,
+    }
+}
+
+/// Checks what a spec refers to: its networks exist (and are not the ingress
+/// network), and its published ports are not taken by another service.
+async fn check_references(state: &AppState, spec: &ServiceSpec, self_id: Option<&str>) -> ApiResult<()> {
+    let attachments: Vec<&str> = spec
+        .task_template
+        .networks
+        .iter()
+        .chain(spec.networks.iter())
+        .map(|a| a.target.as_str())
+        .collect();
+    if !attachments.is_empty() {
+        let nets: Vec<Network> = state.store.list(ListFilter::default()).await?;
+        for t in attachments {
+            let net = nets
+                .iter()
+                .find(|n| n.meta.id == t || n.spec.name == t)
+                .ok_or_else(|| ApiError::not_found(format!("network {t} not found")))?;
+            if net.spec.ingress {
+                return Err(ApiError::bad_request(
+                    "rpc error: code = InvalidArgument desc = service cannot be explicitly attached to the ingress \
+                     network \"ingress\"",
+                ));
+            }
+        }
+    }
+    let ports: Vec<_> = spec
+        .endpoint_spec
+        .iter()
+        .flat_map(|e| e.ports.iter())
+        .filter(|p| p.published_port != 0 && p.publish_mode != Some(PublishMode::Host))
+        .collect();
+    if !ports.is_empty() {
+        let services: Vec<Service> = state.store.list(ListFilter::default()).await?;
+        for other in services.iter().filter(|o| Some(o.meta.id.as_str()) != self_id) {
+            let taken = other
+                .spec
+                .endpoint_spec
+                .iter()
+                .flat_map(|e| e.ports.iter())
+                .filter(|p| p.publish_mode != Some(PublishMode::Host));
+            for q in taken {
+                let proto = |p: &shoal_shared::model::PortConfig| p.protocol.unwrap_or_default();
+                if let Some(p) = ports
+                    .iter()
+                    .find(|p| p.published_port == q.published_port && proto(p) == proto(q))
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "rpc error: code = InvalidArgument desc = port '{}' is already in use by service '{}' ({}) \
+                         as an ingress port",
+                        p.published_port, other.spec.name, other.meta.id
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `Endpoint` as far as the API knows it: the spec, and the ports the user
+/// published explicitly (ports Swarm picks and virtual IPs are left to the allocator).
+fn fill_endpoint(s: &mut Service) {
+    let spec = s.spec.endpoint_spec.clone().unwrap_or_default();
+    let ep = s.endpoint.get_or_insert_with(Endpoint::default);
+    ep.ports = spec.ports.iter().filter(|p| p.published_port != 0).cloned().collect();
+    for p in ep.ports.iter_mut() {
+        p.protocol.get_or_insert(PortProtocol::Tcp);
+        p.publish_mode.get_or_insert(PublishMode::Ingress);
+    }
+    ep.spec = spec;
+}
+
+pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
+    let f = Filters::parse(q.get("filters").map(String::as_str), &["id", "name", "label", "mode"])?;
+    state.manager().await?;
+    let all: Vec<Service> = state.store.list(ListFilter::default()).await?;
+    let with_status = flag(&q, "status");
+    let tasks: Vec<Task> = if with_status {
+        state.store.list(ListFilter::default()).await?
+    } else {
+        Vec::new()
+    };
+    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in &tasks {
+        by_service.entry(t.service_id.as_str()).or_default().push(t);
+    }
+    let out: Vec<Service> = all
+        .into_iter()
+        .filter(|s| {
+            f.any_prefix("id", &s.meta.id)
+                && f.any_prefix("name", &s.spec.name)
+                && f.labels_match("label", &s.spec.labels)
+                && f.any_eq("mode", s.spec.mode_name())
+        })
+        .map(|mut s| {
+            if with_status {
+                let ts = by_service.get(s.meta.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                s.service_status = Some(service_status(&s, ts));
+            }
+            s
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(out))
+}
+
+pub async fn service_create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload, state.max_body).await?;
+    let spec = decode_service(&body)?;
+    state.manager().await?;
+    check_references(&state, &spec, None).await?;
+    let name = spec.name.clone();
+    let mut svc = Service::new(new_id(), spec);
+    fill_endpoint(&mut svc);
+    let created = state.store.create(&svc).await.map_err(|e| match e.code {
+        ErrorCode::NameConflict => ApiError::conflict(format!(
+            "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already \
+             exists"
+        )),
+        _ => e.into(),
+    })?;
+    tracing::info!(service = %created.meta.id, name = %name, "service created");
+    Ok(HttpResponse::Created().json(json!({"ID": created.meta.id, "Warnings": []})))
+}
+
+pub async fn service_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
+    state.manager().await?;
+    let s = find_service(&state, &path.id).await?;
+    Ok(HttpResponse::Ok().json(s))
+}
+
+pub async fn service_update(
+    state: web::Data<AppState>,
+    path: web::Path<crate::IdPath>,
+    q: Query,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload, state.max_body).await?;
+    let version = parse_version(&q)?;
+    let rollback = q.get("rollback").map(String::as_str) == Some("previous");
+    let new_spec = if rollback { None } else { Some(decode_service(&body)?) };
+    state.manager().await?;
+    let mut s = find_service(&state, &path.id).await?;
+    let current = s.spec.clone();
+    let next = match new_spec {
+        Some(spec) => spec,
+        None => s.previous_spec.clone().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "rpc error: code = FailedPrecondition desc = service {} does not have a previous spec",
+                s.meta.id
+            ))
+        })?,
+    };
+    check_references(&state, &next, Some(&s.meta.id)).await?;
+    if next.name != current.name {
+        return Err(ApiError::bad_request(
+            "rpc error: code = Unimplemented desc = renaming services is not supported",
+        ));
+    }
+    s.spec = next;
+    s.previous_spec = Some(current);
+    fill_endpoint(&mut s);
+    s.meta.version.index = version;
+    state.store.update(&s).await?;
+    Ok(HttpResponse::Ok().json(json!({"Warnings": []})))
+}
+
+pub async fn service_delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
+    state.manager().await?;
+    let s = find_service(&state, &path.id).await?;
+    state.store.delete(Kind::Service, &s.meta.id, None).await?;
+    tracing::info!(service = %s.meta.id, "service removed");
+    Ok(HttpResponse::Ok().finish())
+}
+
+// ---------------------------------------------------------------- tasks
+
+pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
+    let f = Filters::parse(
+        q.get("filters").map(String::as_str),
+        &["id", "name", "service", "node", "desired-state", "label", "_up-to-date"],
+    )?;
+    state.manager().await?;
+    let services: Vec<Service> = state.store.list(ListFilter::default()).await?;
+    let mut store_filter = ListFilter::default();
+    // Resolve service and node references (name, ID or prefix) to IDs.
+    if f.has("service") {
+        let mut ids = Vec::new();
+        for key in f.get("service") {
+            match lookup(services.clone(), key, "service", |s| s.spec.name.clone()) {
+                Ok(s) => ids.push(s.meta.id),
+                Err(e) if e.status == StatusCode::NOT_FOUND => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if ids.is_empty() {
+            return Ok(HttpResponse::Ok().json(Vec::<Task>::new()));
+        }
+        for id in ids {
+            store_filter = store_filter.field("service", id);
+        }
+    }
+    if f.has("node") {
+        let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
+        let mut ids = Vec::new();
+        for key in f.get("node") {
+            let key = if key == "self" {
+                state.node_id.as_str()
+            } else {
+                key.as_str()
+            };
+            match lookup(nodes.clone(), key, "node", node_name) {
+                Ok(n) => ids.push(n.meta.id),
+                Err(e) if e.status == StatusCode::NOT_FOUND => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if ids.is_empty() {
+            return Ok(HttpResponse::Ok().json(Vec::<Task>::new()));
+        }
+        for id in ids {
+            store_filter = store_filter.field("node", id);
+        }
+    }
+    for s in f.get("desired-state") {
+        if TaskState::parse(s).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "Invalid desired-state filter value: {s:?} (want running, shutdown, accepted, ...)"
+            )));
+        }
+        store_filter = store_filter.field("desired-state", s.clone());
+    }
+    let tasks: Vec<Task> = state.store.list(store_filter).await?;
+    let svc_by_id: HashMap<&str, &Service> = services.iter().map(|s| (s.meta.id.as_str(), s)).collect();
+    let up_to_date = f.get("_up-to-date").iter().any(|v| v == "true" || v == "1");
+    let out: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| {
+            let svc = svc_by_id.get(t.service_id.as_str());
+            let name = svc.map(|s| t.name(&s.spec.name)).unwrap_or_default();
+            f.any_prefix("id", &t.meta.id)
+                && f.any_eq("name", &name)
+                && f.labels_match("label", &t.labels)
+                && (!up_to_date || svc.is_some_and(|s| s.spec.task_template == t.spec))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(out))
+}
+
+pub async fn task_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
+    state.manager().await?;
+    let all: Vec<Task> = state.store.list(ListFilter::default()).await?;
+    let t = lookup(all, &path.id, "task", |_| String::new())?;
+    Ok(HttpResponse::Ok().json(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_shared::model::ServiceSpec;
+
+    use super::*;
+
+    fn svc(id: &str, name: &str) -> Service {
+        Service::new(
+            id,
+            ServiceSpec {
+                name: name.into(),
+                ..ServiceSpec::default()
+            },
+        )
+    }
+
+    #[test]
+    fn lookup_takes_id_then_name_then_a_unique_prefix() {
+        let all = vec![svc("abc1", "web"), svc("abd2", "db"), svc("web", "other")];
+        let name = |s: &Service| s.spec.name.clone();
+        assert_eq!(
+            lookup(all.clone(), "web", "service", name).unwrap().meta.id,
+            "web",
+            "full ID first"
+        );
+        assert_eq!(lookup(all.clone(), "db", "service", name).unwrap().meta.id, "abd2");
+        assert_eq!(lookup(all.clone(), "abc", "service", name).unwrap().meta.id, "abc1");
+        let e = lookup(all.clone(), "ab", "service", name).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.message, "service ab is ambiguous (2 matches found)");
+        let e = lookup(all, "nope", "service", name).unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::NOT_FOUND, "service nope not found")
+        );
+    }
+
+    #[test]
+    fn status_counts_running_tasks_and_desired_replicas() {
+        let s = Service::new(
+            "s",
+            ServiceSpec {
+                mode: shoal_shared::model::ServiceMode::replicated(3),
+                ..ServiceSpec::default()
+            },
+        );
+        let mut running = Task::new("t1", "s", Default::default());
+        running.status.state = TaskState::Running;
+        let pending = Task::new("t2", "s", Default::default());
+        let mut old = Task::new("t3", "s", Default::default());
+        old.status.state = TaskState::Running;
+        old.desired_state = TaskState::Shutdown;
+        let st = service_status(&s, &[&running, &pending, &old]);
+        assert_eq!((st.running_tasks, st.desired_tasks), (1, 3));
+        let g = Service::new(
+            "g",
+            ServiceSpec {
+                mode: shoal_shared::model::ServiceMode::global(),
+                ..ServiceSpec::default()
+            },
+        );
+        let st = service_status(&g, &[&running, &pending, &old]);
+        assert_eq!((st.running_tasks, st.desired_tasks), (1, 2));
+    }
+}

@@ -1,0 +1,582 @@
+//! `/_ping`, `/version`, `/info` and the `/swarm` endpoints.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shoal_shared::id::new_id;
+use shoal_shared::model::{
+    Availability, Cluster, IpamConfig, IpamOptions, JoinTokens, ManagerStatus, Network, NetworkSpec, Node, NodeRole,
+    NodeState, NodeStatus, Reachability, SwarmSpec, TlsInfo,
+};
+use shoal_shared::store::{Kind, ListFilter, Op, StoreObject, TxRequest};
+
+use crate::error::{ApiError, ApiResult, ALREADY_IN_SWARM, NOT_IN_SWARM, NOT_MANAGER};
+use crate::spec::decode;
+use crate::state::{AppState, SwarmView, API_VERSION, MIN_API_VERSION};
+use crate::{host, read_body};
+
+type Query = web::Query<HashMap<String, String>>;
+
+/// Whether a boolean query parameter is set (`1`, `true`).
+pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {
+    q.get(key).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+pub async fn ping(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let swarm = state.ping_swarm_header().await;
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header(("Api-Version", API_VERSION))
+        .insert_header(("Ostype", "linux"))
+        .insert_header(("Docker-Experimental", "false"))
+        .insert_header(("Swarm", swarm))
+        .insert_header(("Cache-Control", "no-cache, no-store, must-revalidate"))
+        .insert_header(("Pragma", "no-cache"))
+        .content_type("text/plain; charset=utf-8");
+    if req.method() == actix_web::http::Method::HEAD {
+        resp.finish()
+    } else {
+        resp.body("OK")
+    }
+}
+
+/// Go's name for this architecture (`amd64`, `arm64`).
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn kernel_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub async fn version() -> HttpResponse {
+    let v = env!("CARGO_PKG_VERSION");
+    HttpResponse::Ok().json(json!({
+        "Platform": {"Name": "shoal"},
+        "Components": [{"Name": "Engine", "Version": v, "Details": {
+            "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": go_arch(),
+            "KernelVersion": kernel_version()}}],
+        "Version": v,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": go_arch(),
+        "KernelVersion": kernel_version(),
+        "BuildTime": ""
+    }))
+}
+
+/// The cluster as `/info` shows it (no join tokens).
+fn cluster_info(c: &Cluster) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("JoinTokens");
+    }
+    v
+}
+
+pub async fn info(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let mut swarm = json!({
+        "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false,
+        "Error": "", "RemoteManagers": null
+    });
+    match state.view().await {
+        Ok(SwarmView::Inactive) => {}
+        Ok(SwarmView::Active { cluster, node, manager }) => {
+            swarm["NodeID"] = json!(state.node_id);
+            swarm["NodeAddr"] = json!(node
+                .as_ref()
+                .map(|n| n.status.addr.clone())
+                .unwrap_or_else(|| state.advertise_addr.clone()));
+            swarm["LocalNodeState"] = json!("active");
+            swarm["ControlAvailable"] = json!(manager);
+            let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
+            let managers: Vec<&Node> = nodes.iter().filter(|n| n.is_manager()).collect();
+            swarm["RemoteManagers"] = json!(managers
+                .iter()
+                .map(|n| json!({
+                    "NodeID": n.meta.id,
+                    "Addr": n.manager_status.as_ref().map(|m| m.addr.clone()).unwrap_or_default()
+                }))
+                .collect::<Vec<_>>());
+            if manager {
+                swarm["Nodes"] = json!(nodes.len());
+                swarm["Managers"] = json!(managers.len());
+                swarm["Cluster"] = cluster_info(&cluster);
+            }
+        }
+        Err(e) => {
+            swarm["LocalNodeState"] = json!("error");
+            swarm["Error"] = json!(e.message);
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "ID": state.node_id,
+        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0, "Images": 0,
+        "Driver": "", "DriverStatus": [], "Plugins": {"Volume": [], "Network": ["overlay"], "Authorization": null,
+        "Log": []},
+        "MemoryLimit": false, "SwapLimit": false, "CpuCfsPeriod": false, "CpuCfsQuota": false, "CPUShares": false,
+        "CPUSet": false, "PidsLimit": false, "IPv4Forwarding": true, "Debug": false, "NFd": 0,
+        "OomKillDisable": false, "NGoroutines": 0, "SystemTime": chrono::Utc::now().to_rfc3339(),
+        "LoggingDriver": "", "CgroupDriver": "", "CgroupVersion": "", "NEventsListener": 0,
+        "KernelVersion": kernel_version(), "OperatingSystem": "shoal", "OSVersion": "", "OSType": "linux",
+        "Architecture": std::env::consts::ARCH, "IndexServerAddress": "", "RegistryConfig": null,
+        "NCPU": host::cpus(), "MemTotal": host::memory_bytes(), "DockerRootDir": state.data_dir,
+        "Name": host::hostname(), "Labels": [], "ExperimentalBuild": false,
+        "ServerVersion": env!("CARGO_PKG_VERSION"), "Runtimes": {}, "DefaultRuntime": "",
+        "Swarm": swarm, "LiveRestoreEnabled": false, "Isolation": "", "InitBinary": "",
+        "SecurityOptions": [], "Warnings": null
+    })))
+}
+
+/// `GET /swarm`.
+pub async fn inspect(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let ctx = swarm_manager(&state).await?;
+    Ok(HttpResponse::Ok().json(&ctx.cluster))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct InitRequest {
+    listen_addr: String,
+    advertise_addr: String,
+    #[serde(rename = "DataPathAddr")]
+    _data_path_addr: String,
+    data_path_port: u32,
+    default_addr_pool: Vec<String>,
+    #[serde(rename = "ForceNewCluster")]
+    _force_new_cluster: bool,
+    subnet_size: u32,
+    availability: String,
+    spec: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct JoinRequest {
+    #[serde(rename = "ListenAddr")]
+    _listen_addr: String,
+    advertise_addr: String,
+    remote_addrs: Vec<String>,
+    join_token: String,
+    availability: String,
+}
+
+/// Docker's `Availability` in a request: empty means active.
+fn parse_availability(s: &str) -> ApiResult<Availability> {
+    match s {
+        "" | "active" => Ok(Availability::Active),
+        "pause" => Ok(Availability::Pause),
+        "drain" => Ok(Availability::Drain),
+        other => Err(ApiError::bad_request(format!(
+            "Availability: invalid availability {other:?} (want active, pause or drain)"
+        ))),
+    }
+}
+
+/// Overlays the non-zero values of `over` onto `base` (Docker treats zero as "use the default").
+fn overlay(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(bv) if bv.is_object() && v.is_object() => overlay(bv, v),
+                    _ if is_zero(v) => {}
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) if !is_zero(o) => *b = o.clone(),
+        _ => {}
+    }
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.values().all(is_zero),
+    }
+}
+
+/// The spec `base` with the request's non-zero settings applied, checked.
+fn merged_spec(base: &SwarmSpec, req: Option<&Value>) -> ApiResult<SwarmSpec> {
+    let mut v = serde_json::to_value(base).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(r) = req {
+        overlay(&mut v, r);
+    }
+    let spec: SwarmSpec = serde_path_to_error::deserialize(v)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: Spec.{}: {}", e.path(), e.inner())))?;
+    if spec.encryption_config.auto_lock_managers {
+        return Err(ApiError::bad_request(
+            "Spec.EncryptionConfig.AutoLockManagers: autolock is not supported by shoal (the store is not encrypted \
+             at rest)",
+        ));
+    }
+    if spec.raft.election_tick <= spec.raft.heartbeat_tick {
+        return Err(ApiError::bad_request(
+            "rpc error: code = InvalidArgument desc = Spec.Raft.ElectionTick: must be greater than HeartbeatTick",
+        ));
+    }
+    Ok(spec)
+}
+
+/// An address's IP part (`10.0.0.1:2377` -> `10.0.0.1`); `None` for an interface name or empty.
+fn ip_of(addr: &str) -> Option<String> {
+    if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip().to_string());
+    }
+    addr.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+}
+
+/// This host as a new Node object.
+/// The cluster's `TLSInfo`: the root CA and, base64 as Docker writes them, its subject and public key.
+fn tls_info(ca_pem: &str, ca_der: &[u8]) -> TlsInfo {
+    let (subject, key) = host::issuer_and_key(ca_der).unwrap_or_default();
+    TlsInfo {
+        trust_root: ca_pem.to_string(),
+        cert_issuer_subject: host::base64(&subject),
+        cert_issuer_public_key: host::base64(&key),
+    }
+}
+
+fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availability, tls: &TlsInfo) -> Node {
+    let mut node = Node::new(state.node_id.clone(), host::hostname(), role);
+    node.description = host::description();
+    node.description.tls_info = Some(tls.clone());
+    node.spec.availability = availability;
+    node.status = NodeStatus {
+        state: NodeState::Ready,
+        message: String::new(),
+        addr: addr.to_string(),
+    };
+    if role == NodeRole::Manager {
+        node.manager_status = Some(ManagerStatus {
+            leader: false,
+            reachability: Reachability::Reachable,
+            addr: format!("{addr}:2377"),
+        });
+    }
+    node
+}
+
+/// `POST /swarm/init`.
+pub async fn init(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload, state.max_body).await?;
+    let r: InitRequest = decode(&body)?;
+    let availability = parse_availability(&r.availability)?;
+    match state.view().await? {
+        SwarmView::Active { .. } => return Err(ApiError::unavailable(ALREADY_IN_SWARM)),
+        SwarmView::Inactive => {}
+    }
+    if !state.store.list::<Cluster>(ListFilter::default()).await?.is_empty() {
+        return Err(ApiError::unavailable(
+            "a swarm already exists in this store; use \"docker swarm join\" with one of its tokens",
+        ));
+    }
+    let addr = ip_of(&r.advertise_addr)
+        .or_else(|| ip_of(&r.listen_addr).filter(|ip| ip != "0.0.0.0" && ip != "::"))
+        .unwrap_or_else(|| state.advertise_addr.clone());
+    let spec = merged_spec(&SwarmSpec::default_spec(), r.spec.as_ref())?;
+    let (ca_pem, ca_der, ca_key) = host::new_root_ca().map_err(|e| ApiError::internal(format!("root CA: {e}")))?;
+    write_ca_key(&state, &ca_key)?;
+    let mut cluster = Cluster::new(
+        new_id(),
+        JoinTokens {
+            worker: host::join_token(&ca_der),
+            manager: host::join_token(&ca_der),
+        },
+    );
+    cluster.spec = spec;
+    cluster.tls_info = tls_info(&ca_pem, &ca_der);
+    if !r.default_addr_pool.is_empty() {
+        cluster.default_addr_pool = r.default_addr_pool.clone();
+    }
+    if r.subnet_size > 0 {
+        cluster.subnet_size = r.subnet_size;
+    }
+    if r.data_path_port > 0 {
+        cluster.data_path_port = r.data_path_port;
+    }
+    let mut node = self_node(&state, NodeRole::Manager, &addr, availability, &cluster.tls_info);
+    if let Some(ms) = node.manager_status.as_mut() {
+        ms.leader = true;
+    }
+    // This host's agent may have registered (through the dispatcher) before the
+    // swarm existed: then its Node object is promoted, keeping what the agent reported.
+    let existing = state.store.get::<Node>(&state.node_id).await?;
+    let node_op = match existing {
+        Some(mut n) => {
+            n.spec.role = NodeRole::Manager;
+            n.spec.availability = availability;
+            n.manager_status = node.manager_status.clone();
+            if n.status.addr.is_empty() {
+                n.status.addr = addr.clone();
+            }
+            n.description.tls_info = node.description.tls_info.clone();
+            Op::Update { record: n.to_record()? }
+        }
+        None => Op::Create {
+            record: node.to_record()?,
+        },
+    };
+    let mut ingress = NetworkSpec::overlay("ingress");
+    ingress.ingress = true;
+    ingress.labels.clear();
+    ingress.ipam_options = Some(IpamOptions {
+        driver: shoal_shared::model::Driver::named("default"),
+        configs: vec![IpamConfig {
+            subnet: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
+            ..IpamConfig::default()
+        }],
+    });
+    let ops = vec![
+        Op::Create {
+            record: cluster.to_record()?,
+        },
+        node_op,
+        Op::Create {
+            record: Network::new(new_id(), ingress).to_record()?,
+        },
+    ];
+    state.store.tx(TxRequest::new(ops)).await.map_err(|e| match e.code {
+        shoal_shared::ErrorCode::AlreadyExists | shoal_shared::ErrorCode::NameConflict => {
+            ApiError::unavailable(ALREADY_IN_SWARM)
+        }
+        _ => e.into(),
+    })?;
+    tracing::info!(node = %state.node_id, cluster = %cluster.meta.id, "swarm initialized");
+    Ok(HttpResponse::Ok().json(&state.node_id))
+}
+
+fn write_ca_key(state: &AppState, key: &str) -> ApiResult<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state.data_dir.join("swarm-ca.key");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
+    f.write_all(key.as_bytes())
+        .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))
+}
+
+/// `POST /swarm/join`: the store is shared over NATS, so joining is checking
+/// the token against the cluster's and adding this host's Node object.
+pub async fn join(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload, state.max_body).await?;
+    let r: JoinRequest = decode(&body)?;
+    let availability = parse_availability(&r.availability)?;
+    if matches!(state.view().await?, SwarmView::Active { .. }) {
+        return Err(ApiError::unavailable(ALREADY_IN_SWARM));
+    }
+    if r.remote_addrs.is_empty() {
+        return Err(ApiError::bad_request(
+            "RemoteAddrs: at least 1 RemoteAddr is required to join",
+        ));
+    }
+    let Some(cluster) = state
+        .store
+        .list::<Cluster>(ListFilter::default())
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Err(ApiError::unavailable(
+            "rpc error: code = Unavailable desc = no swarm to join: no cluster in this node's store",
+        ));
+    };
+    let role = if !r.join_token.is_empty() && r.join_token == cluster.join_tokens.manager {
+        NodeRole::Manager
+    } else if !r.join_token.is_empty() && r.join_token == cluster.join_tokens.worker {
+        NodeRole::Worker
+    } else {
+        return Err(ApiError::bad_request(
+            "rpc error: code = InvalidArgument desc = A valid join token is necessary to join this cluster",
+        ));
+    };
+    let addr = ip_of(&r.advertise_addr).unwrap_or_else(|| state.advertise_addr.clone());
+    let node = self_node(&state, role, &addr, availability, &cluster.tls_info);
+    match state.store.get::<Node>(&state.node_id).await? {
+        // Registered by this host's agent already: take the role the token gives.
+        Some(mut n) => {
+            n.spec.role = role;
+            n.spec.availability = availability;
+            n.manager_status = node.manager_status;
+            state.store.update(&n).await?;
+        }
+        None => {
+            state.store.create(&node).await?;
+        }
+    }
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// `POST /swarm/leave?force=`.
+pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
+    let force = flag(&q, "force");
+    let (cluster, node, manager) = match state.view().await? {
+        SwarmView::Inactive => return Err(ApiError::unavailable(NOT_IN_SWARM)),
+        SwarmView::Active { cluster, node, manager } => (cluster, node, manager),
+    };
+    if manager && !force {
+        return Err(ApiError::unavailable(
+            "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last \
+             manager erases all current state of the swarm. Use `--force` to ignore this message.",
+        ));
+    }
+    let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
+    let last_manager = manager && !nodes.iter().any(|n| n.is_manager() && n.meta.id != state.node_id);
+    let mut ops = Vec::new();
+    if node.is_some() {
+        ops.push(Op::Delete {
+            kind: Kind::Node,
+            id: state.node_id.clone(),
+            version: None,
+        });
+    }
+    if last_manager {
+        // The last manager leaving erases the swarm's state.
+        let all = state
+            .store
+            .list_records(
+                &[Kind::Node, Kind::Service, Kind::Task, Kind::Network],
+                ListFilter::default(),
+            )
+            .await?;
+        for r in all.records {
+            if r.kind == Kind::Node && r.id == state.node_id {
+                continue;
+            }
+            ops.push(Op::Delete {
+                kind: r.kind,
+                id: r.id,
+                version: None,
+            });
+        }
+        ops.push(Op::Delete {
+            kind: Kind::Cluster,
+            id: cluster.meta.id.clone(),
+            version: None,
+        });
+    }
+    if !ops.is_empty() {
+        state.store.tx(TxRequest::new(ops)).await?;
+    }
+    state.forget_cluster();
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// `POST /swarm/update?version=&rotateWorkerToken=&rotateManagerToken=`.
+pub async fn update(
+    state: web::Data<AppState>,
+    q: Query,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload, state.max_body).await?;
+    let spec_req: Value = decode(&body)?;
+    if !spec_req.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid JSON: the body must be a SwarmSpec object",
+        ));
+    }
+    let mut cluster = swarm_manager(&state).await?.cluster;
+    let version = parse_version(&q)?;
+    if version != cluster.meta.version.index {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            crate::error::OUT_OF_SEQUENCE,
+        ));
+    }
+    cluster.spec = merged_spec(&cluster.spec, Some(&spec_req))?;
+    let rotate_w = flag(&q, "rotateWorkerToken");
+    let rotate_m = flag(&q, "rotateManagerToken");
+    if rotate_w || rotate_m {
+        let der = pem_to_der(&cluster.tls_info.trust_root);
+        if rotate_w {
+            cluster.join_tokens.worker = host::join_token(&der);
+        }
+        if rotate_m {
+            cluster.join_tokens.manager = host::join_token(&der);
+        }
+    }
+    state.store.update(&cluster).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// `GET /swarm/unlockkey`: autolock is not supported, so there is no key.
+pub async fn unlock_key(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    swarm_manager(&state).await?;
+    Ok(HttpResponse::Ok().json(json!({"UnlockKey": ""})))
+}
+
+/// The `version` query parameter (required for writes to versioned objects).
+pub fn parse_version(q: &HashMap<String, String>) -> ApiResult<u64> {
+    q.get("version")
+        .ok_or_else(|| ApiError::bad_request("version: the version query parameter is required"))?
+        .parse::<u64>()
+        .map_err(|_| ApiError::bad_request("version: invalid version: not an unsigned integer"))
+}
+
+/// The DER bytes of the first PEM block (for the token digest); empty if none.
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|c| c.to_vec())
+        .unwrap_or_default()
+}
+
+/// For `/swarm` endpoints: Docker says "not part of a swarm" before init.
+async fn swarm_manager(state: &AppState) -> ApiResult<crate::state::Ctx> {
+    match state.view().await? {
+        SwarmView::Inactive => Err(ApiError::unavailable(NOT_IN_SWARM)),
+        SwarmView::Active { manager: false, .. } => Err(ApiError::unavailable(NOT_MANAGER)),
+        SwarmView::Active { cluster, .. } => Ok(crate::state::Ctx { cluster: *cluster }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_values_keep_the_defaults() {
+        let base = SwarmSpec::default_spec();
+        let req = json!({"Name": "", "Raft": {"ElectionTick": 0, "HeartbeatTick": 0, "SnapshotInterval": 20000},
+                         "Dispatcher": {}, "Labels": {"a": "b"}});
+        let s = merged_spec(&base, Some(&req)).unwrap();
+        assert_eq!(s.raft.election_tick, 3);
+        assert_eq!(s.raft.snapshot_interval, 20_000);
+        assert_eq!(s.labels.get("a").map(String::as_str), Some("b"));
+        assert_eq!(s.name, "default");
+        let bad = json!({"Raft": {"SnapshotInterval": "x"}});
+        let e = merged_spec(&base, Some(&bad)).unwrap_err();
+        assert!(e.message.contains("Raft.SnapshotInterval"), "{}", e.message);
+        assert_eq!(ip_of("10.1.2.3:2377").as_deref(), Some("10.1.2.3"));
+        assert_eq!(ip_of("eth0"), None);
+        let lock = json!({"EncryptionConfig": {"AutoLockManagers": true}});
+        assert!(merged_spec(&base, Some(&lock))
+            .unwrap_err()
+            .message
+            .contains("autolock"));
+    }
+}

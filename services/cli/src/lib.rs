@@ -1,0 +1,19 @@
+//! `shoal`: the swarm commands of the docker CLI (`swarm`, `node`,
+//! `service`, `network`, `info`), talking to shoal-api over its unix socket
+//! or TCP (`--host` / `SHOAL_HOST`; TLS with docker's `--tlscacert`,
+//! `--tlscert`, `--tlskey`), with the docker CLI's columns, `--pretty`
+//! views, `-q`, `-f` filters and Go-template `--format`.
+//!
+//! - [`client`]: a small blocking HTTP/1.1 client (unix socket, TCP, TLS over TCP);
+//! - [`format`]: tables, templates, durations and sizes as docker prints them;
+//! - [`commands`]: the command line and what each command sends and prints.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod commands;
+pub mod format;
+
+/// Runs the command line; returns the process exit status.
+pub fn main_with_args(args: Vec<String>) -> i32 {
+    commands::run(args)
+}
