@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 pub mod api;
 
-
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
