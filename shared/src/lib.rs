@@ -6,7 +6,8 @@
 //! - [`subjects`]: every NATS subject, built by functions;
 //! - [`envelope`]: how a message is encoded and how W3C trace context rides in NATS headers;
 //! - [`error`]: error codes that say whether to retry;
-//! - [`config`] and [`telemetry`]: common flags, `SHOAL_*` variables and tracing setup.
+//! - [`config`] and [`telemetry`]: common flags, `SHOAL_*` variables and tracing setup;
+//! - [`process`]: what every service binary does around its `run` (runtime, signals, exit).
 //!
 //! It does not depend on actix: services adapt these types to their actors.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod model;
+pub mod process;
 pub mod store;
 pub mod subjects;
 pub mod telemetry;

@@ -1,33 +1,13 @@
 use clap::Parser;
 use shoal_api::Config;
+use shoal_shared::{process, telemetry};
 
 fn main() {
     let config = Config::parse();
-    if let Err(msg) = config.validate() {
-        eprintln!("{msg}");
-        std::process::exit(2);
-    }
-    let system = actix_web::rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
+    process::exit_if_invalid(config.validate());
+    let result = actix_web::rt::System::with_tokio_rt(process::tokio_runtime).block_on(async move {
+        let _telemetry = telemetry::init("shoal-api");
+        shoal_api::run(config, process::shutdown_signal()).await
     });
-    let result = system.block_on(async move {
-        let _telemetry = shoal_shared::telemetry::init("shoal-api");
-        shoal_api::run(config, shutdown_signal()).await
-    });
-    if let Err(e) = result {
-        eprintln!("shoal-api: {e:#}");
-        std::process::exit(1);
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    process::exit_on_error("shoal-api", result);
 }
