@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod id;

@@ -58,6 +58,18 @@ pub fn raft_rpc_all(replica: u64) -> String {
     format!("{ROOT}.raft.{replica}.*")
 }
 
+/// Agent requests to the dispatcher ([`crate::dispatch::AgentRequest`]):
+/// every manager's dispatcher subscribes, only the store leader's node's answers.
+pub fn dispatcher_requests() -> String {
+    format!("{ROOT}.dispatch.req")
+}
+
+/// Assignments for one node ([`crate::dispatch::Assignments`]), published by
+/// the acting dispatcher, subscribed by that node's agent.
+pub fn agent_assignments(node_id: &str) -> String {
+    format!("{ROOT}.dispatch.node.{node_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +86,9 @@ mod tests {
             raft_rpc(1, RaftRpc::AppendEntries),
             raft_rpc(1, RaftRpc::InstallSnapshot),
             raft_rpc(2, RaftRpc::Vote),
+            dispatcher_requests(),
+            agent_assignments("n1"),
+            agent_assignments("n2"),
         ];
         let set: std::collections::BTreeSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod api;
+pub mod orch;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -52,6 +52,8 @@ pub enum Cmd {
     Network(NetworkCmd),
     /// Display swarm-wide information.
     Info,
+    /// Run a swarm node on this machine: nats-server and every shoal process, supervised.
+    Up(Box<crate::up::UpArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -362,6 +364,9 @@ pub fn run(args: Vec<String>) -> i32 {
             return if e.use_stderr() { 125 } else { 0 };
         }
     };
+    if let Cmd::Up(args) = cli.cmd {
+        return crate::up::run(*args);
+    }
     let host = match Host::parse(&cli.host) {
         Ok(h) => h,
         Err(e) => {
@@ -400,6 +405,7 @@ fn dispatch(c: &Client, cmd: Cmd) -> (String, Option<String>) {
     };
     match cmd {
         Cmd::Info => single(info(c)),
+        Cmd::Up(_) => single(Err("shoal up is not an API command".into())),
         Cmd::Swarm(s) => single(swarm(c, s)),
         Cmd::Node(NodeCmd::Rm { force, nodes }) => each(&nodes, |n| {
             c.delete(&format!("/nodes/{}?force={force}", urlencode(n))).map(|_| ())

@@ -6,12 +6,14 @@
 //!
 //! - [`client`]: a small blocking HTTP/1.1 client (unix socket, TCP, TLS over TCP);
 //! - [`format`]: tables, templates, durations and sizes as docker prints them;
-//! - [`commands`]: the command line and what each command sends and prints.
+//! - [`commands`]: the command line and what each command sends and prints;
+//! - [`up`]: `shoal up`, a supervised one-machine cluster (nats-server and every shoal process).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod commands;
 pub mod format;
+pub mod up;
 
 /// Runs the command line; returns the process exit status.
 pub fn main_with_args(args: Vec<String>) -> i32 {

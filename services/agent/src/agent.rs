@@ -1,0 +1,548 @@
+//! The agent actor: a session with the dispatcher (register, heartbeat,
+//! assignments, status reports) and a controller per task driving it
+//! through SwarmKit's states with the process executor.
+//!
+//! Tasks keep running while the managers are unreachable: reports queue up
+//! and are sent when a dispatcher answers again. Every observed state is
+//! written to the task database first, so a restarted agent re-adopts its
+//! running processes (PID + start time), reports what happened while it was
+//! away, and stops whatever it is no longer assigned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use shoal_shared::dispatch::{AgentRequest, AgentResponse, AssignmentKind, Assignments, StatusUpdate};
+use shoal_shared::envelope;
+use shoal_shared::model::{ContainerStatus, NodeDescription, Task, TaskState, TaskStatus};
+use shoal_shared::{subjects, ShoalError};
+
+use crate::db::{LocalTask, ProcessId, TaskDb};
+use crate::executor::{self, Exit};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the agent for its state.
+pub struct GetState;
+
+/// What [`GetState`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct AgentState {
+    pub node_id: String,
+    pub session: Option<String>,
+    /// Task id -> (observed state, desired state, PID).
+    pub tasks: BTreeMap<String, (TaskState, TaskState, Option<i32>)>,
+    pub queued_reports: usize,
+}
+
+impl Message for GetState {
+    type Result = AgentState;
+}
+
+struct Assigned(Assignments);
+impl Message for Assigned {
+    type Result = ();
+}
+
+pub struct Agent {
+    node_id: String,
+    description: NodeDescription,
+    nats: async_nats::Client,
+    db: Arc<TaskDb>,
+    tasks: BTreeMap<String, LocalTask>,
+    session: Option<String>,
+    last_seq: Option<u64>,
+    period: Duration,
+    last_heartbeat: Option<Instant>,
+    registering: bool,
+    syncing: bool,
+    outbox: Vec<StatusUpdate>,
+    sending: bool,
+}
+
+impl Actor for Agent {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Re-adopt what survived a restart.
+        let loaded: Vec<LocalTask> = self.tasks.values().cloned().collect();
+        for lt in loaded {
+            let id = lt.task.meta.id.clone();
+            match lt.process {
+                Some(p) if executor::alive(&p) => {
+                    tracing::info!(task = %id, pid = p.pid, "agent: re-adopted running task");
+                    self.watch(ctx, id, p, None);
+                }
+                Some(p) => self.exited(ctx, id, p, Exit::Unknown),
+                None => {}
+            }
+        }
+        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.tick(ctx));
+        ctx.run_interval(Duration::from_millis(100), |act, ctx| act.flush_reports(ctx));
+        ctx.run_interval(Duration::from_secs(1), |act, _| act.db.flush());
+        self.tick(ctx);
+    }
+}
+
+impl Handler<GetState> for Agent {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(AgentState {
+            node_id: self.node_id.clone(),
+            session: self.session.clone(),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|(id, t)| {
+                    (
+                        id.clone(),
+                        (t.status.state, t.task.desired_state, t.process.map(|p| p.pid)),
+                    )
+                })
+                .collect(),
+            queued_reports: self.outbox.len(),
+        })
+    }
+}
+
+impl StreamHandler<Assigned> for Agent {
+    fn handle(&mut self, Assigned(a): Assigned, ctx: &mut Context<Self>) {
+        if self.session.as_deref() != Some(a.session_id.as_str()) {
+            return;
+        }
+        match (a.kind, self.last_seq) {
+            (AssignmentKind::Full, last) if last.is_none_or(|l| a.sequence > l) => self.apply_full(ctx, a),
+            (AssignmentKind::Incremental, Some(l)) if a.sequence == l + 1 => {
+                self.last_seq = Some(a.sequence);
+                for t in a.tasks {
+                    self.apply_task(ctx, t);
+                }
+                for id in a.removed {
+                    self.unassign(ctx, &id);
+                }
+            }
+            (AssignmentKind::Incremental, Some(l)) if a.sequence <= l => {}
+            _ => {
+                tracing::info!(seq = a.sequence, last = ?self.last_seq, "agent: assignment gap; asking for the full set");
+                self.sync(ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        tracing::error!("agent: assignment subscription ended");
+    }
+}
+
+impl Agent {
+    fn request(&self, req: AgentRequest) -> impl std::future::Future<Output = Result<AgentResponse, ShoalError>> {
+        let nats = self.nats.clone();
+        async move { envelope::request(&nats, subjects::dispatcher_requests(), &req, REQUEST_TIMEOUT).await }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        match &self.session {
+            None => self.register(ctx),
+            Some(s) => {
+                if self.last_heartbeat.is_none_or(|t| t.elapsed() >= self.period) {
+                    self.last_heartbeat = Some(Instant::now());
+                    let req = AgentRequest::Heartbeat {
+                        node_id: self.node_id.clone(),
+                        session_id: s.clone(),
+                    };
+                    let sent_for = s.clone();
+                    self.request(req)
+                        .into_actor(self)
+                        .map(move |res, act, _ctx| match res {
+                            Ok(AgentResponse::HeartbeatOk { heartbeat_period }) => act.period = heartbeat_period,
+                            Ok(AgentResponse::UnknownSession) if act.session.as_deref() == Some(sent_for.as_str()) => {
+                                tracing::info!("agent: session unknown to the dispatcher; registering again");
+                                act.session = None;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(error = %e, "agent: heartbeat not answered"),
+                        })
+                        .spawn(ctx);
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, ctx: &mut Context<Self>) {
+        if self.registering {
+            return;
+        }
+        self.registering = true;
+        let req = AgentRequest::Register {
+            node_id: self.node_id.clone(),
+            description: Box::new(self.description.clone()),
+            addr: "127.0.0.1".into(),
+        };
+        self.request(req)
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                act.registering = false;
+                match res {
+                    Ok(AgentResponse::Registered {
+                        session_id,
+                        heartbeat_period,
+                    }) => {
+                        tracing::info!(session = %session_id, "agent: registered");
+                        act.session = Some(session_id);
+                        act.period = heartbeat_period;
+                        act.last_seq = None;
+                        act.last_heartbeat = Some(Instant::now());
+                        act.sync(ctx);
+                    }
+                    Ok(other) => tracing::warn!(?other, "agent: unexpected answer to register"),
+                    Err(e) => tracing::debug!(error = %e, "agent: no dispatcher answered; keeping tasks running"),
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        let Some(session_id) = self.session.clone() else { return };
+        if self.syncing {
+            return;
+        }
+        self.syncing = true;
+        let req = AgentRequest::Sync {
+            node_id: self.node_id.clone(),
+            session_id,
+        };
+        self.request(req)
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                act.syncing = false;
+                match res {
+                    Ok(AgentResponse::Full { assignments }) => {
+                        if act.session.as_deref() == Some(assignments.session_id.as_str()) {
+                            act.apply_full(ctx, assignments);
+                        }
+                    }
+                    Ok(AgentResponse::UnknownSession) => act.session = None,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "agent: sync failed; retrying");
+                        ctx.run_later(Duration::from_millis(500), |act, ctx| act.sync(ctx));
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn apply_full(&mut self, ctx: &mut Context<Self>, a: Assignments) {
+        self.last_seq = Some(a.sequence);
+        let ids: BTreeSet<String> = a.tasks.iter().map(|t| t.meta.id.clone()).collect();
+        let gone: Vec<String> = self.tasks.keys().filter(|id| !ids.contains(*id)).cloned().collect();
+        for id in gone {
+            self.unassign(ctx, &id);
+        }
+        for t in a.tasks {
+            self.apply_task(ctx, t);
+        }
+    }
+
+    fn report(&mut self, id: &str, state: TaskState, message: &str, err: String, exit_code: Option<i64>) {
+        let Some(lt) = self.tasks.get_mut(id) else { return };
+        if state < lt.status.state {
+            return;
+        }
+        lt.status = TaskStatus {
+            timestamp: Utc::now(),
+            state,
+            message: message.to_string(),
+            err,
+            container_status: Some(ContainerStatus {
+                container_id: None,
+                pid: lt.process.map(|p| p.pid as i64),
+                exit_code,
+            }),
+            port_status: None,
+        };
+        self.db.put(lt);
+        self.outbox.push(StatusUpdate {
+            task_id: id.to_string(),
+            status: lt.status.clone(),
+        });
+    }
+
+    fn apply_task(&mut self, ctx: &mut Context<Self>, t: Task) {
+        let id = t.meta.id.clone();
+        let desired = t.desired_state;
+        let store_state = t.status.state;
+        match self.tasks.get_mut(&id) {
+            Some(lt) => {
+                lt.task = t;
+                lt.unassigned = false;
+                self.db.put(lt);
+                if store_state < lt.status.state {
+                    // The managers missed a report (e.g. while unreachable): send it again.
+                    let status = lt.status.clone();
+                    self.outbox.push(StatusUpdate {
+                        task_id: id.clone(),
+                        status,
+                    });
+                }
+            }
+            None => {
+                let lt = LocalTask {
+                    status: t.status.clone(),
+                    task: t,
+                    process: None,
+                    stopping: false,
+                    unassigned: false,
+                };
+                self.db.put(&lt);
+                self.tasks.insert(id.clone(), lt);
+                if store_state >= TaskState::Starting && desired <= TaskState::Running {
+                    self.report(
+                        &id,
+                        TaskState::Failed,
+                        "lost",
+                        "task: not found on this node".into(),
+                        None,
+                    );
+                    return;
+                }
+            }
+        }
+        if desired > TaskState::Running {
+            self.stop(ctx, &id);
+        } else {
+            self.start(ctx, &id);
+        }
+    }
+
+    /// Runs a task through accepted .. running, unless it already runs or ran.
+    fn start(&mut self, ctx: &mut Context<Self>, id: &str) {
+        let Some(lt) = self.tasks.get(id) else { return };
+        if lt.process.is_some() || lt.status.state >= TaskState::Running {
+            return;
+        }
+        for st in [
+            TaskState::Accepted,
+            TaskState::Preparing,
+            TaskState::Ready,
+            TaskState::Starting,
+        ] {
+            self.report(id, st, st.as_str(), String::new(), None);
+        }
+        let spec = self.tasks[id].task.spec.clone();
+        match executor::spawn(&spec) {
+            Ok((child, p)) => {
+                let lt = self.tasks.get_mut(id).expect("task");
+                lt.process = Some(p);
+                self.db.put(lt);
+                self.db.flush();
+                self.report(id, TaskState::Running, "started", String::new(), None);
+                self.watch(ctx, id.to_string(), p, Some(child));
+            }
+            Err(e) => self.report(id, TaskState::Failed, "starting", e, None),
+        }
+    }
+
+    fn watch(&mut self, ctx: &mut Context<Self>, id: String, p: ProcessId, child: Option<tokio::process::Child>) {
+        let fut = async move {
+            match child {
+                Some(c) => executor::wait_child(c).await,
+                None => executor::wait_adopted(p).await,
+            }
+        };
+        fut.into_actor(self)
+            .map(move |exit, act, ctx| act.exited(ctx, id, p, exit))
+            .spawn(ctx);
+    }
+
+    fn exited(&mut self, _ctx: &mut Context<Self>, id: String, p: ProcessId, exit: Exit) {
+        let Some(lt) = self.tasks.get_mut(&id) else { return };
+        if lt.process != Some(p) {
+            return;
+        }
+        lt.process = None;
+        let code = match exit {
+            Exit::Code(c) => Some(c),
+            Exit::Unknown => None,
+        };
+        if lt.stopping || lt.task.desired_state > TaskState::Running {
+            self.report(&id, TaskState::Shutdown, "shutdown", String::new(), code);
+        } else {
+            match exit {
+                Exit::Code(0) => self.report(&id, TaskState::Complete, "finished", String::new(), code),
+                Exit::Code(c) => self.report(
+                    &id,
+                    TaskState::Failed,
+                    "started",
+                    format!("task: non-zero exit ({c})"),
+                    code,
+                ),
+                Exit::Unknown => self.report(
+                    &id,
+                    TaskState::Failed,
+                    "started",
+                    "task: process ended while the agent was not running".into(),
+                    None,
+                ),
+            }
+        }
+        if self.tasks.get(&id).is_some_and(|lt| lt.unassigned) {
+            self.forget(&id);
+        }
+    }
+
+    fn stop(&mut self, ctx: &mut Context<Self>, id: &str) {
+        let Some(lt) = self.tasks.get_mut(id) else { return };
+        match lt.process {
+            Some(p) => {
+                if lt.stopping {
+                    return;
+                }
+                lt.stopping = true;
+                self.db.put(lt);
+                let grace = executor::stop_grace(&lt.task.spec);
+                tracing::info!(task = %id, pid = p.pid, "agent: stopping task");
+                executor::signal(&p, Signal::SIGTERM);
+                let id = id.to_string();
+                ctx.run_later(grace, move |act, _| {
+                    if act.tasks.get(&id).is_some_and(|lt| lt.process == Some(p)) {
+                        executor::signal(&p, Signal::SIGKILL);
+                    }
+                });
+            }
+            None if lt.status.state <= TaskState::Running => {
+                self.report(id, TaskState::Shutdown, "shutdown", String::new(), None);
+            }
+            None => {}
+        }
+    }
+
+    fn unassign(&mut self, ctx: &mut Context<Self>, id: &str) {
+        let Some(lt) = self.tasks.get_mut(id) else { return };
+        lt.unassigned = true;
+        if lt.process.is_some() {
+            self.db.put(lt);
+            self.stop(ctx, id);
+        } else {
+            self.forget(id);
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.tasks.remove(id);
+        self.db.remove(id);
+    }
+
+    fn flush_reports(&mut self, ctx: &mut Context<Self>) {
+        if self.sending || self.outbox.is_empty() {
+            return;
+        }
+        let Some(session_id) = self.session.clone() else { return };
+        self.sending = true;
+        let updates = std::mem::take(&mut self.outbox);
+        let req = AgentRequest::Status {
+            node_id: self.node_id.clone(),
+            session_id,
+            updates: updates.clone(),
+        };
+        self.request(req)
+            .into_actor(self)
+            .map(move |res, act, _ctx| {
+                act.sending = false;
+                match res {
+                    Ok(AgentResponse::StatusOk) => {}
+                    other => {
+                        if matches!(other, Ok(AgentResponse::UnknownSession)) {
+                            act.session = None;
+                        }
+                        let mut later = std::mem::take(&mut act.outbox);
+                        act.outbox = updates;
+                        act.outbox.append(&mut later);
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+}
+
+/// The node description the agent registers.
+pub fn describe(config: &crate::Config) -> NodeDescription {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0);
+    let arch = std::env::consts::ARCH;
+    NodeDescription {
+        hostname: config.node_name.clone(),
+        platform: shoal_shared::model::Platform {
+            architecture: arch.to_string(),
+            os: std::env::consts::OS.to_string(),
+        },
+        resources: shoal_shared::model::Resources {
+            nano_cpus: config.nano_cpus.unwrap_or(cpus * 1_000_000_000),
+            memory_bytes: config.memory_bytes.unwrap_or(mem),
+        },
+        engine: shoal_shared::model::EngineDescription {
+            engine_version: format!("shoal-agent {}", env!("CARGO_PKG_VERSION")),
+            labels: config
+                .labels
+                .iter()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            plugins: Vec::new(),
+        },
+        tls_info: None,
+    }
+}
+
+/// Opens the task database, subscribes to this node's assignments and starts the agent.
+pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::Result<Addr<Agent>> {
+    let node_id = config.resolve_node_id()?;
+    let db = Arc::new(TaskDb::open(&config.data_dir)?);
+    let tasks: BTreeMap<String, LocalTask> = db.load()?.into_iter().map(|t| (t.task.meta.id.clone(), t)).collect();
+    let sub = nats.subscribe(subjects::agent_assignments(&node_id)).await?;
+    nats.flush().await?;
+    let description = describe(config);
+    tracing::info!(node = %node_id, tasks = tasks.len(), "agent starting");
+    Ok(Agent::create(move |ctx| {
+        ctx.add_stream(sub.filter_map(|m| async move {
+            match envelope::decode::<Assignments>(&m.payload) {
+                Ok(a) => Some(Assigned(a)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent: bad assignment message");
+                    None
+                }
+            }
+        }));
+        Agent {
+            node_id,
+            description,
+            nats,
+            db,
+            tasks,
+            session: None,
+            last_seq: None,
+            period: Duration::from_secs(5),
+            last_heartbeat: None,
+            registering: false,
+            syncing: false,
+            outbox: Vec::new(),
+            sending: false,
+        }
+    }))
+}

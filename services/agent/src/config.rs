@@ -1,0 +1,136 @@
+//! `shoal-agent` configuration: flags, each also read from a `SHOAL_*` variable.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use shoal_shared::config::{NatsArgs, Problems};
+
+/// How the agent runs tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorKind {
+    /// The task's command runs as a child process of the agent.
+    Process,
+    /// Docker containers (not available yet).
+    Docker,
+}
+
+/// shoal's node agent.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "shoal-agent", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// The node's name (its hostname as the swarm sees it).
+    #[arg(long, env = "SHOAL_NODE_NAME")]
+    pub node_name: String,
+
+    /// Directory for the agent's task database and the host's `node-id`.
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// This host's node ID; read from (or created in) `<data-dir>/node-id` when not given.
+    #[arg(long, env = "SHOAL_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// How tasks are run.
+    #[arg(long, env = "SHOAL_EXECUTOR", value_enum, default_value = "process")]
+    pub executor: ExecutorKind,
+
+    /// Engine labels (`key=value`), repeatable.
+    #[arg(long = "label", env = "SHOAL_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+
+    /// CPU capacity to report, in nano CPUs (default: the machine's CPUs).
+    #[arg(long, env = "SHOAL_NANO_CPUS")]
+    pub nano_cpus: Option<i64>,
+
+    /// Memory capacity to report, in bytes (default: the machine's memory).
+    #[arg(long, env = "SHOAL_MEMORY_BYTES")]
+    pub memory_bytes: Option<i64>,
+}
+
+impl Config {
+    /// Checks everything and reports every problem at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Problems::default();
+        self.nats.validate(&mut p);
+        if self.node_name.trim().is_empty() {
+            p.push("--node-name / SHOAL_NODE_NAME: must not be empty");
+        }
+        if self.executor == ExecutorKind::Docker {
+            p.push("--executor / SHOAL_EXECUTOR: docker is not available yet; use process");
+        }
+        for l in &self.labels {
+            if !l.contains('=') {
+                p.push(format!("--label / SHOAL_LABELS: {l:?} is not key=value"));
+            }
+        }
+        if let Some(id) = &self.node_id {
+            if !shoal_shared::id::is_id(id) {
+                p.push(format!("--node-id / SHOAL_NODE_ID: {id:?} is not a node ID"));
+            }
+        }
+        if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
+            p.push(format!(
+                "--data-dir / SHOAL_DATA_DIR: cannot create {}: {e}",
+                self.data_dir.display()
+            ));
+        }
+        p.into_result("shoal-agent")
+    }
+
+    /// The node ID: the flag, else `<data-dir>/node-id` (created on first start).
+    pub fn resolve_node_id(&self) -> std::io::Result<String> {
+        if let Some(id) = &self.node_id {
+            return Ok(id.clone());
+        }
+        let path = self.data_dir.join("node-id");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if shoal_shared::id::is_id(s.trim()) => Ok(s.trim().to_string()),
+            _ => {
+                let id = shoal_shared::id::new_id();
+                std::fs::write(&path, format!("{id}\n"))?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// A working configuration for tests.
+    pub fn for_test(nats_url: &str, node_name: &str, data_dir: PathBuf) -> Config {
+        Config {
+            nats: NatsArgs {
+                nats_url: nats_url.to_string(),
+            },
+            node_name: node_name.to_string(),
+            data_dir,
+            node_id: None,
+            executor: ExecutorKind::Process,
+            labels: Vec::new(),
+            nano_cpus: None,
+            memory_bytes: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_problems_are_reported_together_and_the_node_id_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::for_test("bogus", " ", dir.path().join("d"));
+        c.executor = ExecutorKind::Docker;
+        c.labels = vec!["nolabel".into()];
+        let msg = c.validate().unwrap_err();
+        for needle in ["--node-name", "--executor", "--label", "bogus"] {
+            assert!(msg.contains(needle), "{needle} missing from {msg}");
+        }
+        let ok = Config::for_test("nats://127.0.0.1:4222", "n1", dir.path().join("d"));
+        ok.validate().unwrap();
+        let id = ok.resolve_node_id().unwrap();
+        assert!(shoal_shared::id::is_id(&id));
+        assert_eq!(ok.resolve_node_id().unwrap(), id, "the node ID is kept in the data dir");
+    }
+}

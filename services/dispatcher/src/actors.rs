@@ -1,0 +1,428 @@
+//! The dispatcher actor: agent requests from NATS, the store's change feed
+//! and timers in; replies, assignment messages and batched fenced store writes out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_shared::dispatch::{AgentRequest, AgentResponse};
+use shoal_shared::envelope::{self, Reply};
+use shoal_shared::model::{Cluster, Node, Task};
+use shoal_shared::store::{Action, Kind, Op, Record, StoreClient, StoreObject, TxOutcome, TxRequest, WatchEvent};
+use shoal_shared::{subjects, ErrorCode, ShoalError};
+
+use crate::config::Config;
+use crate::logic::{Dispatcher, DEFAULT_HEARTBEAT};
+
+/// Asks the dispatcher for a summary of its state.
+pub struct GetState;
+
+/// What [`GetState`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct DispatcherState {
+    pub acting_term: Option<u64>,
+    pub sessions: usize,
+    pub nodes: usize,
+    pub tasks: usize,
+    pub heartbeats: u64,
+    pub writes: u64,
+    pub marked_down: u64,
+}
+
+impl Message for GetState {
+    type Result = DispatcherState;
+}
+
+struct Feed(WatchEvent);
+impl Message for Feed {
+    type Result = ();
+}
+
+struct Incoming(async_nats::Message);
+impl Message for Incoming {
+    type Result = ();
+}
+
+/// An ordered outbox: publishes (and replies) leave in the order they were queued.
+#[derive(Clone)]
+struct Outbox(tokio::sync::mpsc::UnboundedSender<(async_nats::Subject, Bytes)>);
+
+impl Outbox {
+    fn start(nats: async_nats::Client) -> Outbox {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(async_nats::Subject, Bytes)>();
+        tokio::spawn(async move {
+            while let Some((subject, payload)) = rx.recv().await {
+                if let Err(e) = nats.publish(subject, payload).await {
+                    tracing::warn!(error = %e, "dispatcher: publish failed");
+                }
+            }
+        });
+        Outbox(tx)
+    }
+
+    fn send(&self, subject: impl Into<async_nats::Subject>, payload: Bytes) {
+        let _ = self.0.send((subject.into(), payload));
+    }
+}
+
+pub struct DispatcherActor {
+    config: Config,
+    client: StoreClient,
+    outbox: Outbox,
+    nodes: BTreeMap<String, Node>,
+    tasks: BTreeMap<String, Task>,
+    by_node: HashMap<String, BTreeSet<String>>,
+    tombstones: HashMap<String, u64>,
+    cluster: Option<Cluster>,
+    synced: bool,
+    acting_term: Option<u64>,
+    logic: Option<Dispatcher>,
+    down: BTreeSet<String>,
+    flushing: bool,
+    heartbeats: u64,
+    writes: u64,
+    marked_down: u64,
+}
+
+impl Actor for DispatcherActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let watcher = self.client.watch(&[Kind::Cluster, Kind::Node, Kind::Task]);
+        let stream = futures::stream::unfold(watcher, |mut w| async move {
+            match w.next().await {
+                Ok(ev) => Some((Feed(ev), w)),
+                Err(_) => None,
+            }
+        });
+        ctx.add_stream(stream);
+        ctx.run_interval(Duration::from_millis(self.config.leader_check_ms), |act, ctx| {
+            act.check_leader(ctx)
+        });
+        ctx.run_interval(Duration::from_millis(self.config.flush_ms), |act, ctx| {
+            act.expire();
+            act.flush(ctx);
+        });
+    }
+}
+
+impl Handler<GetState> for DispatcherActor {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(DispatcherState {
+            acting_term: self.acting_term,
+            sessions: self.logic.as_ref().map_or(0, |l| l.sessions.len()),
+            nodes: self.nodes.len(),
+            tasks: self.tasks.len(),
+            heartbeats: self.heartbeats,
+            writes: self.writes,
+            marked_down: self.marked_down,
+        })
+    }
+}
+
+impl StreamHandler<Feed> for DispatcherActor {
+    fn handle(&mut self, Feed(ev): Feed, _ctx: &mut Context<Self>) {
+        let mut touched = BTreeSet::new();
+        match ev {
+            WatchEvent::Reset { records, .. } => {
+                self.nodes.clear();
+                self.tasks.clear();
+                self.by_node.clear();
+                self.cluster = None;
+                for r in &records {
+                    self.upsert(r, &mut touched);
+                }
+                self.synced = true;
+                touched = self.by_node.keys().cloned().collect();
+            }
+            WatchEvent::Batch(batch) => {
+                for c in &batch.changes {
+                    match c.action {
+                        Action::Delete => self.remove(&c.record, batch.index, &mut touched),
+                        _ => self.upsert(&c.record, &mut touched),
+                    }
+                }
+            }
+        }
+        self.push_increments(touched);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        tracing::error!("dispatcher: store watcher ended");
+    }
+}
+
+impl StreamHandler<Incoming> for DispatcherActor {
+    fn handle(&mut self, Incoming(msg): Incoming, _ctx: &mut Context<Self>) {
+        let Some(reply_to) = msg.reply.clone() else { return };
+        if self.logic.is_none() || !self.synced {
+            // Not acting: stay silent, the acting dispatcher answers.
+            return;
+        }
+        let resp: Result<AgentResponse, ShoalError> =
+            envelope::decode::<AgentRequest>(&msg.payload).map(|req| self.answer(req));
+        self.outbox.send(reply_to, envelope::encode(&Reply::from(resp)));
+    }
+}
+
+impl DispatcherActor {
+    fn period(&self) -> Duration {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.spec.dispatcher.heartbeat_period)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_HEARTBEAT)
+    }
+
+    fn answer(&mut self, req: AgentRequest) -> AgentResponse {
+        let now = Utc::now();
+        let period = self.period();
+        let logic = self.logic.as_mut().expect("acting");
+        logic.period = period;
+        match req {
+            AgentRequest::Register {
+                node_id,
+                description,
+                addr,
+            } => {
+                let session_id = logic.register(&node_id, *description, addr, now);
+                tracing::info!(node = %node_id, session = %session_id, "dispatcher: agent registered");
+                AgentResponse::Registered {
+                    session_id,
+                    heartbeat_period: period,
+                }
+            }
+            AgentRequest::Heartbeat { node_id, session_id } => {
+                self.heartbeats += 1;
+                if logic.heartbeat(&node_id, &session_id, now) {
+                    AgentResponse::HeartbeatOk {
+                        heartbeat_period: period,
+                    }
+                } else {
+                    AgentResponse::UnknownSession
+                }
+            }
+            AgentRequest::Sync { node_id, session_id } => {
+                if !logic.heartbeat(&node_id, &session_id, now) {
+                    return AgentResponse::UnknownSession;
+                }
+                let ids = self.by_node.get(&node_id).cloned().unwrap_or_default();
+                let tasks = &self.tasks;
+                match logic.full(&node_id, ids.iter().filter_map(|id| tasks.get(id))) {
+                    Some(assignments) => AgentResponse::Full { assignments },
+                    None => AgentResponse::UnknownSession,
+                }
+            }
+            AgentRequest::Status {
+                node_id,
+                session_id,
+                updates,
+            } => {
+                if logic.status(&node_id, &session_id, updates, now) {
+                    AgentResponse::StatusOk
+                } else {
+                    AgentResponse::UnknownSession
+                }
+            }
+        }
+    }
+
+    fn upsert(&mut self, r: &Record, touched: &mut BTreeSet<String>) {
+        if self.tombstones.get(&r.id).is_some_and(|at| r.version <= *at) {
+            return;
+        }
+        match r.kind {
+            Kind::Task => {
+                if self.tasks.get(&r.id).is_some_and(|t| t.meta.version.index > r.version) {
+                    return;
+                }
+                if let Ok(t) = r.decode::<Task>() {
+                    if !t.node_id.is_empty() {
+                        self.by_node
+                            .entry(t.node_id.clone())
+                            .or_default()
+                            .insert(t.meta.id.clone());
+                        touched.insert(t.node_id.clone());
+                    }
+                    self.tasks.insert(r.id.clone(), t);
+                }
+            }
+            Kind::Node => {
+                if self.nodes.get(&r.id).is_some_and(|n| n.meta.version.index > r.version) {
+                    return;
+                }
+                if let Ok(n) = r.decode::<Node>() {
+                    self.nodes.insert(r.id.clone(), n);
+                }
+            }
+            Kind::Cluster => {
+                if let Ok(c) = r.decode::<Cluster>() {
+                    self.cluster = Some(c);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn remove(&mut self, r: &Record, at: u64, touched: &mut BTreeSet<String>) {
+        self.tombstones.insert(r.id.clone(), at);
+        match r.kind {
+            Kind::Task => {
+                if let Some(t) = self.tasks.remove(&r.id) {
+                    if let Some(set) = self.by_node.get_mut(&t.node_id) {
+                        set.remove(&r.id);
+                    }
+                    touched.insert(t.node_id);
+                }
+            }
+            Kind::Node => {
+                self.nodes.remove(&r.id);
+            }
+            Kind::Cluster => self.cluster = None,
+            _ => {}
+        }
+    }
+
+    fn push_increments(&mut self, touched: BTreeSet<String>) {
+        let Some(logic) = self.logic.as_mut() else { return };
+        for node in touched {
+            let Some(ids) = self.by_node.get(&node) else { continue };
+            let tasks = &self.tasks;
+            if let Some(a) = logic.increment(&node, ids.iter().filter_map(|id| tasks.get(id))) {
+                self.outbox
+                    .send(subjects::agent_assignments(&node), envelope::encode(&a));
+            }
+        }
+    }
+
+    fn check_leader(&mut self, ctx: &mut Context<Self>) {
+        let client = self.client.with_deadline(Duration::from_millis(1000));
+        let replica = self.config.store_replica;
+        async move { client.status(replica).await }
+            .into_actor(self)
+            .map(move |res, act, _ctx| {
+                let acting = match res {
+                    Ok(s) if s.leader == Some(replica) => Some(s.term),
+                    _ => None,
+                };
+                if acting != act.acting_term {
+                    tracing::info!(?acting, "dispatcher: leadership changed");
+                    act.acting_term = acting;
+                    act.logic = acting.map(|_| {
+                        let prefix = format!("{}{}", act.config.node_id, shoal_shared::id::new_id());
+                        Dispatcher::new(Utc::now(), prefix)
+                    });
+                    act.down.clear();
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn expire(&mut self) {
+        if !self.synced {
+            return;
+        }
+        let period = self.period();
+        let Some(logic) = self.logic.as_mut() else { return };
+        logic.period = period;
+        let down = logic.expired(self.nodes.values(), Utc::now());
+        for id in down {
+            tracing::info!(node = %id, "dispatcher: heartbeat failure, node down");
+            self.down.insert(id);
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || !self.synced {
+            return;
+        }
+        let (Some(term), Some(logic)) = (self.acting_term, self.logic.as_mut()) else {
+            return;
+        };
+        if logic.pending.is_empty() && self.down.is_empty() {
+            return;
+        }
+        let down: Vec<String> = self.down.iter().cloned().collect();
+        let (ops, pending) = logic.build_ops(&self.nodes, &self.tasks, &down, Utc::now());
+        if ops.is_empty() {
+            self.down.clear();
+            return;
+        }
+        self.flushing = true;
+        let client = self.client.clone();
+        let n_ops = ops.len();
+        async move {
+            let res = client.tx(TxRequest::new(ops.clone()).fenced(term)).await;
+            (ops, res)
+        }
+        .into_actor(self)
+        .map(move |(ops, res): (Vec<Op>, Result<TxOutcome, ShoalError>), act, _ctx| {
+            act.flushing = false;
+            match res {
+                Ok(out) => {
+                    act.writes += 1;
+                    act.marked_down += down.len() as u64;
+                    for id in &down {
+                        act.down.remove(id);
+                    }
+                    let mut touched = BTreeSet::new();
+                    for r in &out.records {
+                        act.upsert(r, &mut touched);
+                    }
+                    act.push_increments(touched);
+                    tracing::debug!(ops = n_ops, "dispatcher: flushed");
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, ops = ops.len(), "dispatcher: write failed; retrying");
+                    if e.code == ErrorCode::Fenced {
+                        act.acting_term = None;
+                        act.logic = None;
+                        return;
+                    }
+                    if let Some(l) = act.logic.as_mut() {
+                        l.pending.restore(pending);
+                    }
+                }
+            }
+        })
+        .spawn(ctx);
+    }
+}
+
+/// Subscribes to agent requests and starts the dispatcher actor.
+pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<Addr<DispatcherActor>> {
+    let sub = nats.subscribe(subjects::dispatcher_requests()).await?;
+    let client = StoreClient::new(nats.clone());
+    let outbox = Outbox::start(nats);
+    Ok(DispatcherActor::create(move |ctx| {
+        ctx.add_stream(sub.map(Incoming));
+        DispatcherActor {
+            config,
+            client,
+            outbox,
+            nodes: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            by_node: HashMap::new(),
+            tombstones: HashMap::new(),
+            cluster: None,
+            synced: false,
+            acting_term: None,
+            logic: None,
+            down: BTreeSet::new(),
+            flushing: false,
+            heartbeats: 0,
+            writes: 0,
+            marked_down: 0,
+        }
+    }))
+}
+
+/// Encodes a record's object for tests.
+pub fn decode_node(r: &Record) -> Option<Node> {
+    Node::from_record(r).ok()
+}

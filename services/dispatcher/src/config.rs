@@ -1,0 +1,75 @@
+//! `shoal-dispatcher` configuration: flags, each also read from a `SHOAL_*` variable.
+
+use clap::Parser;
+use shoal_shared::config::{NatsArgs, Problems};
+
+/// shoal's dispatcher (acts only on the store leader's node).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "shoal-dispatcher", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// The raft-store replica running on this node: the dispatcher acts only while it leads.
+    #[arg(long, env = "SHOAL_STORE_REPLICA", default_value_t = 1)]
+    pub store_replica: u64,
+
+    /// This host's node ID (from `<data-dir>/node-id`), for logs and session ids.
+    #[arg(long, env = "SHOAL_NODE_ID", default_value = "")]
+    pub node_id: String,
+
+    /// How often leadership is checked, in milliseconds.
+    #[arg(long, env = "SHOAL_LEADER_CHECK_MS", default_value_t = 500)]
+    pub leader_check_ms: u64,
+
+    /// How long status reports and registrations are gathered into one store write, in milliseconds.
+    #[arg(long, env = "SHOAL_FLUSH_MS", default_value_t = 50)]
+    pub flush_ms: u64,
+}
+
+impl Config {
+    /// Checks everything and reports every problem at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Problems::default();
+        self.nats.validate(&mut p);
+        if self.store_replica == 0 {
+            p.push("--store-replica / SHOAL_STORE_REPLICA: must be a positive integer");
+        }
+        if self.leader_check_ms == 0 {
+            p.push("--leader-check-ms / SHOAL_LEADER_CHECK_MS: must be at least 1");
+        }
+        if self.flush_ms == 0 {
+            p.push("--flush-ms / SHOAL_FLUSH_MS: must be at least 1");
+        }
+        p.into_result("shoal-dispatcher")
+    }
+
+    /// A working configuration for tests.
+    pub fn for_test(nats_url: &str, store_replica: u64) -> Config {
+        Config {
+            nats: NatsArgs {
+                nats_url: nats_url.to_string(),
+            },
+            store_replica,
+            node_id: String::new(),
+            leader_check_ms: 200,
+            flush_ms: 50,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let mut c = Config::for_test("bogus", 0);
+        c.flush_ms = 0;
+        let msg = c.validate().unwrap_err();
+        for needle in ["--store-replica", "--flush-ms", "bogus"] {
+            assert!(msg.contains(needle), "{needle} missing from {msg}");
+        }
+        Config::for_test("nats://127.0.0.1:4222", 1).validate().unwrap();
+    }
+}

@@ -1,0 +1,284 @@
+//! The scheduler actor: follows the store with a watcher, checks whether
+//! this node's store replica leads, and while it does runs reconcile passes
+//! and commits their operations in batched, fenced transactions.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_shared::store::{EventBatch, Op, StoreClient, TxOutcome, TxRequest, WatchEvent};
+use shoal_shared::{ErrorCode, ShoalError};
+
+use crate::config::Config;
+use crate::reconcile;
+use crate::snapshot::{Snapshot, KINDS};
+
+/// Asks the scheduler for a summary of its state.
+pub struct GetState;
+
+/// What [`GetState`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerState {
+    /// Whether this scheduler acts (its replica leads), and in which term.
+    pub acting_term: Option<u64>,
+    pub synced: bool,
+    pub nodes: usize,
+    pub services: usize,
+    pub tasks: usize,
+    pub passes: u64,
+    pub ops_written: u64,
+    pub last_error: Option<String>,
+}
+
+impl Message for GetState {
+    type Result = SchedulerState;
+}
+
+/// A change-feed event.
+struct Feed(WatchEvent);
+
+impl Message for Feed {
+    type Result = ();
+}
+
+/// Splits operations into transactions of at most `max_ops` operations and about 1 MB.
+pub fn chunk_ops(ops: Vec<Op>, max_ops: usize) -> Vec<Vec<Op>> {
+    const MAX_BYTES: usize = 900 * 1024;
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        let size = match &op {
+            Op::Create { record } | Op::Update { record } => record.body.to_string().len() + 256,
+            Op::Delete { .. } => 128,
+        };
+        if !cur.is_empty() && (cur.len() >= max_ops || bytes + size > MAX_BYTES) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += size;
+        cur.push(op);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Applies committed transactions to a snapshot (so the next pass sees its own writes at once).
+pub fn apply_outcome(snap: &mut Snapshot, ops: &[Op], outcome: &TxOutcome) {
+    for (op, rec) in ops.iter().zip(outcome.records.iter()) {
+        match op {
+            Op::Delete { kind, id, .. } => snap.remove(*kind, id, outcome.index),
+            _ => snap.upsert(rec),
+        }
+    }
+}
+
+pub struct Scheduler {
+    config: Config,
+    client: StoreClient,
+    snap: Snapshot,
+    synced: bool,
+    acting_term: Option<u64>,
+    busy: bool,
+    dirty: bool,
+    scheduled: bool,
+    wake_at: Option<chrono::DateTime<Utc>>,
+    passes: u64,
+    ops_written: u64,
+    last_error: Option<String>,
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let watcher = self.client.watch(&KINDS);
+        let stream = futures::stream::unfold(watcher, |mut w| async move {
+            match w.next().await {
+                Ok(ev) => Some((Feed(ev), w)),
+                Err(_) => None,
+            }
+        });
+        ctx.add_stream(stream);
+        ctx.run_interval(Duration::from_millis(self.config.leader_check_ms), |act, ctx| {
+            act.check_leader(ctx);
+            let due = act.wake_at.is_some_and(|w| Utc::now() >= w);
+            if due || act.dirty {
+                act.wake_at = None;
+                act.trigger(ctx);
+            }
+        });
+        // Passes run on changes and on the timers a pass asks for; a slow
+        // safety pass catches anything else (its cost grows with the cluster).
+        ctx.run_interval(Duration::from_secs(30), |act, ctx| act.trigger(ctx));
+    }
+}
+
+impl StreamHandler<Feed> for Scheduler {
+    fn handle(&mut self, Feed(ev): Feed, ctx: &mut Context<Self>) {
+        match ev {
+            WatchEvent::Reset { records, .. } => {
+                self.snap = Snapshot::from_records(&records);
+                self.synced = true;
+            }
+            WatchEvent::Batch(batch) => self.apply(&batch),
+        }
+        self.schedule_soon(ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        tracing::error!("scheduler: store watcher ended");
+    }
+}
+
+impl Handler<GetState> for Scheduler {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(SchedulerState {
+            acting_term: self.acting_term,
+            synced: self.synced,
+            nodes: self.snap.nodes.len(),
+            services: self.snap.services.len(),
+            tasks: self.snap.tasks.len(),
+            passes: self.passes,
+            ops_written: self.ops_written,
+            last_error: self.last_error.clone(),
+        })
+    }
+}
+
+impl Scheduler {
+    fn apply(&mut self, batch: &EventBatch) {
+        self.snap.apply_batch(batch);
+    }
+
+    fn schedule_soon(&mut self, ctx: &mut Context<Self>) {
+        self.dirty = true;
+        if self.scheduled {
+            return;
+        }
+        self.scheduled = true;
+        ctx.run_later(Duration::from_millis(20), |act, ctx| {
+            act.scheduled = false;
+            act.trigger(ctx);
+        });
+    }
+
+    fn check_leader(&mut self, ctx: &mut Context<Self>) {
+        let client = self.client.with_deadline(Duration::from_millis(1000));
+        let replica = self.config.store_replica;
+        async move { client.status(replica).await }
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                let acting = match res {
+                    Ok(s) if s.leader == Some(replica) => Some(s.term),
+                    _ => None,
+                };
+                if acting != act.acting_term {
+                    tracing::info!(?acting, "scheduler: leadership changed");
+                    act.acting_term = acting;
+                    if acting.is_some() {
+                        act.trigger(ctx);
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Runs a pass and commits it, unless one is in flight or we do not act.
+    fn trigger(&mut self, ctx: &mut Context<Self>) {
+        let Some(term) = self.acting_term else { return };
+        if self.busy || !self.synced {
+            self.dirty = true;
+            return;
+        }
+        self.dirty = false;
+        self.passes += 1;
+        let plan = reconcile::reconcile(&self.snap, Utc::now(), &mut shoal_shared::id::new_id);
+        self.wake_at = plan.wake_at;
+        if plan.ops.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            ops = plan.ops.len(),
+            created = plan.created,
+            placed = plan.placed,
+            pending = plan.pending,
+            "scheduler: committing pass"
+        );
+        self.busy = true;
+        let chunks = chunk_ops(plan.ops, self.config.max_tx_ops);
+        let in_flight = self.config.tx_in_flight;
+        let client = self.client.clone();
+        async move {
+            // Every operation of a pass touches a different object, so the
+            // chunks commit independently and concurrently.
+            let results: Vec<(Vec<Op>, Result<TxOutcome, ShoalError>)> =
+                futures::stream::iter(chunks.into_iter().map(|ops| {
+                    let client = client.clone();
+                    async move {
+                        let res = client.tx(TxRequest::new(ops.clone()).fenced(term)).await;
+                        (ops, res)
+                    }
+                }))
+                .buffer_unordered(in_flight)
+                .collect()
+                .await;
+            let mut done = Vec::new();
+            let mut err = None;
+            for (ops, res) in results {
+                match res {
+                    Ok(out) => done.push((ops, out)),
+                    Err(e) => err = Some(e),
+                }
+            }
+            (done, err)
+        }
+        .into_actor(self)
+        .map(
+            |(done, err): (Vec<(Vec<Op>, TxOutcome)>, Option<ShoalError>), act, ctx| {
+                act.busy = false;
+                for (ops, out) in &done {
+                    act.ops_written += ops.len() as u64;
+                    apply_outcome(&mut act.snap, ops, out);
+                }
+                match err {
+                    None => act.trigger(ctx),
+                    Some(e) => {
+                        if e.code == ErrorCode::Fenced {
+                            act.acting_term = None;
+                        }
+                        tracing::info!(error = %e, "scheduler: pass not committed; retrying when the feed catches up");
+                        act.last_error = Some(e.to_string());
+                        act.dirty = true;
+                    }
+                }
+            },
+        )
+        .spawn(ctx);
+    }
+}
+
+/// Starts the scheduler actor.
+pub fn start(config: Config, nats: async_nats::Client) -> Addr<Scheduler> {
+    let client = StoreClient::new(nats);
+    Scheduler {
+        config,
+        client,
+        snap: Snapshot::default(),
+        synced: false,
+        acting_term: None,
+        busy: false,
+        dirty: true,
+        scheduled: false,
+        wake_at: None,
+        passes: 0,
+        ops_written: 0,
+        last_error: None,
+    }
+    .start()
+}

@@ -1,0 +1,524 @@
+//! `shoal up` as a user runs it: one command brings up nats-server and every
+//! shoal process of a manager node, the real docker CLI drives the result,
+//! dead children come back, SIGTERM stops everything and a second run
+//! resumes the same swarm; setup mistakes get one line saying what to do.
+//!
+//! Each `shoal up` runs in its own process group (its children stay in it),
+//! and dropping the guard SIGKILLs the whole group, so nothing outlives a
+//! test, also when it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use shoal_tests::api::Run;
+use shoal_tests::{bin, dump_logs, eventually, free_port};
+
+/// How long a step may take on a loaded 2-core machine.
+const CONVERGE: Duration = Duration::from_secs(90);
+
+/// A `shoal up` process group; SIGKILLed as a whole when dropped.
+struct Up {
+    child: Child,
+    pgid: i32,
+    port: u16,
+    data: PathBuf,
+    out: PathBuf,
+    home: PathBuf,
+}
+
+impl Up {
+    /// Starts `shoal up --executor process` on `data` (its output in `home/<name>.log`).
+    fn start(home: &Path, name: &str, data: &Path, port: u16, extra: &[&str]) -> Up {
+        use std::os::unix::process::CommandExt;
+        let out = home.join(format!("{name}.log"));
+        let log = std::fs::File::create(&out).expect("log file");
+        let mut cmd = Command::new(bin("shoal"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("SHOAL_LOG", "info")
+            .args(["up", "--executor", "process", "--nats-port", "0"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--api-addr", &format!("tcp://127.0.0.1:{port}")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .process_group(0);
+        let child = cmd.spawn().expect("start shoal up");
+        let pgid = child.id() as i32;
+        Up {
+            child,
+            pgid,
+            port,
+            data: data.to_path_buf(),
+            out,
+            home: home.to_path_buf(),
+        }
+    }
+
+    /// What `shoal up` printed so far.
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits for the `DOCKER_HOST=` line.
+    async fn ready(&mut self) {
+        let want = format!("DOCKER_HOST=tcp://127.0.0.1:{}", self.port);
+        eventually(CONVERGE, "shoal up to print DOCKER_HOST", || {
+            let out = self.output();
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            let found = out.lines().any(|l| l == want);
+            async move {
+                assert!(!exited, "shoal up exited early:\n{out}");
+                match found {
+                    true => Ok(()),
+                    false => Err(out),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The real docker CLI against this cluster.
+    fn docker(&self, args: &[&str]) -> Run {
+        let cfg = self.home.join("docker-config");
+        let _ = std::fs::create_dir_all(&cfg);
+        let out = Command::new("docker")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("DOCKER_CONFIG", &cfg)
+            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", self.port))
+            .env("DOCKER_CLI_HINTS", "false")
+            .args(args)
+            .output()
+            .expect("run docker");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `docker ... --format` lines, or the failure as the state.
+    fn lines(&self, args: &[&str]) -> Result<Vec<String>, String> {
+        let r = self.docker(args);
+        if r.code != 0 {
+            return Err(format!("{args:?}: {}", r.stderr.trim()));
+        }
+        Ok(r.lines().into_iter().map(|l| l.trim().to_string()).collect())
+    }
+
+    /// The pid of a process of this group (not `shoal up` itself) running `program`,
+    /// with `arg` among its arguments when given (e.g. an agent's `--data-dir` value).
+    fn pid_of(&self, program: &str, arg: Option<&Path>) -> Option<i32> {
+        procs()
+            .into_iter()
+            .filter(|p| p.pgid == self.pgid && p.pid != self.pgid)
+            .find(|p| {
+                p.args.first().is_some_and(|a| a.ends_with(program))
+                    && arg.is_none_or(|want| p.args.iter().any(|a| Path::new(a) == want))
+            })
+            .map(|p| p.pid)
+    }
+
+    /// SIGTERM; waits for the exit and returns its status code.
+    async fn terminate(&mut self) -> Option<i32> {
+        let _ = kill(Pid::from_raw(self.pgid), Signal::SIGTERM);
+        self.exit_code().await
+    }
+
+    /// SIGINT to the whole group, as Ctrl-C on a terminal sends it; returns the exit code.
+    async fn interrupt_group(&mut self) -> Option<i32> {
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGINT);
+        self.exit_code().await
+    }
+
+    async fn exit_code(&mut self) -> Option<i32> {
+        eventually(CONVERGE, "shoal up to exit after a stop signal", || {
+            let status = self.child.try_wait();
+            async move {
+                match status {
+                    Ok(Some(s)) => Ok(s.code()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- shoal up output -----\n{}", self.output());
+            dump_logs(&self.data.join("logs"), 30);
+        }
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A live process as /proc shows it.
+#[derive(Debug)]
+struct ProcInfo {
+    pid: i32,
+    pgid: i32,
+    args: Vec<String>,
+}
+
+/// Every live (not zombie) process.
+fn procs() -> Vec<ProcInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let mut rest = stat.rsplit(')').next()?.split_whitespace();
+            let state = rest.next()?;
+            let pgid = rest.nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (state != "Z").then_some(ProcInfo { pid, pgid, args })
+        })
+        .collect()
+}
+
+/// Processes left in the group or naming the data dir, as a printable state.
+fn leftovers(pgid: i32, data: &Path) -> Vec<String> {
+    let data = data.to_string_lossy().into_owned();
+    procs()
+        .into_iter()
+        .filter(|p| p.pgid == pgid || p.args.iter().any(|a| a.contains(&data)))
+        .map(|p| format!("{} {:?}", p.pid, p.args))
+        .collect()
+}
+
+/// Service `t` at 1/1 with its task running, and its process alive in the group.
+async fn service_t_runs(up: &Up) -> Result<(), String> {
+    let svc = up.lines(&["service", "ls", "--format", "{{.Name}} {{.Replicas}}"])?;
+    let tasks = up.lines(&[
+        "service",
+        "ps",
+        "t",
+        "-f",
+        "desired-state=running",
+        "--format",
+        "{{.CurrentState}}",
+    ])?;
+    let sleeping = procs().iter().any(|p| p.pgid == up.pgid && p.args == ["sleep", "3600"]);
+    match (svc.as_slice(), tasks.as_slice(), sleeping) {
+        ([s], [t], true) if s == "t 1/1" && t.starts_with("Running") => Ok(()),
+        _ => Err(format!(
+            "services {svc:?}, tasks {tasks:?}, task process running: {sleeping}"
+        )),
+    }
+}
+
+fn temp_home() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("shoal-up-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_a_swarm_that_stops_cleanly_and_resumes() {
+    let home = temp_home();
+    let data = home.path().join("data");
+    let port = free_port();
+    let mut up = Up::start(home.path(), "up-1", &data, port, &[]);
+    up.ready().await;
+    let out = up.output();
+    assert!(out.contains("shoal up: executor: process"), "{out}");
+    assert!(out.contains("swarm initialized"), "{out}");
+    let node_id = std::fs::read_to_string(data.join("node-id"))
+        .expect("node-id")
+        .trim()
+        .to_string();
+
+    // The one node: Ready, Active, Leader; it is this data dir's node.
+    eventually(CONVERGE, "the node ready, active and leader", || async {
+        let rows = up.lines(&[
+            "node",
+            "ls",
+            "--format",
+            "{{.ID}} {{.Status}} {{.Availability}} {{.ManagerStatus}}",
+        ])?;
+        match rows.as_slice() {
+            [row] if *row == format!("{node_id} Ready Active Leader") => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        }
+    })
+    .await;
+    let cluster = up
+        .docker(&["info", "--format", "{{.Swarm.Cluster.ID}}"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(!cluster.is_empty());
+
+    // A service runs through the process executor (Args ["sleep", "3600"]).
+    up.docker(&["service", "create", "-d", "--name", "t", "busybox", "sleep", "3600"])
+        .ok();
+    eventually(CONVERGE, "service t at 1/1 running", || service_t_runs(&up)).await;
+
+    // SIGTERM stops every child and the task; nothing of this data dir is left.
+    assert_eq!(up.terminate().await, Some(0), "{}", up.output());
+    let left = leftovers(up.pgid, &data);
+    assert!(left.is_empty(), "left running after shoal up stopped: {left:?}");
+    assert!(up.output().contains("shoal up: stopped"), "{}", up.output());
+    drop(up);
+
+    // A second run resumes the same swarm: no second init, the service runs again.
+    let mut up = Up::start(home.path(), "up-2", &data, port, &[]);
+    up.ready().await;
+    let out = up.output();
+    assert!(out.contains("resumed"), "{out}");
+    assert!(!out.contains("swarm initialized"), "initialized a second time:\n{out}");
+    let again = up
+        .docker(&["info", "--format", "{{.Swarm.Cluster.ID}} {{.Swarm.NodeID}}"])
+        .ok();
+    assert_eq!(again.stdout.trim(), format!("{cluster} {node_id}"));
+    eventually(CONVERGE, "service t running again after the restart", || {
+        service_t_runs(&up)
+    })
+    .await;
+    let rows = up.lines(&["node", "ls", "-q"]).expect("node ls");
+    assert_eq!(rows, vec![node_id.clone()]);
+
+    // Ctrl-C on a terminal (SIGINT to the whole group) stops it as cleanly.
+    assert_eq!(up.interrupt_group().await, Some(0), "{}", up.output());
+    let left = leftovers(up.pgid, &data);
+    assert!(left.is_empty(), "left running after Ctrl-C: {left:?}");
+    assert!(!up.output().contains("restarting"), "{}", up.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_extra_agents_restarts_children_and_replaces_a_killed_up() {
+    let home = temp_home();
+    let data = home.path().join("data");
+    let mut up = Up::start(home.path(), "up", &data, free_port(), &["--extra-agents", "2"]);
+    up.ready().await;
+
+    let three_ready = || async {
+        let rows = up.lines(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"])?;
+        let ready = rows.iter().filter(|r| r.ends_with(" Ready")).count();
+        let names: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r.split(' ').next()).collect();
+        match (rows.len(), ready, names.len()) {
+            (3, 3, 3) => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        }
+    };
+    eventually(CONVERGE, "three nodes with distinct names, all ready", three_ready).await;
+    // This host's node ID for the main agent; the extra agents keep their own in their data dirs.
+    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut want: Vec<String> = [
+        data.join("node-id"),
+        data.join("agent-2/node-id"),
+        data.join("agent-3/node-id"),
+    ]
+    .into_iter()
+    .map(|p| read(p).trim().to_string())
+    .collect();
+    want.sort();
+    let mut ids = up.lines(&["node", "ls", "-q"]).expect("node ls");
+    ids.sort();
+    assert_eq!(ids, want);
+    assert!(want[0] != want[1] && want[1] != want[2], "{want:?}");
+
+    // SIGKILL the api, the main agent and the store, one after the other: each comes back.
+    let victims: [(&str, Option<PathBuf>, &str); 3] = [
+        ("shoal-api", None, "api was killed by SIGKILL"),
+        ("shoal-agent", Some(data.join("agent")), "agent was killed by SIGKILL"),
+        ("shoal-raft-store", None, "raft-store was killed by SIGKILL"),
+    ];
+    for (program, arg, said) in victims {
+        let old = up
+            .pid_of(program, arg.as_deref())
+            .unwrap_or_else(|| panic!("no {program} in the group"));
+        kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill");
+        eventually(CONVERGE, &format!("{program} restarted"), || async {
+            match up.pid_of(program, arg.as_deref()) {
+                Some(new) if new != old => Ok(()),
+                other => Err(format!("{program} pid {other:?} (was {old})")),
+            }
+        })
+        .await;
+        assert!(up.output().contains(said), "{}", up.output());
+        eventually(CONVERGE, "the cluster answering with three ready nodes", three_ready).await;
+    }
+
+    // shoal up itself SIGKILLed: its children live on; the next shoal up on the
+    // data dir stops them (they would hold the ports) and takes over.
+    let port = up.port;
+    kill(Pid::from_raw(up.pgid), Signal::SIGKILL).expect("kill shoal up");
+    let _ = up.child.wait();
+    assert!(
+        up.pid_of("shoal-api", None).is_some(),
+        "the children outlive a SIGKILLed shoal up"
+    );
+    let mut next = Up::start(home.path(), "up-next", &data, port, &["--extra-agents", "2"]);
+    next.ready().await;
+    assert!(next.output().contains("did not stop cleanly"), "{}", next.output());
+    let left: Vec<String> = procs()
+        .into_iter()
+        .filter(|p| p.pgid == up.pgid)
+        .map(|p| format!("{} {:?}", p.pid, p.args))
+        .collect();
+    assert!(left.is_empty(), "the killed shoal up's children still run: {left:?}");
+    eventually(CONVERGE, "three ready nodes under the next shoal up", || async {
+        let rows = next.lines(&["node", "ls", "--format", "{{.Status}}"])?;
+        match rows.iter().filter(|r| *r == "Ready").count() {
+            3 => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        }
+    })
+    .await;
+    assert_eq!(next.terminate().await, Some(0), "{}", next.output());
+    let left = leftovers(next.pgid, &data);
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+/// Runs `shoal up` that must fail at once; returns (exit code, stderr+stdout).
+async fn up_fails(home: &Path, path_env: &str, args: &[&str]) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(bin("shoal"))
+        .env_clear()
+        .env("PATH", path_env)
+        .env("HOME", home)
+        .arg("up")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start shoal up");
+    // Should it start a cluster after all, the guard kills it.
+    struct Group(Option<Child>);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.0 {
+                let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut g = Group(Some(child));
+    eventually(Duration::from_secs(20), "shoal up to give up", || {
+        let done = g.0.as_mut().map(|c| matches!(c.try_wait(), Ok(Some(_))));
+        async move {
+            match done {
+                Some(true) => Ok(()),
+                _ => Err("still running".to_string()),
+            }
+        }
+    })
+    .await;
+    let out = g.0.take().expect("child").wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.code(), text)
+}
+
+/// Exactly one line, containing every needle.
+fn one_line_with(text: &str, needles: &[&str]) {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "want one line, got: {text:?}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} missing from {:?}", lines[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_explains_setup_mistakes_in_one_line() {
+    let home = temp_home();
+    let path = std::env::var("PATH").unwrap_or_default();
+    let api = format!("tcp://127.0.0.1:{}", free_port());
+
+    // A data dir that cannot be created (under a regular file).
+    let file = home.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let bad = file.join("data");
+    let (code, text) = up_fails(
+        home.path(),
+        &path,
+        &[
+            "--executor",
+            "process",
+            "--api-addr",
+            &api,
+            "--data-dir",
+            bad.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{text}");
+    one_line_with(
+        &text,
+        &["shoal up: cannot use data dir", bad.to_str().unwrap(), "--data-dir"],
+    );
+
+    // No nats-server on PATH.
+    let empty = home.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let data = home.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let (code, text) = up_fails(
+        home.path(),
+        empty.to_str().unwrap(),
+        &["--executor", "process", "--api-addr", &api, "--data-dir", data_arg],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{text}");
+    one_line_with(&text, &["shoal up: nats-server not found on PATH", "ops/bootstrap"]);
+
+    // The API port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let (code, text) = up_fails(
+        home.path(),
+        &path,
+        &[
+            "--executor",
+            "process",
+            "--api-addr",
+            &format!("tcp://127.0.0.1:{taken_port}"),
+            "--data-dir",
+            data_arg,
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{text}");
+    one_line_with(
+        &text,
+        &[&format!("port {taken_port} on 127.0.0.1 is taken"), "--api-addr"],
+    );
+
+    // The agent has no Docker executor yet: asking for it is refused.
+    let (code, text) = up_fails(
+        home.path(),
+        &path,
+        &["--executor", "docker", "--api-addr", &api, "--data-dir", data_arg],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{text}");
+    one_line_with(&text, &["--executor docker", "no Docker executor yet"]);
+}
