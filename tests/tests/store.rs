@@ -351,10 +351,11 @@ async fn stale_versions_duplicate_names_and_stale_terms_are_refused() {
         .await
         .unwrap();
     let v1 = out.records[0].version;
+    assert!(v1 > 0);
     assert_eq!(
-        out.records[0].body["Version"]["Index"],
-        json!(v1),
-        "body carries Version.Index"
+        out.records[0].body.to_value()["Spec"]["Name"],
+        json!("web"),
+        "the body comes back as written"
     );
 
     let dup = client
@@ -366,7 +367,9 @@ async fn stale_versions_duplicate_names_and_stale_terms_are_refused() {
 
     // A good update moves the version; replaying the old version is refused.
     let mut upd = out.records[0].clone();
-    upd.body["Spec"]["Image"] = json!("busybox");
+    let mut body = upd.body.to_value();
+    body["Spec"]["Image"] = json!("busybox");
+    upd.body = Body::from_value(&body);
     let out2 = client
         .tx(TxRequest::new(vec![Op::Update { record: upd.clone() }]))
         .await

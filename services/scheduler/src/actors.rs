@@ -50,7 +50,7 @@ pub fn chunk_ops(ops: Vec<Op>, max_ops: usize) -> Vec<Vec<Op>> {
     let mut bytes = 0;
     for op in ops {
         let size = match &op {
-            Op::Create { record } | Op::Update { record } => record.body.to_string().len() + 256,
+            Op::Create { record } | Op::Update { record } => record.body.len() + 256,
             Op::Delete { .. } => 128,
         };
         if !cur.is_empty() && (cur.len() >= max_ops || bytes + size > MAX_BYTES) {

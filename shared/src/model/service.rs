@@ -637,7 +637,7 @@ mod tests {
         assert_eq!(rec.labels.get("team").map(String::as_str), Some("blue"));
         assert_eq!(rec.fields.get("mode").map(String::as_str), Some("replicated"));
         assert_eq!(
-            rec.body["Spec"]["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"],
+            rec.body.to_value()["Spec"]["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"],
             10_000_000_000i64
         );
 
@@ -657,7 +657,7 @@ mod tests {
         assert_eq!(nameless.to_record().unwrap().name, None);
 
         // A record of another kind is refused.
-        let blob = Record::blob("svc1", rec.body.clone());
+        let blob = Record::blob("svc1", rec.body.to_value());
         assert!(Service::from_record(&blob).is_err());
     }
 

@@ -127,7 +127,8 @@ pub trait StoreObject: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
     /// Converts to the store's generic record.
     fn to_record(&self) -> Result<Record, ShoalError> {
         let meta = self.meta();
-        let body = serde_json::to_value(self)
+        let body = serde_json::to_string(self)
+            .map(Body)
             .map_err(|e| ShoalError::new(ErrorCode::InvalidArgument, format!("encode {}: {e}", Self::KIND)))?;
         Ok(Record {
             kind: Self::KIND,
@@ -150,7 +151,7 @@ pub trait StoreObject: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
                 format!("record {} is a {}, not a {}", record.id, record.kind, Self::KIND),
             ));
         }
-        let mut obj: Self = serde_json::from_value(record.body.clone()).map_err(|e| {
+        let mut obj: Self = serde_json::from_str(record.body.json()).map_err(|e| {
             ShoalError::new(
                 ErrorCode::Internal,
                 format!("decode {} {}: {e}", record.kind, record.id),
@@ -180,14 +181,17 @@ pub struct Record {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, String>,
-    /// The object's JSON, with `ID`, `Version`, `CreatedAt` and `UpdatedAt`
-    /// kept in step with the attributes above by the store.
-    pub body: serde_json::Value,
+    /// The object's JSON. The store moves it without parsing it, so its
+    /// `ID`, `Version`, `CreatedAt` and `UpdatedAt` may be stale: the record's
+    /// attributes above are the truth ([`StoreObject::from_record`] applies them,
+    /// as does [`Record::sync_body`]).
+    pub body: Body,
 }
 
 impl Record {
     /// A record for an opaque body (tests, tools). The store fills version and times.
     pub fn blob(id: impl Into<String>, body: serde_json::Value) -> Record {
+        let body = Body::from_value(&body);
         Record {
             kind: Kind::Blob,
             id: id.into(),
@@ -206,9 +210,11 @@ impl Record {
         T::from_record(self)
     }
 
-    /// Writes the store-owned attributes into the JSON body.
+    /// Writes the record's attributes (`ID`, `Version`, `CreatedAt`,
+    /// `UpdatedAt`) into its JSON body (parses and re-encodes it).
     pub fn sync_body(&mut self) {
-        if let serde_json::Value::Object(map) = &mut self.body {
+        let mut value = self.body.to_value();
+        if let serde_json::Value::Object(map) = &mut value {
             map.insert("ID".into(), serde_json::Value::String(self.id.clone()));
             map.insert("Version".into(), serde_json::json!({ "Index": self.version }));
             map.insert(
@@ -219,6 +225,70 @@ impl Record {
                 "UpdatedAt".into(),
                 serde_json::to_value(self.updated_at).unwrap_or(serde_json::Value::Null),
             );
+        }
+        self.body = Body::from_value(&value);
+    }
+}
+
+/// An object's JSON kept as text, so the store and every hop in between move
+/// it without building a tree of it. In JSON it is embedded as the raw JSON it
+/// holds; in binary formats (the store's MessagePack) it is a string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Body(String);
+
+impl Body {
+    pub fn from_value(value: &serde_json::Value) -> Body {
+        Body(value.to_string())
+    }
+
+    /// The JSON, parsed (`null` if it is somehow not JSON).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn json(&self) -> &str {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            let raw = serde_json::value::RawValue::from_string(self.0.clone()).map_err(serde::ser::Error::custom)?;
+            raw.serialize(serializer)
+        } else {
+            serializer.serialize_str(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Body, D::Error> {
+        if deserializer.is_human_readable() {
+            let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+            Ok(Body(raw.get().to_string()))
+        } else {
+            String::deserialize(deserializer).map(Body)
         }
     }
 }
