@@ -522,3 +522,97 @@ async fn up_explains_setup_mistakes_in_one_line() {
     assert_eq!(code, Some(1), "{text}");
     one_line_with(&text, &["--executor docker", "no Docker executor yet"]);
 }
+
+/// `docker service ps r` rows of one desired state, as `<image> <current state>`.
+fn ps_rows(up: &Up, desired: &str) -> Result<Vec<String>, String> {
+    up.lines(&[
+        "service",
+        "ps",
+        "r",
+        "-f",
+        &format!("desired-state={desired}"),
+        "--format",
+        "{{.Image}} {{.CurrentState}}",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_service_update_rolls_out_and_rollback_returns_to_the_previous_spec() {
+    let home = temp_home();
+    let data = home.path().join("data");
+    let port = free_port();
+    let mut up = Up::start(home.path(), "up-roll", &data, port, &["--extra-agents", "2"]);
+    up.ready().await;
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "r",
+        "--replicas",
+        "3",
+        "--update-delay",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+    eventually(CONVERGE, "3 tasks of r running", || async {
+        let rows = ps_rows(&up, "running")?;
+        match rows
+            .iter()
+            .filter(|r| r.starts_with("busybox:latest ") && r.contains("Running"))
+            .count()
+        {
+            3 => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        }
+    })
+    .await;
+
+    // A changed image rolls through every slot: old tasks shut down, kept as history.
+    up.docker(&["service", "update", "-d", "--image", "busybox:v2", "r"])
+        .ok();
+    eventually(CONVERGE, "the update to complete", || async {
+        let running = ps_rows(&up, "running")?;
+        let shutdown = ps_rows(&up, "shutdown")?;
+        let state = up.lines(&["service", "inspect", "--format", "{{.UpdateStatus.State}}", "r"])?;
+        let new = running
+            .iter()
+            .filter(|r| r.starts_with("busybox:v2 ") && r.contains("Running"))
+            .count();
+        let old = shutdown.iter().filter(|r| r.starts_with("busybox:latest ")).count();
+        match (new, old, state.as_slice()) {
+            (3, 3, [s]) if s == "completed" => Ok(()),
+            _ => Err(format!(
+                "running {running:?}; shutdown {shutdown:?}; update state {state:?}"
+            )),
+        }
+    })
+    .await;
+
+    // A requested rollback returns to the previous spec, through the same rollout.
+    up.docker(&["service", "update", "-d", "--rollback", "r"]).ok();
+    eventually(CONVERGE, "the rollback to complete", || async {
+        let running = ps_rows(&up, "running")?;
+        let state = up.lines(&["service", "inspect", "--format", "{{.UpdateStatus.State}}", "r"])?;
+        let image = up.lines(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            "r",
+        ])?;
+        let old = running
+            .iter()
+            .filter(|r| r.starts_with("busybox:latest ") && r.contains("Running"))
+            .count();
+        match (old, state.as_slice(), image.as_slice()) {
+            (3, [s], [i]) if s == "rollback_completed" && i == "busybox:latest" => Ok(()),
+            _ => Err(format!("running {running:?}; update state {state:?}; image {image:?}")),
+        }
+    })
+    .await;
+    assert_eq!(up.terminate().await, Some(0), "{}", up.output());
+}

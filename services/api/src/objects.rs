@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use shoal_shared::id::new_id;
 use shoal_shared::model::{
     Endpoint, Network, Node, NodeRole, NodeSpec, NodeState, PortProtocol, PublishMode, Service, ServiceSpec,
-    ServiceStatus, Task, TaskState,
+    ServiceStatus, Task, TaskState, UpdateState, UpdateStatus,
 };
 use shoal_shared::store::{Kind, ListFilter, StoreObject};
 use shoal_shared::ErrorCode;
@@ -365,6 +365,14 @@ pub async fn service_update(
     }
     s.spec = next;
     s.previous_spec = Some(current);
+    // A new spec starts a new rollout (a paused one does not stay paused); a
+    // requested rollback is one the scheduler carries out like SwarmKit does.
+    s.update_status = rollback.then(|| UpdateStatus {
+        state: Some(UpdateState::RollbackStarted),
+        started_at: None,
+        completed_at: None,
+        message: "manually requested rollback".into(),
+    });
     fill_endpoint(&mut s);
     s.meta.version.index = version;
     state.store.update(&s).await?;
