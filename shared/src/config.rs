@@ -34,6 +34,42 @@ impl NatsArgs {
     }
 }
 
+/// How a leader-only manager service (scheduler, dispatcher) learns whether it
+/// may act: only while the raft-store replica on its own node leads.
+#[derive(Debug, Clone, Args)]
+pub struct LeadershipArgs {
+    /// The raft-store replica running on this node: the service acts only while it leads.
+    #[arg(long, env = "SHOAL_STORE_REPLICA", default_value_t = 1)]
+    pub store_replica: u64,
+
+    /// How often leadership is checked, in milliseconds.
+    #[arg(long, env = "SHOAL_LEADER_CHECK_MS", default_value_t = 500)]
+    pub leader_check_ms: u64,
+}
+
+impl LeadershipArgs {
+    pub fn validate(&self, problems: &mut Problems) {
+        if self.store_replica == 0 {
+            problems.push("--store-replica / SHOAL_STORE_REPLICA: must be a positive integer");
+        }
+        if self.leader_check_ms == 0 {
+            problems.push("--leader-check-ms / SHOAL_LEADER_CHECK_MS: must be at least 1");
+        }
+    }
+
+    pub fn check_every(&self) -> Duration {
+        Duration::from_millis(self.leader_check_ms)
+    }
+
+    /// Settings for tests: replica `store_replica`, checked every 200 ms.
+    pub fn for_test(store_replica: u64) -> LeadershipArgs {
+        LeadershipArgs {
+            store_replica,
+            leader_check_ms: 200,
+        }
+    }
+}
+
 /// Connects to NATS with shoal's options: the first connection is retried,
 /// reconnection is unbounded, and the client is named after the process.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {

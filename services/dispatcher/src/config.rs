@@ -1,7 +1,7 @@
 //! `shoal-dispatcher` configuration: flags, each also read from a `SHOAL_*` variable.
 
 use clap::Parser;
-use shoal_shared::config::{NatsArgs, Problems};
+use shoal_shared::config::{LeadershipArgs, NatsArgs, Problems};
 
 /// shoal's dispatcher (acts only on the store leader's node).
 #[derive(Debug, Clone, Parser)]
@@ -10,17 +10,12 @@ pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
 
-    /// The raft-store replica running on this node: the dispatcher acts only while it leads.
-    #[arg(long, env = "SHOAL_STORE_REPLICA", default_value_t = 1)]
-    pub store_replica: u64,
+    #[command(flatten)]
+    pub leadership: LeadershipArgs,
 
     /// This host's node ID (from `<data-dir>/node-id`), for logs and session ids.
     #[arg(long, env = "SHOAL_NODE_ID", default_value = "")]
     pub node_id: String,
-
-    /// How often leadership is checked, in milliseconds.
-    #[arg(long, env = "SHOAL_LEADER_CHECK_MS", default_value_t = 500)]
-    pub leader_check_ms: u64,
 
     /// How long status reports and registrations are gathered into one store write, in milliseconds.
     #[arg(long, env = "SHOAL_FLUSH_MS", default_value_t = 50)]
@@ -32,12 +27,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
-        if self.store_replica == 0 {
-            p.push("--store-replica / SHOAL_STORE_REPLICA: must be a positive integer");
-        }
-        if self.leader_check_ms == 0 {
-            p.push("--leader-check-ms / SHOAL_LEADER_CHECK_MS: must be at least 1");
-        }
+        self.leadership.validate(&mut p);
         if self.flush_ms == 0 {
             p.push("--flush-ms / SHOAL_FLUSH_MS: must be at least 1");
         }
@@ -50,9 +40,8 @@ impl Config {
             nats: NatsArgs {
                 nats_url: nats_url.to_string(),
             },
-            store_replica,
+            leadership: LeadershipArgs::for_test(store_replica),
             node_id: String::new(),
-            leader_check_ms: 200,
             flush_ms: 50,
         }
     }

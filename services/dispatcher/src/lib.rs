@@ -25,7 +25,7 @@ pub use config::Config;
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let nats = config.nats.connect("shoal-dispatcher").await?;
     let _addr = actors::start(config.clone(), nats).await?;
-    tracing::info!(replica = config.store_replica, "dispatcher ready");
+    tracing::info!(replica = config.leadership.store_replica, "dispatcher ready");
     shutdown.await;
     tracing::info!("dispatcher stopping");
     Ok(())

@@ -103,7 +103,7 @@ impl Actor for Scheduler {
             }
         });
         ctx.add_stream(stream);
-        ctx.run_interval(Duration::from_millis(self.config.leader_check_ms), |act, ctx| {
+        ctx.run_interval(self.config.leadership.check_every(), |act, ctx| {
             act.check_leader(ctx);
             let due = act.wake_at.is_some_and(|w| Utc::now() >= w);
             if due || act.dirty {
@@ -169,15 +169,11 @@ impl Scheduler {
     }
 
     fn check_leader(&mut self, ctx: &mut Context<Self>) {
-        let client = self.client.with_deadline(Duration::from_millis(1000));
-        let replica = self.config.store_replica;
-        async move { client.status(replica).await }
+        let client = self.client.clone();
+        let replica = self.config.leadership.store_replica;
+        async move { client.acting_term(replica).await }
             .into_actor(self)
-            .map(move |res, act, ctx| {
-                let acting = match res {
-                    Ok(s) if s.leader == Some(replica) => Some(s.term),
-                    _ => None,
-                };
+            .map(move |acting, act, ctx| {
                 if acting != act.acting_term {
                     tracing::info!(?acting, "scheduler: leadership changed");
                     act.acting_term = acting;

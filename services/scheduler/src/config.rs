@@ -1,7 +1,7 @@
 //! `shoal-scheduler` configuration: flags, each also read from a `SHOAL_*` variable.
 
 use clap::Parser;
-use shoal_shared::config::{NatsArgs, Problems};
+use shoal_shared::config::{LeadershipArgs, NatsArgs, Problems};
 
 /// shoal's orchestrator, allocator and scheduler (acts only on the store leader's node).
 #[derive(Debug, Clone, Parser)]
@@ -10,17 +10,12 @@ pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
 
-    /// The raft-store replica running on this node: the scheduler acts only while it leads.
-    #[arg(long, env = "SHOAL_STORE_REPLICA", default_value_t = 1)]
-    pub store_replica: u64,
+    #[command(flatten)]
+    pub leadership: LeadershipArgs,
 
     /// This host's node ID (from `<data-dir>/node-id`), for logs.
     #[arg(long, env = "SHOAL_NODE_ID", default_value = "")]
     pub node_id: String,
-
-    /// How often leadership is checked, in milliseconds.
-    #[arg(long, env = "SHOAL_LEADER_CHECK_MS", default_value_t = 500)]
-    pub leader_check_ms: u64,
 
     /// Most operations per store transaction (a transaction also stays under ~1 MB).
     #[arg(long, env = "SHOAL_MAX_TX_OPS", default_value_t = 250)]
@@ -36,12 +31,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
-        if self.store_replica == 0 {
-            p.push("--store-replica / SHOAL_STORE_REPLICA: must be a positive integer");
-        }
-        if self.leader_check_ms == 0 {
-            p.push("--leader-check-ms / SHOAL_LEADER_CHECK_MS: must be at least 1");
-        }
+        self.leadership.validate(&mut p);
         if self.max_tx_ops == 0 {
             p.push("--max-tx-ops / SHOAL_MAX_TX_OPS: must be at least 1");
         }
@@ -57,9 +47,8 @@ impl Config {
             nats: NatsArgs {
                 nats_url: nats_url.to_string(),
             },
-            store_replica,
+            leadership: LeadershipArgs::for_test(store_replica),
             node_id: String::new(),
-            leader_check_ms: 200,
             max_tx_ops: 250,
             tx_in_flight: 8,
         }
@@ -80,6 +69,6 @@ mod tests {
         }
         Config::for_test("nats://127.0.0.1:4222", 1).validate().unwrap();
         let c = Config::try_parse_from(["shoal-scheduler", "--store-replica", "3"]).unwrap();
-        assert_eq!(c.store_replica, 3);
+        assert_eq!(c.leadership.store_replica, 3);
     }
 }

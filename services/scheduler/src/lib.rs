@@ -26,7 +26,7 @@ pub use config::Config;
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let nats = config.nats.connect("shoal-scheduler").await?;
     let _addr = actors::start(config.clone(), nats);
-    tracing::info!(replica = config.store_replica, "scheduler ready");
+    tracing::info!(replica = config.leadership.store_replica, "scheduler ready");
     shutdown.await;
     tracing::info!("scheduler stopping");
     Ok(())

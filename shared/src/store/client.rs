@@ -213,6 +213,16 @@ impl StoreClient {
         }
     }
 
+    /// The term in which `replica` leads the store, or `None` when it does not
+    /// (or does not answer within a second): what a leader-only service acts
+    /// on, fencing its writes with that term.
+    pub async fn acting_term(&self, replica: u64) -> Option<u64> {
+        match self.with_deadline(Duration::from_millis(1000)).status(replica).await {
+            Ok(s) if s.leader == Some(replica) => Some(s.term),
+            _ => None,
+        }
+    }
+
     /// The status of whichever replica answers first.
     pub async fn any_status(&self) -> Result<StoreStatus, ShoalError> {
         match self.call(&StoreRequest::Status).await? {
