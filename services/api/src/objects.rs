@@ -51,6 +51,25 @@ pub fn lookup<T: StoreObject>(all: Vec<T>, key: &str, what: &str, name_of: impl 
 
 // ---------------------------------------------------------------- nodes
 
+/// The IDs that filter references (ID, name or unique prefix) name; a reference
+/// that names nothing matches nothing, as in Docker's task filters.
+fn resolve_ids<'a, T: StoreObject>(
+    all: &[T],
+    keys: impl Iterator<Item = &'a str>,
+    what: &str,
+    name_of: impl Fn(&T) -> String + Copy,
+) -> ApiResult<Vec<String>> {
+    let mut ids = Vec::new();
+    for key in keys {
+        match lookup(all.to_vec(), key, what, name_of) {
+            Ok(o) => ids.push(o.meta().id.clone()),
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ids)
+}
+
 fn node_name(n: &Node) -> String {
     if n.spec.name.is_empty() {
         n.description.hostname.clone()
@@ -399,14 +418,8 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     let mut store_filter = ListFilter::default();
     // Resolve service and node references (name, ID or prefix) to IDs.
     if f.has("service") {
-        let mut ids = Vec::new();
-        for key in f.get("service") {
-            match lookup(services.clone(), key, "service", |s| s.spec.name.clone()) {
-                Ok(s) => ids.push(s.meta.id),
-                Err(e) if e.status == StatusCode::NOT_FOUND => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let keys = f.get("service").iter().map(String::as_str);
+        let ids = resolve_ids(&services, keys, "service", |s| s.spec.name.clone())?;
         if ids.is_empty() {
             return Ok(HttpResponse::Ok().json(Vec::<Task>::new()));
         }
@@ -416,19 +429,14 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     }
     if f.has("node") {
         let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
-        let mut ids = Vec::new();
-        for key in f.get("node") {
-            let key = if key == "self" {
+        let keys = f.get("node").iter().map(|k| {
+            if k == "self" {
                 state.node_id.as_str()
             } else {
-                key.as_str()
-            };
-            match lookup(nodes.clone(), key, "node", node_name) {
-                Ok(n) => ids.push(n.meta.id),
-                Err(e) if e.status == StatusCode::NOT_FOUND => {}
-                Err(e) => return Err(e),
+                k.as_str()
             }
-        }
+        });
+        let ids = resolve_ids(&nodes, keys, "node", node_name)?;
         if ids.is_empty() {
             return Ok(HttpResponse::Ok().json(Vec::<Task>::new()));
         }
