@@ -128,3 +128,21 @@ mod tests {
         );
     }
 }
+
+/// The API asks the agents for an image's digest and platforms (`GET /distribution`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageQuery {
+    /// The image reference as the client gave it.
+    pub image: String,
+    /// The client's `X-Registry-Auth`, for an image the agent must look up at its registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<String>,
+}
+
+/// An agent's answer to an [`ImageQuery`]: Docker's `DistributionInspect`
+/// (`Descriptor` and `Platforms`) as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageAnswer {
+    pub node_id: String,
+    pub inspect: serde_json::Value,
+}

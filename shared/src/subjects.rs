@@ -70,6 +70,13 @@ pub fn agent_assignments(node_id: &str) -> String {
     format!("{ROOT}.dispatch.node.{node_id}")
 }
 
+/// Image lookups ([`crate::dispatch::ImageQuery`]) sent by the API for
+/// `GET /distribution/{name}/json`: every agent subscribes; one that has the
+/// image (or can resolve it at its registry) answers, the others stay silent.
+pub fn agent_image_query() -> String {
+    format!("{ROOT}.agent.image")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +95,7 @@ mod tests {
             raft_rpc(2, RaftRpc::Vote),
             dispatcher_requests(),
             agent_assignments("n1"),
+            agent_image_query(),
             agent_assignments("n2"),
         ];
         let set: std::collections::BTreeSet<_> = all.iter().collect();

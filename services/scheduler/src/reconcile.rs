@@ -152,6 +152,10 @@ impl<'a> Work<'a> {
     fn new_task(&mut self, id: String, svc: &Service, group: &Group) -> String {
         let mut t = Task::new(id.clone(), svc.meta.id.clone(), svc.spec.task_template.clone());
         t.spec_version = Some(svc.meta.version);
+        t.service_annotations = Some(shoal_shared::model::Annotations {
+            name: svc.spec.name.clone(),
+            labels: svc.spec.labels.clone(),
+        });
         match group {
             Group::Slot(s) => t.slot = Some(*s),
             Group::Node(n) => t.node_id = n.clone(),

@@ -309,6 +309,20 @@ pub struct ContainerSpec {
     pub hosts: Vec<String>,
     #[serde(rename = "DNSConfig", skip_serializing_if = "Option::is_none")]
     pub dns_config: Option<DnsConfig>,
+    /// Registry credentials given with `--with-registry-auth` (SwarmKit's
+    /// `PullOptions`). Never part of the Docker API's answers: the API strips
+    /// it, and only the agent running a task receives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_options: Option<PullOptions>,
+}
+
+/// `ContainerSpec.PullOptions`: how a node pulls the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PullOptions {
+    /// The `X-Registry-Auth` header value (base64url of a JSON auth config).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub registry_auth: String,
 }
 
 impl ContainerSpec {

@@ -221,6 +221,20 @@ pub struct Task {
     pub desired_state: TaskState,
     #[serde(rename = "NetworksAttachments", default, skip_serializing_if = "Vec::is_empty")]
     pub networks_attachments: Vec<NetworkAttachment>,
+    /// The service's name and labels when the task was made (SwarmKit's
+    /// `ServiceAnnotations`): agents name containers after it.
+    #[serde(rename = "ServiceAnnotations", default, skip_serializing_if = "Option::is_none")]
+    pub service_annotations: Option<Annotations>,
+}
+
+/// `Name` and `Labels` of an object, as SwarmKit's `Annotations`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Annotations {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Task {
@@ -237,6 +251,7 @@ impl Task {
             status: TaskStatus::default(),
             desired_state: TaskState::Running,
             networks_attachments: Vec::new(),
+            service_annotations: None,
         }
     }
 
