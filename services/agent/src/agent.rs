@@ -1,12 +1,13 @@
 //! The agent actor: a session with the dispatcher (register, heartbeat,
 //! assignments, status reports) and a controller per task driving it
-//! through SwarmKit's states with the process executor.
+//! through SwarmKit's states with the node's executor (process or docker).
 //!
 //! Tasks keep running while the managers are unreachable: reports queue up
 //! and are sent when a dispatcher answers again. Every observed state is
 //! written to the task database first, so a restarted agent re-adopts its
-//! running processes (PID + start time), reports what happened while it was
-//! away, and stops whatever it is no longer assigned.
+//! running processes (PID + start time) or containers (found by label),
+//! reports what happened while it was away, and stops whatever it is no
+//! longer assigned. Containers of tasks it does not know are removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,14 +16,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use futures::StreamExt;
-use nix::sys::signal::Signal;
 use shoal_shared::dispatch::{AgentRequest, AgentResponse, AssignmentKind, Assignments, StatusUpdate};
 use shoal_shared::envelope;
 use shoal_shared::model::{ContainerStatus, NodeDescription, Task, TaskState, TaskStatus};
 use shoal_shared::{subjects, ShoalError};
 
-use crate::db::{LocalTask, ProcessId, TaskDb};
-use crate::executor::{self, Exit};
+use crate::config::ExecutorKind;
+use crate::db::{LocalTask, TaskDb};
+use crate::docker::{DockerExecutor, EngineFacts, Found};
+use crate::executor::{self, Executor, Exit, Handle};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -34,7 +36,7 @@ pub struct GetState;
 pub struct AgentState {
     pub node_id: String,
     pub session: Option<String>,
-    /// Task id -> (observed state, desired state, PID).
+    /// Task id -> (observed state, desired state, PID of a process task).
     pub tasks: BTreeMap<String, (TaskState, TaskState, Option<i32>)>,
     pub queued_reports: usize,
 }
@@ -52,8 +54,13 @@ pub struct Agent {
     node_id: String,
     description: NodeDescription,
     nats: async_nats::Client,
+    executor: Executor,
     db: Arc<TaskDb>,
     tasks: BTreeMap<String, LocalTask>,
+    /// Tasks with a prepare or start in flight.
+    busy: BTreeSet<String>,
+    /// Finding the executor's work again after a restart; no session until done.
+    adopting: bool,
     session: Option<String>,
     last_seq: Option<u64>,
     period: Duration,
@@ -68,19 +75,7 @@ impl Actor for Agent {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Re-adopt what survived a restart.
-        let loaded: Vec<LocalTask> = self.tasks.values().cloned().collect();
-        for lt in loaded {
-            let id = lt.task.meta.id.clone();
-            match lt.process {
-                Some(p) if executor::alive(&p) => {
-                    tracing::info!(task = %id, pid = p.pid, "agent: re-adopted running task");
-                    self.watch(ctx, id, p, None);
-                }
-                Some(p) => self.exited(ctx, id, p, Exit::Unknown),
-                None => {}
-            }
-        }
+        self.adopt(ctx);
         ctx.run_interval(Duration::from_millis(250), |act, ctx| act.tick(ctx));
         ctx.run_interval(Duration::from_millis(100), |act, ctx| act.flush_reports(ctx));
         ctx.run_interval(Duration::from_secs(1), |act, _| act.db.flush());
@@ -101,7 +96,11 @@ impl Handler<GetState> for Agent {
                 .map(|(id, t)| {
                     (
                         id.clone(),
-                        (t.status.state, t.task.desired_state, t.process.map(|p| p.pid)),
+                        (
+                            t.status.state,
+                            t.task.desired_state,
+                            t.handle.as_ref().and_then(Handle::pid),
+                        ),
                     )
                 })
                 .collect(),
@@ -146,6 +145,9 @@ impl Agent {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.adopting {
+            return;
+        }
         match &self.session {
             None => self.register(ctx),
             Some(s) => {
@@ -260,8 +262,8 @@ impl Agent {
             message: message.to_string(),
             err,
             container_status: Some(ContainerStatus {
-                container_id: None,
-                pid: lt.process.map(|p| p.pid as i64),
+                container_id: lt.handle.as_ref().and_then(Handle::container_id).map(str::to_string),
+                pid: lt.handle.as_ref().and_then(Handle::pid).map(i64::from),
                 exit_code,
             }),
             port_status: None,
@@ -295,7 +297,7 @@ impl Agent {
                 let lt = LocalTask {
                     status: t.status.clone(),
                     task: t,
-                    process: None,
+                    handle: None,
                     stopping: false,
                     unassigned: false,
                 };
@@ -320,55 +322,219 @@ impl Agent {
         }
     }
 
-    /// Runs a task through accepted .. running, unless it already runs or ran.
-    fn start(&mut self, ctx: &mut Context<Self>, id: &str) {
-        let Some(lt) = self.tasks.get(id) else { return };
-        if lt.process.is_some() || lt.status.state >= TaskState::Running {
-            return;
-        }
-        for st in [
-            TaskState::Accepted,
-            TaskState::Preparing,
-            TaskState::Ready,
-            TaskState::Starting,
-        ] {
-            self.report(id, st, st.as_str(), String::new(), None);
-        }
-        let spec = self.tasks[id].task.spec.clone();
-        match executor::spawn(&spec) {
-            Ok((child, p)) => {
-                let lt = self.tasks.get_mut(id).expect("task");
-                lt.process = Some(p);
-                self.db.put(lt);
-                self.db.flush();
-                self.report(id, TaskState::Running, "started", String::new(), None);
-                self.watch(ctx, id.to_string(), p, Some(child));
+    /// Finds what survived a restart: processes by PID + start time,
+    /// containers by label. Until done, the agent opens no session.
+    fn adopt(&mut self, ctx: &mut Context<Self>) {
+        match self.executor.clone() {
+            Executor::Process => {
+                let loaded: Vec<(String, Option<Handle>)> = self
+                    .tasks
+                    .iter()
+                    .map(|(id, t)| (id.clone(), t.handle.clone()))
+                    .collect();
+                for (id, handle) in loaded {
+                    match handle {
+                        Some(Handle::Process(p)) if executor::alive(&p) => {
+                            tracing::info!(task = %id, pid = p.pid, "agent: re-adopted running task");
+                            self.watch(ctx, id, Handle::Process(p), None);
+                        }
+                        Some(h) => self.exited(
+                            ctx,
+                            id,
+                            h,
+                            Exit::Lost("task: process ended while the agent was not running".into()),
+                        ),
+                        None => {}
+                    }
+                }
             }
-            Err(e) => self.report(id, TaskState::Failed, "starting", e, None),
+            Executor::Docker(d) => {
+                self.adopting = true;
+                async move { d.own_containers().await }
+                    .into_actor(self)
+                    .map(|found, act, ctx| match found {
+                        Ok(found) => {
+                            act.adopt_containers(ctx, found);
+                            act.adopting = false;
+                            act.tick(ctx);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "agent: cannot list containers; retrying");
+                            ctx.run_later(Duration::from_secs(1), |act, ctx| act.adopt(ctx));
+                        }
+                    })
+                    .spawn(ctx);
+            }
         }
     }
 
-    fn watch(&mut self, ctx: &mut Context<Self>, id: String, p: ProcessId, child: Option<tokio::process::Child>) {
-        let fut = async move {
-            match child {
-                Some(c) => executor::wait_child(c).await,
-                None => executor::wait_adopted(p).await,
+    fn adopt_containers(&mut self, ctx: &mut Context<Self>, found: Vec<Found>) {
+        let mut by_task: BTreeMap<String, Found> = BTreeMap::new();
+        for f in found {
+            if !self.tasks.contains_key(&f.task_id) || by_task.contains_key(&f.task_id) {
+                tracing::info!(container = %f.container_id, task = %f.task_id, "agent: removing a container of no task of this node");
+                let d = self.executor.clone();
+                if let Executor::Docker(d) = d {
+                    let id = f.container_id.clone();
+                    ctx.spawn(async move { d.remove(&id).await }.into_actor(self));
+                }
+                continue;
             }
-        };
-        fut.into_actor(self)
-            .map(move |exit, act, ctx| act.exited(ctx, id, p, exit))
+            by_task.insert(f.task_id.clone(), f);
+        }
+        let ids: Vec<String> = self.tasks.keys().cloned().collect();
+        for id in ids {
+            let had = self.tasks[&id].handle.clone();
+            match by_task.remove(&id) {
+                Some(f) => {
+                    let h = Handle::Container {
+                        container_id: f.container_id.clone(),
+                    };
+                    let lt = self.tasks.get_mut(&id).expect("task");
+                    lt.handle = Some(h.clone());
+                    self.db.put(lt);
+                    match (f.running, f.exit_code) {
+                        (true, _) => {
+                            tracing::info!(task = %id, container = %f.container_id, "agent: re-adopted running container");
+                            self.report(&id, TaskState::Running, "started", String::new(), None);
+                            self.watch(ctx, id, h, None);
+                        }
+                        (false, code) if f.started => {
+                            self.exited(ctx, id, h, Exit::Code(code.unwrap_or(0)));
+                        }
+                        (false, _) => {
+                            // Created but never started: prepared again when assigned.
+                            let lt = self.tasks.get_mut(&id).expect("task");
+                            lt.handle = None;
+                            self.db.put(lt);
+                            let d = self.executor.clone();
+                            if let Executor::Docker(d) = d {
+                                ctx.spawn(async move { d.remove(&f.container_id).await }.into_actor(self));
+                            }
+                        }
+                    }
+                }
+                None => {
+                    if let Some(h) = had {
+                        self.exited(
+                            ctx,
+                            id,
+                            h,
+                            Exit::Lost("task: container removed while the agent was not running".into()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a task through accepted .. running, unless it is on its way or ran.
+    fn start(&mut self, ctx: &mut Context<Self>, id: &str) {
+        let Some(lt) = self.tasks.get(id) else { return };
+        if self.busy.contains(id) || lt.handle.is_some() || lt.status.state >= TaskState::Running {
+            return;
+        }
+        for st in [TaskState::Accepted, TaskState::Preparing] {
+            self.report(id, st, st.as_str(), String::new(), None);
+        }
+        self.busy.insert(id.to_string());
+        let task = self.tasks[id].task.clone();
+        let id = id.to_string();
+        self.executor
+            .prepare(task)
+            .into_actor(self)
+            .map(move |res, act, ctx| act.prepared(ctx, id, res))
             .spawn(ctx);
     }
 
-    fn exited(&mut self, _ctx: &mut Context<Self>, id: String, p: ProcessId, exit: Exit) {
-        let Some(lt) = self.tasks.get_mut(&id) else { return };
-        if lt.process != Some(p) {
+    /// Whether a task still wants to run (it may have been stopped while busy).
+    fn wants_to_run(&self, id: &str) -> bool {
+        self.tasks
+            .get(id)
+            .is_some_and(|lt| !lt.stopping && !lt.unassigned && lt.task.desired_state <= TaskState::Running)
+    }
+
+    fn prepared(&mut self, ctx: &mut Context<Self>, id: String, res: Result<Option<Handle>, String>) {
+        let handle = match res {
+            Ok(h) => h,
+            Err(e) => {
+                self.busy.remove(&id);
+                // SwarmKit rejects a task that cannot be prepared (e.g. its image).
+                self.report(&id, TaskState::Rejected, "preparing", e, None);
+                self.forget_if_unassigned(ctx, &id);
+                return;
+            }
+        };
+        if !self.wants_to_run(&id) {
+            self.busy.remove(&id);
+            if self.tasks.contains_key(&id) {
+                self.report(&id, TaskState::Shutdown, "shutdown", String::new(), None);
+            }
+            if let Some(task) = self.tasks.get(&id).map(|lt| lt.task.clone()) {
+                ctx.spawn(self.executor.remove(&task).into_actor(self));
+                self.forget_if_unassigned(ctx, &id);
+            }
             return;
         }
-        lt.process = None;
-        let code = match exit {
-            Exit::Code(c) => Some(c),
-            Exit::Unknown => None,
+        let lt = self.tasks.get_mut(&id).expect("task");
+        lt.handle = handle.clone();
+        self.db.put(lt);
+        self.db.flush();
+        for st in [TaskState::Ready, TaskState::Starting] {
+            self.report(&id, st, st.as_str(), String::new(), None);
+        }
+        let task = self.tasks[&id].task.clone();
+        self.executor
+            .start(task, handle)
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                act.busy.remove(&id);
+                match res {
+                    Ok((h, child)) => {
+                        if let Some(lt) = act.tasks.get_mut(&id) {
+                            lt.handle = Some(h.clone());
+                            act.db.put(lt);
+                            act.db.flush();
+                        }
+                        if act.wants_to_run(&id) {
+                            act.report(&id, TaskState::Running, "started", String::new(), None);
+                            act.watch(ctx, id, h, child);
+                        } else {
+                            act.watch(ctx, id.clone(), h, child);
+                            act.stop(ctx, &id);
+                        }
+                    }
+                    Err(e) => {
+                        act.report(&id, TaskState::Failed, "starting", e, None);
+                        if let Some(lt) = act.tasks.get_mut(&id) {
+                            lt.handle = None;
+                            act.db.put(lt);
+                        }
+                        act.forget_if_unassigned(ctx, &id);
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn watch(&mut self, ctx: &mut Context<Self>, id: String, h: Handle, child: Option<tokio::process::Child>) {
+        let done = h.clone();
+        self.executor
+            .wait(h, child)
+            .into_actor(self)
+            .map(move |exit, act, ctx| act.exited(ctx, id, done, exit))
+            .spawn(ctx);
+    }
+
+    fn exited(&mut self, ctx: &mut Context<Self>, id: String, h: Handle, exit: Exit) {
+        let Some(lt) = self.tasks.get_mut(&id) else { return };
+        if lt.handle.as_ref() != Some(&h) {
+            return;
+        }
+        lt.handle = None;
+        let code = match &exit {
+            Exit::Code(c) => Some(*c),
+            Exit::Lost(_) => None,
         };
         if lt.stopping || lt.task.desired_state > TaskState::Running {
             self.report(&id, TaskState::Shutdown, "shutdown", String::new(), code);
@@ -382,59 +548,66 @@ impl Agent {
                     format!("task: non-zero exit ({c})"),
                     code,
                 ),
-                Exit::Unknown => self.report(
-                    &id,
-                    TaskState::Failed,
-                    "started",
-                    "task: process ended while the agent was not running".into(),
-                    None,
-                ),
+                Exit::Lost(why) => self.report(&id, TaskState::Failed, "started", why, None),
             }
         }
-        if self.tasks.get(&id).is_some_and(|lt| lt.unassigned) {
-            self.forget(&id);
-        }
+        self.forget_if_unassigned(ctx, &id);
     }
 
     fn stop(&mut self, ctx: &mut Context<Self>, id: &str) {
+        let busy = self.busy.contains(id);
         let Some(lt) = self.tasks.get_mut(id) else { return };
-        match lt.process {
-            Some(p) => {
+        match lt.handle.clone() {
+            Some(h) if !busy => {
                 if lt.stopping {
                     return;
                 }
                 lt.stopping = true;
                 self.db.put(lt);
                 let grace = executor::stop_grace(&lt.task.spec);
-                tracing::info!(task = %id, pid = p.pid, "agent: stopping task");
-                executor::signal(&p, Signal::SIGTERM);
-                let id = id.to_string();
-                ctx.run_later(grace, move |act, _| {
-                    if act.tasks.get(&id).is_some_and(|lt| lt.process == Some(p)) {
-                        executor::signal(&p, Signal::SIGKILL);
-                    }
-                });
+                tracing::info!(task = %id, ?h, "agent: stopping task");
+                ctx.spawn(self.executor.stop(h, grace).into_actor(self));
             }
-            None if lt.status.state <= TaskState::Running => {
-                self.report(id, TaskState::Shutdown, "shutdown", String::new(), None);
+            _ => {
+                // Nothing runs yet (a prepare or start in flight finds the task stopping).
+                lt.stopping = true;
+                self.db.put(lt);
+                if lt.status.state <= TaskState::Running {
+                    self.report(id, TaskState::Shutdown, "shutdown", String::new(), None);
+                }
             }
-            None => {}
         }
     }
 
     fn unassign(&mut self, ctx: &mut Context<Self>, id: &str) {
+        let busy = self.busy.contains(id);
         let Some(lt) = self.tasks.get_mut(id) else { return };
         lt.unassigned = true;
-        if lt.process.is_some() {
-            self.db.put(lt);
+        self.db.put(lt);
+        if lt.handle.is_some() || busy {
             self.stop(ctx, id);
         } else {
-            self.forget(id);
+            self.forget(ctx, id);
         }
     }
 
-    fn forget(&mut self, id: &str) {
-        self.tasks.remove(id);
+    fn forget_if_unassigned(&mut self, ctx: &mut Context<Self>, id: &str) {
+        let idle = !self.busy.contains(id);
+        if idle
+            && self
+                .tasks
+                .get(id)
+                .is_some_and(|lt| lt.unassigned && lt.handle.is_none())
+        {
+            self.forget(ctx, id);
+        }
+    }
+
+    /// Drops a task that is no longer assigned and no longer runs, and what is left of it.
+    fn forget(&mut self, ctx: &mut Context<Self>, id: &str) {
+        if let Some(lt) = self.tasks.remove(id) {
+            ctx.spawn(self.executor.remove(&lt.task).into_actor(self));
+        }
         self.db.remove(id);
     }
 
@@ -470,8 +643,10 @@ impl Agent {
     }
 }
 
-/// The node description the agent registers.
-pub fn describe(config: &crate::Config) -> NodeDescription {
+/// The node description the agent registers: the engine's facts with the
+/// docker executor (the host's otherwise), the flags overriding capacity and
+/// adding labels.
+pub fn describe(config: &crate::Config, engine: Option<&EngineFacts>) -> NodeDescription {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as i64)
         .unwrap_or(1);
@@ -485,27 +660,43 @@ pub fn describe(config: &crate::Config) -> NodeDescription {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0);
-    let arch = std::env::consts::ARCH;
+    let flag_labels = config
+        .labels
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    let (platform, nano_cpus, memory_bytes, mut engine_desc) = match engine {
+        Some(f) => (
+            shoal_shared::model::Platform {
+                architecture: f.architecture.clone(),
+                os: f.os.clone(),
+            },
+            f.nano_cpus,
+            f.memory_bytes,
+            f.engine.clone(),
+        ),
+        None => (
+            shoal_shared::model::Platform {
+                architecture: std::env::consts::ARCH.to_string(),
+                os: std::env::consts::OS.to_string(),
+            },
+            cpus * 1_000_000_000,
+            mem,
+            shoal_shared::model::EngineDescription {
+                engine_version: format!("shoal-agent {}", env!("CARGO_PKG_VERSION")),
+                ..Default::default()
+            },
+        ),
+    };
+    engine_desc.labels.extend(flag_labels);
     NodeDescription {
         hostname: config.node_name.clone(),
-        platform: shoal_shared::model::Platform {
-            architecture: arch.to_string(),
-            os: std::env::consts::OS.to_string(),
-        },
+        platform,
         resources: shoal_shared::model::Resources {
-            nano_cpus: config.nano_cpus.unwrap_or(cpus * 1_000_000_000),
-            memory_bytes: config.memory_bytes.unwrap_or(mem),
+            nano_cpus: config.nano_cpus.unwrap_or(nano_cpus),
+            memory_bytes: config.memory_bytes.unwrap_or(memory_bytes),
         },
-        engine: shoal_shared::model::EngineDescription {
-            engine_version: format!("shoal-agent {}", env!("CARGO_PKG_VERSION")),
-            labels: config
-                .labels
-                .iter()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            plugins: Vec::new(),
-        },
+        engine: engine_desc,
         tls_info: None,
     }
 }
@@ -515,10 +706,19 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
     let node_id = config.resolve_node_id()?;
     let db = Arc::new(TaskDb::open(&config.data_dir)?);
     let tasks: BTreeMap<String, LocalTask> = db.load()?.into_iter().map(|t| (t.task.meta.id.clone(), t)).collect();
+    let (executor, facts) = match config.executor {
+        ExecutorKind::Process => (Executor::Process, None),
+        ExecutorKind::Docker => {
+            let d = DockerExecutor::connect(&node_id).await.map_err(anyhow::Error::msg)?;
+            let facts = d.facts().await.map_err(anyhow::Error::msg)?;
+            crate::image::serve(nats.clone(), node_id.clone(), d.clone()).await?;
+            (Executor::Docker(d), Some(facts))
+        }
+    };
     let sub = nats.subscribe(subjects::agent_assignments(&node_id)).await?;
     nats.flush().await?;
-    let description = describe(config);
-    tracing::info!(node = %node_id, tasks = tasks.len(), "agent starting");
+    let description = describe(config, facts.as_ref());
+    tracing::info!(node = %node_id, tasks = tasks.len(), executor = ?config.executor, "agent starting");
     Ok(Agent::create(move |ctx| {
         ctx.add_stream(sub.filter_map(|m| async move {
             match envelope::decode::<Assignments>(&m.payload) {
@@ -533,8 +733,11 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
             node_id,
             description,
             nats,
+            executor,
             db,
             tasks,
+            busy: BTreeSet::new(),
+            adopting: false,
             session: None,
             last_seq: None,
             period: Duration::from_secs(5),

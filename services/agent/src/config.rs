@@ -10,7 +10,7 @@ use shoal_shared::config::{NatsArgs, Problems};
 pub enum ExecutorKind {
     /// The task's command runs as a child process of the agent.
     Process,
-    /// Docker containers (not available yet).
+    /// Docker containers on the node's engine (`DOCKER_HOST` or the local socket).
     Docker,
 }
 
@@ -57,9 +57,6 @@ impl Config {
         self.nats.validate(&mut p);
         if self.node_name.trim().is_empty() {
             p.push("--node-name / SHOAL_NODE_NAME: must not be empty");
-        }
-        if self.executor == ExecutorKind::Docker {
-            p.push("--executor / SHOAL_EXECUTOR: docker is not available yet; use process");
         }
         for l in &self.labels {
             if !l.contains('=') {
@@ -121,10 +118,10 @@ mod tests {
     fn all_problems_are_reported_together_and_the_node_id_persists() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Config::for_test("bogus", " ", dir.path().join("d"));
-        c.executor = ExecutorKind::Docker;
         c.labels = vec!["nolabel".into()];
+        c.node_id = Some("not-an-id".into());
         let msg = c.validate().unwrap_err();
-        for needle in ["--node-name", "--executor", "--label", "bogus"] {
+        for needle in ["--node-name", "--node-id", "--label", "bogus"] {
             assert!(msg.contains(needle), "{needle} missing from {msg}");
         }
         let ok = Config::for_test("nats://127.0.0.1:4222", "n1", dir.path().join("d"));

@@ -1,12 +1,15 @@
 //! The agent's task database (sled, in its data dir): every task it was
-//! given, what it last observed, and the process running it (PID plus the
+//! given, what it last observed, and what runs it: a process (PID plus the
 //! process start time, so a restarted agent re-adopts exactly its own
-//! processes and never a recycled PID).
+//! processes and never a recycled PID) or a container (its ID; containers
+//! are also found again by their labels).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use shoal_shared::model::{Task, TaskStatus};
+
+use crate::executor::Handle;
 
 /// One task as the agent keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,13 +18,13 @@ pub struct LocalTask {
     pub task: Task,
     /// What the agent observed last (reported, or queued to report).
     pub status: TaskStatus,
-    /// The process, while it runs.
-    #[serde(default)]
-    pub process: Option<ProcessId>,
-    /// Whether the agent asked the process to stop (its end is then `shutdown`).
+    /// The process or container, from when it exists until it has ended.
+    #[serde(default, alias = "process")]
+    pub handle: Option<Handle>,
+    /// Whether the agent asked the task to stop (its end is then `shutdown`).
     #[serde(default)]
     pub stopping: bool,
-    /// No longer assigned: forget it once its process has ended.
+    /// No longer assigned: forget it once its process or container has ended.
     #[serde(default)]
     pub unassigned: bool,
 }
@@ -88,7 +91,7 @@ mod tests {
         let t = LocalTask {
             task: Task::new("t1", "s1", Default::default()),
             status: TaskStatus::default(),
-            process: Some(ProcessId { pid: 42, start_time: 7 }),
+            handle: Some(Handle::Process(ProcessId { pid: 42, start_time: 7 })),
             stopping: false,
             unassigned: false,
         };
@@ -98,7 +101,18 @@ mod tests {
             db.flush();
         }
         let db = TaskDb::open(dir.path()).unwrap();
-        assert_eq!(db.load().unwrap(), vec![t]);
+        assert_eq!(db.load().unwrap(), vec![t.clone()]);
+        let mut c = t.clone();
+        c.handle = Some(Handle::Container {
+            container_id: "abc".into(),
+        });
+        db.put(&c);
+        assert_eq!(db.load().unwrap(), vec![c]);
+        // A record written before containers existed still reads.
+        let mut old = serde_json::to_value(&t).unwrap();
+        let handle = old.as_object_mut().unwrap().remove("handle").unwrap();
+        old["process"] = handle;
+        assert_eq!(serde_json::from_value::<LocalTask>(old).unwrap(), t);
         db.remove("t1");
         assert!(db.load().unwrap().is_empty());
     }

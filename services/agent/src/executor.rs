@@ -1,25 +1,160 @@
-//! The `process` executor: a task's `Command` + `Args` run as a child
-//! process with the task's `Env`, `Dir` and `User`. Stopping sends SIGTERM,
-//! then SIGKILL after the stop grace period (default 10 s).
+//! Executors: how a task's work runs on this node.
+//!
+//! [`Executor`] is what the agent's controller drives (prepare, start, wait,
+//! stop, remove), whatever runs the task:
+//! - `process`: the task's `Command` + `Args` run as a child process with
+//!   the task's `Env`, `Dir` and `User`; stopping sends SIGTERM, then SIGKILL
+//!   after the stop grace period (default 10 s);
+//! - `docker`: a container on the node's engine ([`crate::docker`]).
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use shoal_shared::model::TaskSpec;
+use serde::{Deserialize, Serialize};
+use shoal_shared::model::{Task, TaskSpec};
 
 use crate::db::ProcessId;
+use crate::docker::DockerExecutor;
 
 /// Default `StopGracePeriod`.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a task's process or container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
     /// Exit code (a signal death is 128 + signal, as a shell reports it).
     Code(i64),
-    /// A re-adopted process ended; its status is unknown.
-    Unknown,
+    /// It ended out of sight (while the agent was away, or removed behind
+    /// its back); the reason says how.
+    Lost(String),
+}
+
+/// What runs a task, as the agent's database remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Handle {
+    Process(ProcessId),
+    Container { container_id: String },
+}
+
+impl Handle {
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            Handle::Process(p) => Some(p.pid),
+            Handle::Container { .. } => None,
+        }
+    }
+
+    pub fn container_id(&self) -> Option<&str> {
+        match self {
+            Handle::Process(_) => None,
+            Handle::Container { container_id } => Some(container_id),
+        }
+    }
+}
+
+/// The executor of this agent.
+#[derive(Clone)]
+pub enum Executor {
+    Process,
+    Docker(DockerExecutor),
+}
+
+impl Executor {
+    /// Preparing: for a container the image and the container itself; a
+    /// process only needs a command line.
+    pub fn prepare(&self, task: Task) -> BoxFuture<'static, Result<Option<Handle>, String>> {
+        match self {
+            Executor::Process => {
+                let r = command_line(&task.spec).map(|_| None);
+                async move { r }.boxed()
+            }
+            Executor::Docker(d) => {
+                let d = d.clone();
+                async move {
+                    d.prepare(&task)
+                        .await
+                        .map(|container_id| Some(Handle::Container { container_id }))
+                }
+                .boxed()
+            }
+        }
+    }
+
+    /// Starting: the prepared work runs. A process comes back with its child.
+    pub fn start(
+        &self,
+        task: Task,
+        prepared: Option<Handle>,
+    ) -> BoxFuture<'static, Result<(Handle, Option<tokio::process::Child>), String>> {
+        match (self, prepared) {
+            (Executor::Docker(d), Some(h @ Handle::Container { .. })) => {
+                let d = d.clone();
+                async move {
+                    d.start(h.container_id().unwrap_or_default()).await?;
+                    Ok((h, None))
+                }
+                .boxed()
+            }
+            (Executor::Docker(_), _) => async { Err("the container was not prepared".to_string()) }.boxed(),
+            (Executor::Process, _) => {
+                let r = spawn(&task.spec).map(|(child, p)| (Handle::Process(p), Some(child)));
+                async move { r }.boxed()
+            }
+        }
+    }
+
+    /// Waits for the work to end: the child if we started it, else the
+    /// adopted process or the container.
+    pub fn wait(&self, h: Handle, child: Option<tokio::process::Child>) -> BoxFuture<'static, Exit> {
+        match (self, h, child) {
+            (_, Handle::Process(_), Some(c)) => wait_child(c).boxed(),
+            (_, Handle::Process(p), None) => wait_adopted(p).boxed(),
+            (Executor::Docker(d), Handle::Container { container_id }, _) => {
+                let d = d.clone();
+                async move { d.wait(&container_id).await }.boxed()
+            }
+            (Executor::Process, Handle::Container { .. }, _) => {
+                async { Exit::Lost("task: a container, but this agent runs processes".into()) }.boxed()
+            }
+        }
+    }
+
+    /// Asks the work to stop: SIGTERM (or the container's stop signal), then
+    /// SIGKILL after `grace`.
+    pub fn stop(&self, h: Handle, grace: Duration) -> BoxFuture<'static, ()> {
+        match (self, h) {
+            (_, Handle::Process(p)) => async move {
+                signal(&p, Signal::SIGTERM);
+                let deadline = tokio::time::Instant::now() + grace;
+                while alive(&p) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                signal(&p, Signal::SIGKILL);
+            }
+            .boxed(),
+            (Executor::Docker(d), Handle::Container { container_id }) => {
+                let d = d.clone();
+                async move { d.stop(&container_id, grace).await }.boxed()
+            }
+            (Executor::Process, Handle::Container { .. }) => async {}.boxed(),
+        }
+    }
+
+    /// Removes what is left of a task that is gone (its container).
+    pub fn remove(&self, task: &Task) -> BoxFuture<'static, ()> {
+        match self {
+            Executor::Process => async {}.boxed(),
+            Executor::Docker(d) => {
+                let d = d.clone();
+                let name = crate::docker::container_name(task);
+                async move { d.remove(&name).await }.boxed()
+            }
+        }
+    }
 }
 
 /// The command line of a task: `Command` then `Args`.
@@ -105,7 +240,7 @@ pub async fn wait_adopted(p: ProcessId) -> Exit {
     while alive(&p) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Exit::Unknown
+    Exit::Lost("task: process ended while the agent was not running".into())
 }
 
 /// Waits for a child process to end.
@@ -115,9 +250,9 @@ pub async fn wait_child(mut child: tokio::process::Child) -> Exit {
         Ok(st) => match (st.code(), st.signal()) {
             (Some(c), _) => Exit::Code(c as i64),
             (None, Some(s)) => Exit::Code(128 + s as i64),
-            _ => Exit::Unknown,
+            _ => Exit::Lost("task: process ended without a status".into()),
         },
-        Err(_) => Exit::Unknown,
+        Err(e) => Exit::Lost(format!("task: waiting for the process failed: {e}")),
     }
 }
 

@@ -7,15 +7,19 @@
 //! complete | failed | shutdown), reporting each.
 //!
 //! - [`config`]: flags and `SHOAL_*` variables;
-//! - [`db`]: the sled task database that lets a restarted agent re-adopt its processes;
-//! - [`executor`]: the `process` executor;
+//! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
+//! - [`executor`]: what the controller drives, and the `process` executor;
+//! - [`docker`]: the `docker` executor (bollard);
+//! - [`image`]: answers the API's image lookups from the node's engine;
 //! - [`agent`]: the actix actor.
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod config;
 pub mod db;
+pub mod docker;
 pub mod executor;
+pub mod image;
 
 use std::future::Future;
 

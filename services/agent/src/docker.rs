@@ -1,0 +1,557 @@
+//! The `docker` executor: each task is a container on the node's Docker
+//! Engine, driven through bollard.
+//!
+//! - preparing: the image is used as is when the engine has it (a
+//!   `name@digest` reference recorded by `/distribution` also matches a local
+//!   image by ID), else pulled with the task's registry credentials; then the
+//!   container is created, named `<service>.<slot>.<task-id>` (global:
+//!   `<service>.<node-id>.<task-id>`) and labelled as Swarm labels them;
+//! - starting: the container is started; its exit code ends the task;
+//! - stopping: `docker stop` with the task's grace period (the engine sends
+//!   the stop signal, then SIGKILL);
+//! - the labels let a restarted agent find its containers again
+//!   ([`DockerExecutor::own_containers`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use shoal_shared::model::{EngineDescription, PluginDescription, Task};
+
+use crate::executor::{stop_grace, Exit};
+
+pub const LABEL_SERVICE_ID: &str = "com.docker.swarm.service.id";
+pub const LABEL_SERVICE_NAME: &str = "com.docker.swarm.service.name";
+pub const LABEL_TASK_ID: &str = "com.docker.swarm.task.id";
+pub const LABEL_TASK_NAME: &str = "com.docker.swarm.task.name";
+pub const LABEL_NODE_ID: &str = "com.docker.swarm.node.id";
+/// Present (empty) on every task container, as Swarm sets it.
+pub const LABEL_TASK: &str = "com.docker.swarm.task";
+
+/// A pull that has not finished in this long fails the task.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The node's engine, as the agent uses it.
+#[derive(Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+    node_id: String,
+}
+
+/// What the engine says about itself, for the node description.
+#[derive(Debug, Clone, Default)]
+pub struct EngineFacts {
+    pub hostname: String,
+    pub os: String,
+    pub architecture: String,
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    pub engine: EngineDescription,
+}
+
+/// A container of this node found on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub container_id: String,
+    pub task_id: String,
+    pub running: bool,
+    /// Whether it ever ran (a container only created has not).
+    pub started: bool,
+    pub exit_code: Option<i64>,
+}
+
+/// Docker's words for an engine error (its message, without bollard's wrapping).
+pub fn engine_message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Decodes an `X-Registry-Auth` value (base64url or base64 of a JSON auth config).
+pub fn decode_registry_auth(header: &str) -> Option<DockerCredentials> {
+    let header = header.trim();
+    let bytes = [
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+    ]
+    .iter()
+    .find_map(|e| e.decode(header).ok())?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let creds = DockerCredentials {
+        username: s("username"),
+        password: s("password"),
+        auth: s("auth"),
+        email: s("email"),
+        serveraddress: s("serveraddress"),
+        identitytoken: s("identitytoken"),
+        registrytoken: s("registrytoken"),
+    };
+    (creds != DockerCredentials::default()).then_some(creds)
+}
+
+/// The container name of a task: `<service>.<slot>.<task-id>`, or
+/// `<service>.<node-id>.<task-id>` for a global service's task.
+pub fn container_name(task: &Task) -> String {
+    format!("{}.{}", task.name(&service_name(task)), task.meta.id)
+}
+
+fn service_name(task: &Task) -> String {
+    task.service_annotations
+        .as_ref()
+        .map(|a| a.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| task.service_id.clone())
+}
+
+/// `/etc/hosts` lines as the service gives them (`IP host...`) in the engine's form (`host:IP`).
+fn extra_hosts(hosts: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in hosts {
+        let mut parts = line.split_whitespace();
+        let Some(ip) = parts.next() else { continue };
+        for host in parts {
+            out.push(format!("{host}:{ip}"));
+        }
+    }
+    out
+}
+
+/// The container a task runs: its spec, Swarm's labels, limits and mounts.
+pub fn container_config(task: &Task, node_id: &str, image: &str) -> Result<ContainerCreateBody, String> {
+    let c = task.spec.container_spec.clone().unwrap_or_default();
+    let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
+    labels.insert(LABEL_SERVICE_ID.into(), task.service_id.clone());
+    labels.insert(LABEL_SERVICE_NAME.into(), service_name(task));
+    labels.insert(LABEL_TASK_ID.into(), task.meta.id.clone());
+    labels.insert(LABEL_TASK_NAME.into(), container_name(task));
+    labels.insert(LABEL_NODE_ID.into(), node_id.to_string());
+    labels.insert(LABEL_TASK.into(), String::new());
+    let mounts = c
+        .mounts
+        .iter()
+        .map(|m| {
+            serde_json::to_value(m)
+                .and_then(serde_json::from_value::<Mount>)
+                .map_err(|e| format!("invalid mount config: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let healthcheck = match &c.healthcheck {
+        Some(h) => {
+            Some(serde_json::from_value::<HealthConfig>(h.clone()).map_err(|e| format!("invalid healthcheck: {e}"))?)
+        }
+        None => None,
+    };
+    let limits = task
+        .spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .unwrap_or_default();
+    let dns = c.dns_config.clone().unwrap_or_default();
+    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let some_str = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let grace = stop_grace(&task.spec);
+    Ok(ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: some_vec(&c.command),
+        cmd: some_vec(&c.args),
+        env: some_vec(&c.env),
+        working_dir: some_str(&c.dir),
+        user: some_str(&c.user),
+        hostname: some_str(&c.hostname),
+        labels: Some(labels),
+        tty: Some(c.tty),
+        open_stdin: Some(c.open_stdin),
+        stop_signal: some_str(&c.stop_signal),
+        stop_timeout: Some(grace.as_secs_f64().ceil() as i64),
+        healthcheck,
+        host_config: Some(HostConfig {
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            nano_cpus: (limits.nano_cpus > 0).then_some(limits.nano_cpus),
+            memory: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
+            readonly_rootfs: c.read_only.then_some(true),
+            extra_hosts: Some(extra_hosts(&c.hosts)).filter(|h| !h.is_empty()),
+            dns: some_vec(&dns.nameservers),
+            dns_search: some_vec(&dns.search),
+            dns_options: some_vec(&dns.options),
+            init: c.init,
+            group_add: some_vec(&c.groups),
+            log_config: task.spec.log_driver.as_ref().map(|d| HostConfigLogConfig {
+                typ: Some(d.name.clone()),
+                config: Some(d.options.clone().into_iter().collect()),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+impl DockerExecutor {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket) and
+    /// agrees on an API version the engine speaks.
+    pub async fn connect(node_id: &str) -> Result<DockerExecutor, String> {
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker Engine: {e}"))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| format!("cannot reach the Docker Engine: {e}"))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| format!("the Docker Engine does not answer: {e}"))?;
+        Ok(DockerExecutor {
+            docker,
+            node_id: node_id.to_string(),
+        })
+    }
+
+    /// Hostname, platform, capacity, version, plugins and labels of the engine.
+    pub async fn facts(&self) -> Result<EngineFacts, String> {
+        let info = self.docker.info().await.map_err(|e| engine_message(&e))?;
+        let mut plugins = Vec::new();
+        if let Some(p) = info.plugins {
+            for (kind, names) in [
+                ("Log", p.log),
+                ("Network", p.network),
+                ("Authorization", p.authorization),
+                ("Volume", p.volume),
+            ] {
+                for name in names.unwrap_or_default() {
+                    plugins.push(PluginDescription {
+                        kind: kind.into(),
+                        name,
+                    });
+                }
+            }
+        }
+        Ok(EngineFacts {
+            hostname: info.name.unwrap_or_default(),
+            os: info.os_type.unwrap_or_else(|| std::env::consts::OS.into()),
+            architecture: info.architecture.unwrap_or_else(|| std::env::consts::ARCH.into()),
+            nano_cpus: info.ncpu.unwrap_or(0) * 1_000_000_000,
+            memory_bytes: info.mem_total.unwrap_or(0),
+            engine: EngineDescription {
+                engine_version: info.server_version.unwrap_or_default(),
+                labels: info
+                    .labels
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                plugins,
+            },
+        })
+    }
+
+    /// The image reference to create the container from: the task's image if
+    /// the engine has it, else pulled (with the task's credentials).
+    async fn ensure_image(&self, task: &Task) -> Result<String, String> {
+        let c = task.spec.container_spec.as_ref();
+        let image = c.map(|c| c.image.clone()).unwrap_or_default();
+        if image.is_empty() {
+            return Err("task has no image".into());
+        }
+        if self.docker.inspect_image(&image).await.is_ok() {
+            return Ok(image);
+        }
+        // `name:tag@sha256:X` recorded from a local image: X is the image ID.
+        if let Some((name, digest)) = image.split_once('@') {
+            if let Ok(img) = self.docker.inspect_image(name).await {
+                let repo_digest = |d: &String| d.rsplit_once('@').is_some_and(|(_, dd)| dd == digest);
+                if img.id.as_deref() == Some(digest) || img.repo_digests.unwrap_or_default().iter().any(repo_digest) {
+                    return Ok(name.to_string());
+                }
+            }
+            if self.docker.inspect_image(digest).await.is_ok() {
+                return Ok(digest.to_string());
+            }
+        }
+        let creds = c
+            .and_then(|c| c.pull_options.as_ref())
+            .and_then(|p| decode_registry_auth(&p.registry_auth));
+        tracing::info!(task = %task.meta.id, image = %image, with_auth = creds.is_some(), "pulling image");
+        let options = CreateImageOptions {
+            from_image: Some(image.clone()),
+            ..Default::default()
+        };
+        let pull = async {
+            let mut stream = self.docker.create_image(Some(options), None, creds);
+            while let Some(item) = stream.next().await {
+                item.map_err(|e| engine_message(&e))?;
+            }
+            Ok::<(), String>(())
+        };
+        match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+            Ok(Ok(())) => Ok(image),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("pulling {image} did not finish in {}s", PULL_TIMEOUT.as_secs())),
+        }
+    }
+
+    /// Preparing: image, then the container (created, not started). Returns the container ID.
+    pub async fn prepare(&self, task: &Task) -> Result<String, String> {
+        let image = self.ensure_image(task).await?;
+        let body = container_config(task, &self.node_id, &image)?;
+        let name = container_name(task);
+        let options = || CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(options()), body.clone()).await {
+            Ok(r) => Ok(r.id),
+            Err(e) if status_of(&e) == Some(409) => {
+                // A container of this task from before a crash: start afresh.
+                tracing::info!(container = %name, "removing a leftover container of the same task");
+                self.remove(&name).await;
+                self.docker
+                    .create_container(Some(options()), body)
+                    .await
+                    .map(|r| r.id)
+                    .map_err(|e| engine_message(&e))
+            }
+            Err(e) => Err(engine_message(&e)),
+        }
+    }
+
+    /// Starting: the container runs.
+    pub async fn start(&self, container_id: &str) -> Result<(), String> {
+        self.docker
+            .start_container(container_id, None)
+            .await
+            .map_err(|e| format!("starting container failed: {}", engine_message(&e)))
+    }
+
+    /// Waits until the container stops and returns its exit code.
+    pub async fn wait(&self, container_id: &str) -> Exit {
+        loop {
+            let mut stream = self.docker.wait_container(container_id, None);
+            match stream.next().await {
+                Some(Ok(r)) => return Exit::Code(r.status_code),
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => return Exit::Code(code),
+                _ => {}
+            }
+            // The wait broke (engine restart, connection): look, then wait again.
+            match self.docker.inspect_container(container_id, None).await {
+                Err(e) if status_of(&e) == Some(404) => return Exit::Lost("task: container removed".into()),
+                Ok(c) => {
+                    let st = c.state.unwrap_or_default();
+                    if st.running != Some(true) && st.restarting != Some(true) {
+                        return Exit::Code(st.exit_code.unwrap_or(0));
+                    }
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Stops the container: its stop signal, then SIGKILL after `grace`.
+    pub async fn stop(&self, container_id: &str, grace: Duration) {
+        let options = StopContainerOptions {
+            t: Some(grace.as_secs_f64().ceil() as i32),
+            signal: None,
+        };
+        if let Err(e) = self.docker.stop_container(container_id, Some(options)).await {
+            if !matches!(status_of(&e), Some(304) | Some(404)) {
+                tracing::warn!(container = %container_id, error = %engine_message(&e), "stopping container failed");
+            }
+        }
+    }
+
+    /// Removes the container (and its anonymous volumes' references; named volumes stay).
+    pub async fn remove(&self, container: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        if let Err(e) = self.docker.remove_container(container, Some(options)).await {
+            if status_of(&e) != Some(404) {
+                tracing::warn!(container = %container, error = %engine_message(&e), "removing container failed");
+            }
+        }
+    }
+
+    /// Every task container of this node on the engine, running or not.
+    pub async fn own_containers(&self) -> Result<Vec<Found>, String> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL_NODE_ID}={}", self.node_id), LABEL_TASK_ID.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| engine_message(&e))?;
+        let mut out = Vec::new();
+        for c in list {
+            let (Some(id), Some(task_id)) = (c.id, c.labels.and_then(|mut l| l.remove(LABEL_TASK_ID))) else {
+                continue;
+            };
+            let state = match self.docker.inspect_container(&id, None).await {
+                Ok(i) => i.state.unwrap_or_default(),
+                Err(_) => continue,
+            };
+            let running = state.running == Some(true) || state.restarting == Some(true);
+            let started = state.status != Some(bollard::models::ContainerStateStatusEnum::CREATED);
+            out.push(Found {
+                container_id: id,
+                task_id,
+                running,
+                started,
+                exit_code: (!running).then(|| state.exit_code.unwrap_or(0)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Docker's `DistributionInspect` for an image: from the engine's store
+    /// when present (the repo digest when it has one, else the image ID),
+    /// else from its registry through the engine, with `auth`.
+    pub async fn distribution(&self, image: &str, auth: Option<&str>) -> Option<Value> {
+        if let Ok(img) = self.docker.inspect_image(image).await {
+            let repo = image.split('@').next().unwrap_or(image);
+            let repo = match repo.rsplit_once(':') {
+                Some((r, tag)) if !tag.contains('/') => r,
+                _ => repo,
+            };
+            let repo_digest = img.repo_digests.as_ref().and_then(|ds| {
+                ds.iter()
+                    .filter_map(|d| d.split_once('@'))
+                    .find(|(r, _)| *r == repo || r.ends_with(&format!("/{repo}")))
+                    .map(|(_, d)| d.to_string())
+            });
+            let (media_type, digest) = match repo_digest {
+                Some(d) => ("application/vnd.docker.distribution.manifest.v2+json", d),
+                None => ("application/vnd.docker.container.image.v1+json", img.id.clone()?),
+            };
+            let mut platform = json!({
+                "architecture": img.architecture.unwrap_or_default(),
+                "os": img.os.unwrap_or_default(),
+            });
+            if let Some(v) = img.variant.filter(|v| !v.is_empty()) {
+                platform["variant"] = json!(v);
+            }
+            return Some(json!({
+                "Descriptor": {"mediaType": media_type, "digest": digest, "size": img.size.unwrap_or(0)},
+                "Platforms": [platform],
+            }));
+        }
+        let creds = auth.and_then(decode_registry_auth);
+        match self.docker.inspect_registry_image(image, creds).await {
+            Ok(d) => serde_json::to_value(d).ok(),
+            Err(e) => {
+                tracing::debug!(image, error = %engine_message(&e), "image not known to this node's registry");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_shared::model::{Annotations, ContainerSpec, Mount as ModelMount, MountType, TaskSpec};
+
+    fn task() -> Task {
+        let mut t = Task::new(
+            "t0000000000000000000000001",
+            "s1",
+            TaskSpec {
+                container_spec: Some(ContainerSpec {
+                    image: "busybox".into(),
+                    command: vec!["ping".into()],
+                    args: vec!["127.0.0.1".into()],
+                    hosts: vec!["10.0.0.1 db cache".into()],
+                    mounts: vec![ModelMount {
+                        kind: MountType::Volume,
+                        source: "data".into(),
+                        target: "/data".into(),
+                        read_only: true,
+                        ..serde_json::from_value(json!({"Type": "volume"})).unwrap()
+                    }],
+                    ..ContainerSpec::default()
+                }),
+                ..TaskSpec::default()
+            },
+        );
+        t.slot = Some(3);
+        t.service_annotations = Some(Annotations {
+            name: "web".into(),
+            ..Annotations::default()
+        });
+        t
+    }
+
+    #[test]
+    fn containers_are_named_and_labelled_as_swarm_does() {
+        let t = task();
+        assert_eq!(container_name(&t), "web.3.t0000000000000000000000001");
+        let mut g = t.clone();
+        g.slot = None;
+        g.node_id = "n1".into();
+        assert_eq!(container_name(&g), "web.n1.t0000000000000000000000001");
+        let body = container_config(&t, "n1", "busybox").unwrap();
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_SERVICE_NAME], "web");
+        assert_eq!(labels[LABEL_TASK_NAME], "web.3.t0000000000000000000000001");
+        assert_eq!(labels[LABEL_NODE_ID], "n1");
+        assert_eq!(body.entrypoint, Some(vec!["ping".to_string()]));
+        assert_eq!(body.cmd, Some(vec!["127.0.0.1".to_string()]));
+        let hc = body.host_config.unwrap();
+        assert_eq!(
+            hc.extra_hosts,
+            Some(vec!["db:10.0.0.1".to_string(), "cache:10.0.0.1".to_string()])
+        );
+        let m = &hc.mounts.unwrap()[0];
+        assert_eq!(m.typ, Some(bollard::models::MountType::VOLUME));
+        assert_eq!((m.source.as_deref(), m.read_only), (Some("data"), Some(true)));
+    }
+
+    #[test]
+    fn registry_auth_headers_decode_in_either_alphabet() {
+        let json = r#"{"username":"u","password":"p?>","serveraddress":"127.0.0.1:5000"}"#;
+        for engine in [
+            &base64::engine::general_purpose::URL_SAFE,
+            &base64::engine::general_purpose::STANDARD,
+        ] {
+            let c = decode_registry_auth(&engine.encode(json)).unwrap();
+            assert_eq!(c.username.as_deref(), Some("u"));
+            assert_eq!(c.password.as_deref(), Some("p?>"));
+            assert_eq!(c.serveraddress.as_deref(), Some("127.0.0.1:5000"));
+        }
+        assert!(decode_registry_auth("e30=").is_none(), "{{}} carries no credentials");
+        assert!(decode_registry_auth("not base64!").is_none());
+    }
+}
