@@ -109,7 +109,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/networks/create", web::post().to(networks::create))
         .route("/networks/{id}", web::get().to(networks::inspect))
         .route("/networks/{id}", web::delete().to(networks::delete))
-        .route("/distribution/{id:.*}/json", web::get().to(networks::distribution));
+        .route("/distribution/{id:.*}/json", web::get().to(networks::distribution))
+        .route("/auth", web::post().to(networks::auth));
 }
 
 /// Loads the TLS server config from PEM files; with `ca`, clients must

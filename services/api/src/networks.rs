@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use shoal_shared::dispatch::{ImageAnswer, ImageQuery};
 use shoal_shared::id::new_id;
 use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec, OVERLAY_DRIVER};
 use shoal_shared::store::{Kind, ListFilter};
-use shoal_shared::ErrorCode;
+use shoal_shared::{envelope, subjects, ErrorCode};
 
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
@@ -245,11 +246,54 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) 
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /distribution/{name}/json`: no registry access on managers yet; a
-/// quick 404 the CLI turns into its usual warning.
-pub async fn distribution(path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    Err(ApiError::not_found(format!(
-        "distribution inspect is not available on shoal: cannot resolve image {} to a digest",
-        path.id.as_str()
-    )))
+/// `GET /distribution/{name}/json`: answered by the agents, from their
+/// engines' image stores (or their registries, with the client's
+/// `X-Registry-Auth`). The first agent that knows the image answers; when none
+/// does within [`DISTRIBUTION_TIMEOUT`], a 404 the CLI turns into its usual
+/// "could not be accessed on a registry to record its digest" warning.
+pub async fn distribution(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<crate::IdPath>,
+) -> ApiResult<HttpResponse> {
+    let query = ImageQuery {
+        image: path.id.clone(),
+        registry_auth: req
+            .headers()
+            .get("X-Registry-Auth")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+    };
+    let asked = envelope::request::<_, ImageAnswer>(
+        state.store.nats(),
+        subjects::agent_image_query(),
+        &query,
+        DISTRIBUTION_TIMEOUT,
+    )
+    .await;
+    match asked {
+        Ok(a) => {
+            tracing::debug!(image = %query.image, node = %a.node_id, "distribution answered by an agent");
+            Ok(HttpResponse::Ok().json(a.inspect))
+        }
+        Err(_) => Err(ApiError::not_found(format!(
+            "no such image: {}: no node has it and no registry a node can reach knows it",
+            query.image
+        ))),
+    }
 }
+
+/// `POST /auth`: shoal does not check registry logins on the managers. The
+/// CLI keeps credentials on the client side; `--with-registry-auth` then
+/// sends them with each service create/update.
+pub async fn auth() -> ApiResult<HttpResponse> {
+    Err(ApiError::new(
+        actix_web::http::StatusCode::NOT_IMPLEMENTED,
+        "shoal does not check registry logins: run docker login against the local engine (without DOCKER_HOST); \
+         the CLI stores the credentials and --with-registry-auth sends them to shoal",
+    ))
+}
+
+/// How long `/distribution` waits for an agent that knows the image.
+pub const DISTRIBUTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

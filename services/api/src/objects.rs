@@ -7,8 +7,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use shoal_shared::id::new_id;
 use shoal_shared::model::{
-    Endpoint, Network, Node, NodeRole, NodeSpec, NodeState, PortProtocol, PublishMode, Service, ServiceSpec,
-    ServiceStatus, Task, TaskState, UpdateState, UpdateStatus,
+    Endpoint, Network, Node, NodeRole, NodeSpec, NodeState, PortProtocol, PublishMode, PullOptions, Service,
+    ServiceSpec, ServiceStatus, Task, TaskState, UpdateState, UpdateStatus,
 };
 use shoal_shared::store::{Kind, ListFilter, StoreObject};
 use shoal_shared::ErrorCode;
@@ -318,6 +318,7 @@ pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<Htt
                 let ts = by_service.get(s.meta.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 s.service_status = Some(service_status(&s, ts));
             }
+            redact_service(&mut s);
             s
         })
         .collect();
@@ -330,7 +331,8 @@ pub async fn service_create(
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let body = read_body(&req, payload, state.max_body).await?;
-    let spec = decode_service(&body)?;
+    let mut spec = decode_service(&body)?;
+    set_registry_auth(&req, &mut spec, None);
     state.manager().await?;
     check_references(&state, &spec, None).await?;
     let name = spec.name.clone();
@@ -349,7 +351,8 @@ pub async fn service_create(
 
 pub async fn service_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
     state.manager().await?;
-    let s = find_service(&state, &path.id).await?;
+    let mut s = find_service(&state, &path.id).await?;
+    redact_service(&mut s);
     Ok(HttpResponse::Ok().json(s))
 }
 
@@ -368,7 +371,10 @@ pub async fn service_update(
     let mut s = find_service(&state, &path.id).await?;
     let current = s.spec.clone();
     let next = match new_spec {
-        Some(spec) => spec,
+        Some(mut spec) => {
+            set_registry_auth(&req, &mut spec, Some(&current));
+            spec
+        }
         None => s.previous_spec.clone().ok_or_else(|| {
             ApiError::bad_request(format!(
                 "rpc error: code = FailedPrecondition desc = service {} does not have a previous spec",
@@ -455,7 +461,7 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     let tasks: Vec<Task> = state.store.list(store_filter).await?;
     let svc_by_id: HashMap<&str, &Service> = services.iter().map(|s| (s.meta.id.as_str(), s)).collect();
     let up_to_date = f.get("_up-to-date").iter().any(|v| v == "true" || v == "1");
-    let out: Vec<&Task> = tasks
+    let out: Vec<Task> = tasks
         .iter()
         .filter(|t| {
             let svc = svc_by_id.get(t.service_id.as_str());
@@ -465,6 +471,8 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
                 && f.labels_match("label", &t.labels)
                 && (!up_to_date || svc.is_some_and(|s| s.spec.task_template == t.spec))
         })
+        .cloned()
+        .map(redact_task)
         .collect();
     Ok(HttpResponse::Ok().json(out))
 }
@@ -473,7 +481,50 @@ pub async fn task_inspect(state: web::Data<AppState>, path: web::Path<crate::IdP
     state.manager().await?;
     let all: Vec<Task> = state.store.list(ListFilter::default()).await?;
     let t = lookup(all, &path.id, "task", |_| String::new())?;
-    Ok(HttpResponse::Ok().json(t))
+    Ok(HttpResponse::Ok().json(redact_task(t)))
+}
+
+/// The registry credentials of `X-Registry-Auth` (sent by `--with-registry-auth`)
+/// go into the spec; an update without them keeps the ones the service had, as Docker does.
+fn set_registry_auth(req: &HttpRequest, spec: &mut ServiceSpec, current: Option<&ServiceSpec>) {
+    let header = req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "e30=" && *v != "e30");
+    let Some(c) = spec.task_template.container_spec.as_mut() else {
+        return;
+    };
+    c.pull_options = match header {
+        Some(auth) => Some(PullOptions {
+            registry_auth: auth.to_string(),
+        }),
+        None => current
+            .and_then(|cur| cur.task_template.container_spec.as_ref())
+            .and_then(|cc| cc.pull_options.clone()),
+    };
+}
+
+/// Credentials never leave the managers through the API.
+fn redact_spec(spec: &mut ServiceSpec) {
+    if let Some(c) = spec.task_template.container_spec.as_mut() {
+        c.pull_options = None;
+    }
+}
+
+pub(crate) fn redact_service(s: &mut Service) {
+    redact_spec(&mut s.spec);
+    if let Some(p) = s.previous_spec.as_mut() {
+        redact_spec(p);
+    }
+}
+
+fn redact_task(mut t: Task) -> Task {
+    if let Some(c) = t.spec.container_spec.as_mut() {
+        c.pull_options = None;
+    }
+    t
 }
 
 #[cfg(test)]
