@@ -13,198 +13,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use shoal_tests::api::Run;
-use shoal_tests::{bin, dump_logs, eventually, free_port};
-
-/// How long a step may take on a loaded 2-core machine.
-const CONVERGE: Duration = Duration::from_secs(90);
-
-/// A `shoal up` process group; SIGKILLed as a whole when dropped.
-struct Up {
-    child: Child,
-    pgid: i32,
-    port: u16,
-    data: PathBuf,
-    out: PathBuf,
-    home: PathBuf,
-}
-
-impl Up {
-    /// Starts `shoal up --executor process` on `data` (its output in `home/<name>.log`).
-    fn start(home: &Path, name: &str, data: &Path, port: u16, extra: &[&str]) -> Up {
-        use std::os::unix::process::CommandExt;
-        let out = home.join(format!("{name}.log"));
-        let log = std::fs::File::create(&out).expect("log file");
-        let mut cmd = Command::new(bin("shoal"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", home)
-            .env("SHOAL_LOG", "info")
-            .args(["up", "--executor", "process", "--nats-port", "0"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--api-addr", &format!("tcp://127.0.0.1:{port}")])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .process_group(0);
-        let child = cmd.spawn().expect("start shoal up");
-        let pgid = child.id() as i32;
-        Up {
-            child,
-            pgid,
-            port,
-            data: data.to_path_buf(),
-            out,
-            home: home.to_path_buf(),
-        }
-    }
-
-    /// What `shoal up` printed so far.
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    /// Waits for the `DOCKER_HOST=` line.
-    async fn ready(&mut self) {
-        let want = format!("DOCKER_HOST=tcp://127.0.0.1:{}", self.port);
-        eventually(CONVERGE, "shoal up to print DOCKER_HOST", || {
-            let out = self.output();
-            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
-            let found = out.lines().any(|l| l == want);
-            async move {
-                assert!(!exited, "shoal up exited early:\n{out}");
-                match found {
-                    true => Ok(()),
-                    false => Err(out),
-                }
-            }
-        })
-        .await
-    }
-
-    /// The real docker CLI against this cluster.
-    fn docker(&self, args: &[&str]) -> Run {
-        let cfg = self.home.join("docker-config");
-        let _ = std::fs::create_dir_all(&cfg);
-        let out = Command::new("docker")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("DOCKER_CONFIG", &cfg)
-            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", self.port))
-            .env("DOCKER_CLI_HINTS", "false")
-            .args(args)
-            .output()
-            .expect("run docker");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// `docker ... --format` lines, or the failure as the state.
-    fn lines(&self, args: &[&str]) -> Result<Vec<String>, String> {
-        let r = self.docker(args);
-        if r.code != 0 {
-            return Err(format!("{args:?}: {}", r.stderr.trim()));
-        }
-        Ok(r.lines().into_iter().map(|l| l.trim().to_string()).collect())
-    }
-
-    /// The pid of a process of this group (not `shoal up` itself) running `program`,
-    /// with `arg` among its arguments when given (e.g. an agent's `--data-dir` value).
-    fn pid_of(&self, program: &str, arg: Option<&Path>) -> Option<i32> {
-        procs()
-            .into_iter()
-            .filter(|p| p.pgid == self.pgid && p.pid != self.pgid)
-            .find(|p| {
-                p.args.first().is_some_and(|a| a.ends_with(program))
-                    && arg.is_none_or(|want| p.args.iter().any(|a| Path::new(a) == want))
-            })
-            .map(|p| p.pid)
-    }
-
-    /// SIGTERM; waits for the exit and returns its status code.
-    async fn terminate(&mut self) -> Option<i32> {
-        let _ = kill(Pid::from_raw(self.pgid), Signal::SIGTERM);
-        self.exit_code().await
-    }
-
-    /// SIGINT to the whole group, as Ctrl-C on a terminal sends it; returns the exit code.
-    async fn interrupt_group(&mut self) -> Option<i32> {
-        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGINT);
-        self.exit_code().await
-    }
-
-    async fn exit_code(&mut self) -> Option<i32> {
-        eventually(CONVERGE, "shoal up to exit after a stop signal", || {
-            let status = self.child.try_wait();
-            async move {
-                match status {
-                    Ok(Some(s)) => Ok(s.code()),
-                    other => Err(format!("{other:?}")),
-                }
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("----- shoal up output -----\n{}", self.output());
-            dump_logs(&self.data.join("logs"), 30);
-        }
-        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-/// A live process as /proc shows it.
-#[derive(Debug)]
-struct ProcInfo {
-    pid: i32,
-    pgid: i32,
-    args: Vec<String>,
-}
-
-/// Every live (not zombie) process.
-fn procs() -> Vec<ProcInfo> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let mut rest = stat.rsplit(')').next()?.split_whitespace();
-            let state = rest.next()?;
-            let pgid = rest.nth(1)?.parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let args = cmdline
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            (state != "Z").then_some(ProcInfo { pid, pgid, args })
-        })
-        .collect()
-}
-
-/// Processes left in the group or naming the data dir, as a printable state.
-fn leftovers(pgid: i32, data: &Path) -> Vec<String> {
-    let data = data.to_string_lossy().into_owned();
-    procs()
-        .into_iter()
-        .filter(|p| p.pgid == pgid || p.args.iter().any(|a| a.contains(&data)))
-        .map(|p| format!("{} {:?}", p.pid, p.args))
-        .collect()
-}
+use shoal_tests::up::{leftovers, procs, temp_home, Up, CONVERGE};
+use shoal_tests::{bin, eventually, free_port};
 
 /// Service `t` at 1/1 with its task running, and its process alive in the group.
 async fn service_t_runs(up: &Up) -> Result<(), String> {
@@ -227,19 +37,12 @@ async fn service_t_runs(up: &Up) -> Result<(), String> {
     }
 }
 
-fn temp_home() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("shoal-up-")
-        .tempdir()
-        .expect("temp dir")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_a_swarm_that_stops_cleanly_and_resumes() {
     let home = temp_home();
     let data = home.path().join("data");
     let port = free_port();
-    let mut up = Up::start(home.path(), "up-1", &data, port, &[]);
+    let mut up = Up::start(home.path(), "up-1", &data, port, "process", &[]);
     up.ready().await;
     let out = up.output();
     assert!(out.contains("shoal up: executor: process"), "{out}");
@@ -284,7 +87,7 @@ async fn up_runs_a_swarm_that_stops_cleanly_and_resumes() {
     drop(up);
 
     // A second run resumes the same swarm: no second init, the service runs again.
-    let mut up = Up::start(home.path(), "up-2", &data, port, &[]);
+    let mut up = Up::start(home.path(), "up-2", &data, port, "process", &[]);
     up.ready().await;
     let out = up.output();
     assert!(out.contains("resumed"), "{out}");
@@ -311,7 +114,14 @@ async fn up_runs_a_swarm_that_stops_cleanly_and_resumes() {
 async fn up_with_extra_agents_restarts_children_and_replaces_a_killed_up() {
     let home = temp_home();
     let data = home.path().join("data");
-    let mut up = Up::start(home.path(), "up", &data, free_port(), &["--extra-agents", "2"]);
+    let mut up = Up::start(
+        home.path(),
+        "up",
+        &data,
+        free_port(),
+        "process",
+        &["--extra-agents", "2"],
+    );
     up.ready().await;
 
     let three_ready = || async {
@@ -371,7 +181,7 @@ async fn up_with_extra_agents_restarts_children_and_replaces_a_killed_up() {
         up.pid_of("shoal-api", None).is_some(),
         "the children outlive a SIGKILLed shoal up"
     );
-    let mut next = Up::start(home.path(), "up-next", &data, port, &["--extra-agents", "2"]);
+    let mut next = Up::start(home.path(), "up-next", &data, port, "process", &["--extra-agents", "2"]);
     next.ready().await;
     assert!(next.output().contains("did not stop cleanly"), "{}", next.output());
     let left: Vec<String> = procs()
@@ -511,16 +321,6 @@ async fn up_explains_setup_mistakes_in_one_line() {
         &text,
         &[&format!("port {taken_port} on 127.0.0.1 is taken"), "--api-addr"],
     );
-
-    // The agent has no Docker executor yet: asking for it is refused.
-    let (code, text) = up_fails(
-        home.path(),
-        &path,
-        &["--executor", "docker", "--api-addr", &api, "--data-dir", data_arg],
-    )
-    .await;
-    assert_eq!(code, Some(1), "{text}");
-    one_line_with(&text, &["--executor docker", "no Docker executor yet"]);
 }
 
 /// `docker service ps r` rows of one desired state, as `<image> <current state>`.
@@ -541,7 +341,7 @@ async fn docker_service_update_rolls_out_and_rollback_returns_to_the_previous_sp
     let home = temp_home();
     let data = home.path().join("data");
     let port = free_port();
-    let mut up = Up::start(home.path(), "up-roll", &data, port, &["--extra-agents", "2"]);
+    let mut up = Up::start(home.path(), "up-roll", &data, port, "process", &["--extra-agents", "2"]);
     up.ready().await;
     up.docker(&[
         "service",

@@ -45,8 +45,6 @@ use serde_json::json;
 
 use crate::client::{ApiError, Client, Host};
 
-/// Whether `shoal-agent` has a Docker executor yet (it refuses `--executor docker` today).
-const AGENT_HAS_DOCKER: bool = false;
 /// Where a local Docker Engine answers, if one runs.
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -493,25 +491,15 @@ fn choose_executor(wanted: Option<Executor>) -> Result<Executor, String> {
             .is_ok()
     };
     let (executor, why) = match wanted {
-        Some(Executor::Docker) if !AGENT_HAS_DOCKER => {
-            return Err(
-                "--executor docker: shoal-agent has no Docker executor yet; use --executor process (the default)"
-                    .into(),
-            )
-        }
         Some(Executor::Docker) if !engine() => {
             return Err(format!(
                 "--executor docker: no Docker Engine answers at {DOCKER_SOCKET}; start it or use --executor process"
             ))
         }
         Some(e) => (e, "as asked".to_string()),
-        None => match (engine(), AGENT_HAS_DOCKER) {
-            (true, true) => (Executor::Docker, format!("a Docker Engine answers at {DOCKER_SOCKET}")),
-            (true, false) => (
-                Executor::Process,
-                format!("a Docker Engine answers at {DOCKER_SOCKET}, but shoal-agent has no Docker executor yet"),
-            ),
-            (false, _) => (
+        None => match engine() {
+            true => (Executor::Docker, format!("a Docker Engine answers at {DOCKER_SOCKET}")),
+            false => (
                 Executor::Process,
                 format!("no Docker Engine answers at {DOCKER_SOCKET}"),
             ),
