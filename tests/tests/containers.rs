@@ -108,6 +108,38 @@ async fn the_seed_walkthrough_runs_real_containers() {
     let v2 = Tag::new("busybox:shoal-walk-v2");
     let node_id = up.node_ids().pop().expect("node id");
 
+    // The node describes the engine it runs tasks on.
+    let facts = engine(&[
+        "info",
+        "--format",
+        "{{.ServerVersion}} {{.NCPU}} {{.MemTotal}} {{.OSType}}",
+    ])
+    .ok();
+    let facts: Vec<String> = facts.stdout.split_whitespace().map(str::to_string).collect();
+    let cpus: i64 = facts[1].parse().unwrap();
+    let want = format!("{} {} {} {} ", facts[0], cpus * 1_000_000_000, facts[2], facts[3]);
+    until("the node to describe its engine", || {
+        let described = up
+            .lines(&[
+                "node",
+                "inspect",
+                "self",
+                "--format",
+                "{{.Description.Engine.EngineVersion}} {{.Description.Resources.NanoCPUs}} \
+                 {{.Description.Resources.MemoryBytes}} {{.Description.Platform.OS}} \
+                 {{range .Description.Engine.Plugins}}{{.Type}}/{{.Name}},{{end}}",
+            ])?
+            .join(" ");
+        let ok = described.starts_with(&want)
+            && described.contains("Volume/local,")
+            && described.contains("Network/bridge,");
+        match ok {
+            true => Ok(()),
+            false => Err(format!("node {described:?}, engine {facts:?}")),
+        }
+    })
+    .await;
+
     // Without -d the CLI follows progress and returns once converged.
     let r = up.docker(&[
         "service",
