@@ -408,6 +408,7 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
     let data = home.path().join("data");
     // Declared before `up`, so dropped after it has removed the containers using it.
     let vol = Volume(format!("shoal-test-{}", free_port()));
+    let optvol = Volume(format!("{}-opts", vol.0));
     let up = up_docker(home.path(), "mounts", &data, free_port()).await;
     let host_dir = home.path().join("shared");
     std::fs::create_dir_all(&host_dir).unwrap();
@@ -469,6 +470,28 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
         "3600",
     ])
     .ok();
+    // A volume created on the node with its driver and options, as the seed's NFS
+    // example does (here the local driver mounts a tmpfs: no NFS server needed).
+    let optmount = format!(
+        "type=volume,source={},target=/o,volume-driver=local,volume-opt=type=tmpfs,volume-opt=device=tmpfs,\
+         volume-opt=o=size=2m",
+        optvol.0
+    );
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "opts",
+        "--stop-grace-period",
+        "1s",
+        "--mount",
+        &optmount,
+        "busybox",
+        "sleep",
+        "3600",
+    ])
+    .ok();
     // readonly bind.
     up.docker(&[
         "service",
@@ -485,10 +508,29 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
         "3600",
     ])
     .ok();
-    until("all four run", || {
-        replicas_are(&up, &["binder 1/1", "reader 1/1", "ro 1/1", "writer 1/1"])
+    until("all five run", || {
+        replicas_are(&up, &["binder 1/1", "opts 1/1", "reader 1/1", "ro 1/1", "writer 1/1"])
     })
     .await;
+    let opts = engine(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Driver}} {{json .Options}}",
+        &format!("{}-opts", vol.0),
+    ])
+    .ok();
+    assert_eq!(
+        opts.stdout.trim(),
+        r#"local {"device":"tmpfs","o":"size=2m","type":"tmpfs"}"#,
+        "the volume was created with the service's driver options"
+    );
+    let oc = until("opts container", || the_container(&up, "opts")).await;
+    let m = engine(&["exec", &oc, "sh", "-c", "grep ' /o ' /proc/mounts"]).ok();
+    assert!(
+        m.stdout.starts_with("tmpfs /o tmpfs") && m.stdout.contains("size=2048k"),
+        "{m:?}"
+    );
 
     let written = until("the host sees the bind-mounted file", || {
         std::fs::read_to_string(host_dir.join("out")).map_err(|e| e.to_string())
@@ -559,7 +601,7 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
     .await;
     assert!(!missing.exists(), "a bind source is never created");
 
-    up.docker(&["service", "rm", "binder", "writer", "reader", "ro", "nobind"])
+    up.docker(&["service", "rm", "binder", "writer", "reader", "ro", "nobind", "opts"])
         .ok();
     until("containers gone", || {
         let left = up.containers("{{.Names}}");
