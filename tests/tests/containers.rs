@@ -84,6 +84,37 @@ fn count_is(up: &Up, service: &str, n: usize, running_only: bool) -> Result<(), 
     }
 }
 
+/// Waits until a task of `service` is `Rejected` with `needle` in its error.
+async fn rejected_with(up: &Up, service: &str, needle: &str) {
+    until(&format!("{service} rejected with {needle:?}"), || {
+        let rows = up.lines(&[
+            "service",
+            "ps",
+            service,
+            "--no-trunc",
+            "--format",
+            "{{.CurrentState}}|{{.Error}}",
+        ])?;
+        match rows.iter().any(|r| r.starts_with("Rejected") && r.contains(needle)) {
+            true => Ok(()),
+            false => Err(format!("{rows:?}")),
+        }
+    })
+    .await;
+}
+
+/// Waits until none of this swarm's task containers is left on the engine.
+async fn no_containers_left(up: &Up) {
+    until("no task containers left", || {
+        let left = up.containers("{{.Names}}");
+        match left.is_empty() {
+            true => Ok(()),
+            false => Err(format!("{left:?}")),
+        }
+    })
+    .await;
+}
+
 /// A tag of the local busybox image, removed when dropped.
 struct Tag(String);
 
@@ -323,14 +354,7 @@ async fn the_seed_walkthrough_runs_real_containers() {
     .await;
 
     up.docker(&["service", "rm", "ping_con", "task5_con", "glob"]).ok();
-    until("service rm: containers gone", || {
-        let left = up.containers("{{.Names}}");
-        match left.is_empty() {
-            true => Ok(()),
-            false => Err(format!("{left:?}")),
-        }
-    })
-    .await;
+    no_containers_left(&up).await;
     drop(v2);
 }
 
@@ -581,36 +605,12 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
         "3600",
     ])
     .ok();
-    until("the missing bind source is reported", || {
-        let rows = up.lines(&[
-            "service",
-            "ps",
-            "nobind",
-            "--no-trunc",
-            "--format",
-            "{{.CurrentState}}|{{.Error}}",
-        ])?;
-        match rows
-            .iter()
-            .any(|r| r.starts_with("Rejected") && r.contains("bind source path does not exist"))
-        {
-            true => Ok(()),
-            false => Err(format!("{rows:?}")),
-        }
-    })
-    .await;
+    rejected_with(&up, "nobind", "bind source path does not exist").await;
     assert!(!missing.exists(), "a bind source is never created");
 
     up.docker(&["service", "rm", "binder", "writer", "reader", "ro", "nobind", "opts"])
         .ok();
-    until("containers gone", || {
-        let left = up.containers("{{.Names}}");
-        match left.is_empty() {
-            true => Ok(()),
-            false => Err(format!("{left:?}")),
-        }
-    })
-    .await;
+    no_containers_left(&up).await;
     let v = engine(&["volume", "inspect", "--format", "{{.Name}}", &vol.0]).ok();
     assert_eq!(
         v.stdout.trim(),
@@ -854,24 +854,7 @@ async fn with_registry_auth_pulls_from_a_private_registry_and_without_it_fails()
     // Without credentials the node's pull is refused, in the registry's words.
     up.docker(&["service", "create", "-d", "--name", "nocreds", &image, "sleep", "3600"])
         .ok();
-    until("the pull without credentials fails", || {
-        let rows = up.lines(&[
-            "service",
-            "ps",
-            "nocreds",
-            "--no-trunc",
-            "--format",
-            "{{.CurrentState}}|{{.Error}}",
-        ])?;
-        match rows
-            .iter()
-            .any(|r| r.starts_with("Rejected") && r.contains("no basic auth credentials"))
-        {
-            true => Ok(()),
-            false => Err(format!("{rows:?}")),
-        }
-    })
-    .await;
+    rejected_with(&up, "nocreds", "no basic auth credentials").await;
     assert_eq!(count_is(&up, "nocreds", 0, false), Ok(()));
     up.docker(&["service", "rm", "nocreds"]).ok();
 
