@@ -403,8 +403,11 @@ async fn task_history_is_kept_to_five_per_slot() {
         .lines(&["service", "ps", "hist", "--format", "{{.DesiredState}}"])
         .unwrap();
     assert_eq!(rows.len(), 5, "the slot keeps 5 tasks (1 running + 4 old): {rows:?}");
-    until("only the running task has a container", || {
-        count_is(&up, "hist", 1, false)
+    // As in Swarm, the containers of the kept tasks stay (stopped) for
+    // `docker logs`, and go with their tasks: 1 running + 4 exited.
+    until("containers follow the kept tasks", || {
+        count_is(&up, "hist", 5, false)?;
+        count_is(&up, "hist", 1, true)
     })
     .await;
 }
@@ -686,7 +689,10 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
         }
     })
     .await;
-    until("the dead container is removed", || count_is(&up, "web", 3, false)).await;
+    // The killed task's container stays, exited, as history (`docker logs` works on it).
+    let dead = engine(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", &victim]).ok();
+    assert_eq!(dead.stdout.trim(), "exited 137");
+    count_is(&up, "web", 4, false).unwrap();
     let tasks_before = up
         .lines(&[
             "service",
@@ -738,7 +744,7 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
         }
     })
     .await;
-    count_is(&up, "web", 3, false).unwrap();
+    count_is(&up, "web", 4, false).unwrap();
 
     // SIGKILL every shoal process at once, then shoal up again on the same data.
     let _ = killpg(Pid::from_raw(up.pgid), Signal::SIGKILL);
@@ -763,7 +769,7 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
         }
     })
     .await;
-    count_is(&again, "web", 3, false).unwrap();
+    count_is(&again, "web", 4, false).unwrap();
     drop(up);
 }
 

@@ -303,7 +303,9 @@ impl Agent {
                 };
                 self.db.put(&lt);
                 self.tasks.insert(id.clone(), lt);
-                if store_state >= TaskState::Starting && desired <= TaskState::Running {
+                // The store says it runs here, but this agent never saw it (its database was lost).
+                let should_run = (TaskState::Starting..=TaskState::Running).contains(&store_state);
+                if should_run && desired <= TaskState::Running {
                     self.report(
                         &id,
                         TaskState::Failed,

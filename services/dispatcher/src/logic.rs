@@ -17,9 +17,12 @@ pub const GRACE_PERIODS: u32 = 3;
 /// The message of a node marked down for missing heartbeats.
 pub const HEARTBEAT_FAILURE: &str = "heartbeat failure";
 
-/// Whether a task belongs in its node's assignment set: it was placed and has not stopped.
+/// Whether a task belongs in its node's assignment set: it was placed there.
+/// Ended tasks stay in the set until the scheduler deletes them (history
+/// pruning, scale-down, service removal), as in SwarmKit: the agent keeps
+/// their stopped containers until then (`docker ps -a`, `docker logs`).
 pub fn assigned(t: &Task) -> bool {
-    !t.node_id.is_empty() && t.status.state >= TaskState::Assigned && t.status.state <= TaskState::Running
+    !t.node_id.is_empty() && t.status.state >= TaskState::Assigned
 }
 
 /// Merges a reported status into a task: `None` when it would move the
@@ -392,8 +395,12 @@ mod tests {
         a2.meta.version.index = 3;
         let inc = d.increment("n1", [&a2, &b2].into_iter()).unwrap();
         assert_eq!(inc.sequence, 2);
-        assert_eq!(inc.removed, vec!["b".to_string()]);
-        assert_eq!(inc.tasks.len(), 1);
+        assert!(inc.removed.is_empty(), "an ended task stays assigned until deleted");
+        assert_eq!(inc.tasks.len(), 2);
         assert_eq!(inc.tasks[0].desired_state, TaskState::Shutdown);
+        let inc = d.increment("n1", [&a2].into_iter()).unwrap();
+        assert_eq!(inc.sequence, 3);
+        assert_eq!(inc.removed, vec!["b".to_string()]);
+        assert!(inc.tasks.is_empty());
     }
 }
