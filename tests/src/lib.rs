@@ -220,8 +220,14 @@ impl StoreCluster {
             .args(["--replica-id", &id.to_string()])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--nats-url", &self.nats.url()])
-            .args(["--tick-ms", "100", "--election-tick", "5"]);
+            .args(["--nats-url", &self.nats.url()]);
+        // Fast failover for tests (100 ms ticks, elections after 0.5-1 s),
+        // unless the caller sets its own timing.
+        for (flag, value) in [("--tick-ms", "100"), ("--election-tick", "5")] {
+            if !self.extra.iter().any(|e| e == flag) {
+                cmd.args([flag, value]);
+            }
+        }
         for (k, v) in self.env.get(&id).into_iter().flatten() {
             cmd.env(k, v);
         }
