@@ -1,7 +1,12 @@
 //! The scheduler actor: follows the store with a watcher, checks whether
 //! this node's store replica leads, and while it does runs reconcile passes
 //! and commits their operations in batched, fenced transactions.
+//!
+//! A pass runs on a blocking thread over a shared copy of the snapshot
+//! (`Arc`, copied on write only if the feed changes it meanwhile), so the
+//! actor keeps following the feed and answering while a large pass runs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -79,7 +84,7 @@ pub fn apply_outcome(snap: &mut Snapshot, ops: &[Op], outcome: &TxOutcome) {
 pub struct Scheduler {
     config: Config,
     client: StoreClient,
-    snap: Snapshot,
+    snap: Arc<Snapshot>,
     synced: bool,
     acting_term: Option<u64>,
     busy: bool,
@@ -121,7 +126,7 @@ impl StreamHandler<Feed> for Scheduler {
     fn handle(&mut self, Feed(ev): Feed, ctx: &mut Context<Self>) {
         match ev {
             WatchEvent::Reset { records, .. } => {
-                self.snap = Snapshot::from_records(&records);
+                self.snap = Arc::new(Snapshot::from_records(&records));
                 self.synced = true;
             }
             WatchEvent::Batch(batch) => self.apply(&batch),
@@ -153,7 +158,7 @@ impl Handler<GetState> for Scheduler {
 
 impl Scheduler {
     fn apply(&mut self, batch: &EventBatch) {
-        self.snap.apply_batch(batch);
+        Arc::make_mut(&mut self.snap).apply_batch(batch);
     }
 
     fn schedule_soon(&mut self, ctx: &mut Context<Self>) {
@@ -193,10 +198,32 @@ impl Scheduler {
             return;
         }
         self.dirty = false;
+        self.busy = true;
         self.passes += 1;
-        let plan = reconcile::reconcile(&self.snap, Utc::now(), &mut shoal_shared::id::new_id);
+        let snap = self.snap.clone();
+        let now = Utc::now();
+        tokio::task::spawn_blocking(move || reconcile::reconcile(&snap, now, &mut shoal_shared::id::new_id))
+            .into_actor(self)
+            .map(move |plan, act, ctx| match plan {
+                Ok(plan) => act.commit(ctx, term, plan),
+                Err(e) => {
+                    act.busy = false;
+                    act.dirty = true;
+                    tracing::error!(error = %e, "scheduler: a reconcile pass panicked");
+                    act.last_error = Some(format!("reconcile pass failed: {e}"));
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Commits a pass's operations, then runs the next pass (or waits for the feed on failure).
+    fn commit(&mut self, ctx: &mut Context<Self>, term: u64, plan: reconcile::Plan) {
         self.wake_at = plan.wake_at;
         if plan.ops.is_empty() {
+            self.busy = false;
+            if self.dirty {
+                self.trigger(ctx);
+            }
             return;
         }
         tracing::debug!(
@@ -206,7 +233,6 @@ impl Scheduler {
             pending = plan.pending,
             "scheduler: committing pass"
         );
-        self.busy = true;
         let chunks = chunk_ops(plan.ops, self.config.max_tx_ops);
         let in_flight = self.config.tx_in_flight;
         let client = self.client.clone();
@@ -238,9 +264,10 @@ impl Scheduler {
         .map(
             |(done, err): (Vec<(Vec<Op>, TxOutcome)>, Option<ShoalError>), act, ctx| {
                 act.busy = false;
+                let snap = Arc::make_mut(&mut act.snap);
                 for (ops, out) in &done {
                     act.ops_written += ops.len() as u64;
-                    apply_outcome(&mut act.snap, ops, out);
+                    apply_outcome(snap, ops, out);
                 }
                 match err {
                     None => act.trigger(ctx),
@@ -265,7 +292,7 @@ pub fn start(config: Config, nats: async_nats::Client) -> Addr<Scheduler> {
     Scheduler {
         config,
         client,
-        snap: Snapshot::default(),
+        snap: Arc::new(Snapshot::default()),
         synced: false,
         acting_term: None,
         busy: false,
