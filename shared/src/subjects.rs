@@ -71,10 +71,18 @@ pub fn agent_assignments(node_id: &str) -> String {
 }
 
 /// Image lookups ([`crate::dispatch::ImageQuery`]) sent by the API for
-/// `GET /distribution/{name}/json`: every agent subscribes; one that has the
-/// image (or can resolve it at its registry) answers, the others stay silent.
+/// `GET /distribution/{name}/json` without credentials: every agent
+/// subscribes; one that has the image (or can resolve it at its registry)
+/// answers, the others stay silent.
 pub fn agent_image_query() -> String {
     format!("{ROOT}.agent.image")
+}
+
+/// Image lookups that carry the client's registry credentials go to one
+/// node's agent only: the API's own node (as Docker's manager resolves
+/// digests itself), so credentials reach no other node.
+pub fn agent_image_query_on(node_id: &str) -> String {
+    format!("{ROOT}.agent.image.node.{node_id}")
 }
 
 #[cfg(test)]
@@ -96,6 +104,7 @@ mod tests {
             dispatcher_requests(),
             agent_assignments("n1"),
             agent_image_query(),
+            agent_image_query_on("n1"),
             agent_assignments("n2"),
         ];
         let set: std::collections::BTreeSet<_> = all.iter().collect();

@@ -9,14 +9,21 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use futures::StreamExt;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use shoal_shared::dispatch::{Assignments, ImageQuery};
+use shoal_shared::{envelope, subjects};
 use shoal_tests::up::{engine, temp_home, Up, CONVERGE};
 use shoal_tests::{eventually, free_port, which};
 
 /// Starts `shoal up --executor docker` and waits for its `DOCKER_HOST` line.
 async fn up_docker(home: &Path, name: &str, data: &Path, port: u16) -> Up {
-    let mut up = Up::start(home, name, data, port, "docker", &[]);
+    up_docker_with(home, name, data, port, &[]).await
+}
+
+async fn up_docker_with(home: &Path, name: &str, data: &Path, port: u16, extra: &[&str]) -> Up {
+    let mut up = Up::start(home, name, data, port, "docker", extra);
     up.ready().await;
     assert!(up.output().contains("shoal up: executor: docker"), "{}", up.output());
     up
@@ -773,6 +780,68 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
     drop(up);
 }
 
+/// Every assignment and image lookup on a `shoal up`'s NATS, as the agents receive them.
+struct CredentialWatch {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CredentialWatch {
+    async fn start(up: &Up) -> CredentialWatch {
+        let out = up.output();
+        let url = out
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal up: NATS on "))
+            .expect("NATS url line")
+            .to_string();
+        let nats = async_nats::connect(url).await.expect("connect to NATS");
+        let mut subs = Vec::new();
+        for subject in [
+            subjects::agent_assignments("*"),
+            subjects::agent_image_query(),
+            subjects::agent_image_query_on("*"),
+        ] {
+            subs.push(nats.subscribe(subject).await.expect("subscribe"));
+        }
+        nats.flush().await.expect("flush");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let _keep = nats;
+            let mut all = futures::stream::select_all(subs);
+            while let Some(msg) = all.next().await {
+                let with_auth = match envelope::decode::<Assignments>(&msg.payload) {
+                    Ok(a) => a.tasks.iter().any(|t| {
+                        t.spec
+                            .container_spec
+                            .as_ref()
+                            .and_then(|c| c.pull_options.as_ref())
+                            .is_some_and(|p| !p.registry_auth.is_empty())
+                    }),
+                    Err(_) => envelope::decode::<ImageQuery>(&msg.payload)
+                        .map(|q| q.registry_auth.is_some())
+                        .unwrap_or(false),
+                };
+                sink.lock().unwrap().push((msg.subject.to_string(), with_auth));
+            }
+        });
+        CredentialWatch { seen, task }
+    }
+
+    /// The subjects of the messages that carried registry credentials.
+    fn carrying_credentials(&self) -> BTreeSet<String> {
+        let seen = self.seen.lock().unwrap();
+        assert!(!seen.is_empty(), "no assignment or image lookup was seen at all");
+        seen.iter().filter(|(_, auth)| *auth).map(|(s, _)| s.clone()).collect()
+    }
+}
+
+impl Drop for CredentialWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Debian's docker-registry on loopback with htpasswd authentication; killed when dropped.
 struct Registry {
     child: Child,
@@ -855,7 +924,9 @@ async fn with_registry_auth_pulls_from_a_private_registry_and_without_it_fails()
     assert_ne!(engine(&["image", "inspect", &image]).code, 0);
 
     let data = home.path().join("data");
-    let up = up_docker(home.path(), "registry", &data, free_port()).await;
+    // Two nodes, so that where the credentials travel can be seen.
+    let up = up_docker_with(home.path(), "registry", &data, free_port(), &["--extra-agents", "1"]).await;
+    let seen = CredentialWatch::start(&up).await;
 
     // Without credentials the node's pull is refused, in the registry's words.
     up.docker(&["service", "create", "-d", "--name", "nocreds", &image, "sleep", "3600"])
@@ -882,6 +953,57 @@ async fn with_registry_auth_pulls_from_a_private_registry_and_without_it_fails()
         count_is(&up, "creds", 1, true)
     })
     .await;
+    // The credentials went to the node running the task (its assignments)
+    // and to the API's own node (the digest lookup), and nowhere else.
+    let running_on = up
+        .lines(&[
+            "service",
+            "ps",
+            "creds",
+            "-f",
+            "desired-state=running",
+            "--format",
+            "{{.Node}}",
+        ])
+        .unwrap()
+        .join("");
+    let nodes = up
+        .lines(&["node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.Self}}"])
+        .unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    let node_of = |host: &str| {
+        nodes
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(host))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{host} in {nodes:?}"))
+            .to_string()
+    };
+    let task_node = node_of(&running_on);
+    let api_node = nodes
+        .iter()
+        .find(|l| l.ends_with(" true"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let carried = seen.carrying_credentials();
+    assert!(
+        carried.contains(&subjects::agent_assignments(&task_node)),
+        "the running node's assignments carry them: {carried:?}"
+    );
+    assert!(
+        carried.contains(&subjects::agent_image_query_on(&api_node)),
+        "the digest lookup went to the API's node: {carried:?}"
+    );
+    let allowed = [
+        subjects::agent_assignments(&task_node),
+        subjects::agent_image_query_on(&api_node),
+    ];
+    assert!(
+        carried.iter().all(|s| allowed.contains(s)),
+        "credentials reached {carried:?}; only {allowed:?} may see them"
+    );
+
     let spec = up.docker(&["service", "inspect", "creds"]).ok();
     assert!(
         !spec.stdout.contains("PullOptions") && !spec.stdout.contains("RegistryAuth"),

@@ -247,9 +247,10 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) 
 }
 
 /// `GET /distribution/{name}/json`: answered by the agents, from their
-/// engines' image stores (or their registries, with the client's
-/// `X-Registry-Auth`). The first agent that knows the image answers; when none
-/// does within [`DISTRIBUTION_TIMEOUT`], a 404 the CLI turns into its usual
+/// engines' image stores (or their registries). Without credentials any
+/// agent may answer (the first that knows the image); with the client's
+/// `X-Registry-Auth`, only this node's agent is asked. When no answer comes
+/// within [`DISTRIBUTION_TIMEOUT`], a 404 the CLI turns into its usual
 /// "could not be accessed on a registry to record its digest" warning.
 pub async fn distribution(
     state: web::Data<AppState>,
@@ -265,13 +266,12 @@ pub async fn distribution(
             .filter(|v| !v.is_empty())
             .map(str::to_string),
     };
-    let asked = envelope::request::<_, ImageAnswer>(
-        state.store.nats(),
-        subjects::agent_image_query(),
-        &query,
-        DISTRIBUTION_TIMEOUT,
-    )
-    .await;
+    // With credentials, only this node's agent is asked (they reach no other node).
+    let subject = match query.registry_auth {
+        Some(_) => subjects::agent_image_query_on(&state.node_id),
+        None => subjects::agent_image_query(),
+    };
+    let asked = envelope::request::<_, ImageAnswer>(state.store.nats(), subject, &query, DISTRIBUTION_TIMEOUT).await;
     match asked {
         Ok(a) => {
             tracing::debug!(image = %query.image, node = %a.node_id, "distribution answered by an agent");
