@@ -120,6 +120,43 @@ pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
     decode::<Reply<Resp>>(&msg.payload)?.into_result()
 }
 
+/// Asks every subscriber of `subject` at once and returns the first `Ok`
+/// reply; `None` once `expected` replies have come and none was `Ok`, or
+/// when `timeout` passes (subscribers that never answer cost the timeout).
+pub async fn first_ok<Req: Serialize, Resp: DeserializeOwned>(
+    nats: &async_nats::Client,
+    subject: String,
+    req: &Req,
+    expected: usize,
+    timeout: Duration,
+) -> Result<Option<Resp>, ShoalError> {
+    use futures::StreamExt;
+    let inbox = nats.new_inbox();
+    let mut replies = nats
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| ShoalError::unavailable(format!("subscribe {inbox}: {e}")))?;
+    nats.publish_with_reply_and_headers(subject.clone(), inbox, trace_headers(), encode(req))
+        .await
+        .map_err(|e| ShoalError::unavailable(format!("publish {subject}: {e}")))?;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut answered = 0;
+    while answered < expected {
+        tokio::select! {
+            msg = replies.next() => {
+                let Some(msg) = msg else { break };
+                answered += 1;
+                if let Ok(Reply::Ok(v)) = decode::<Reply<Resp>>(&msg.payload) {
+                    return Ok(Some(v));
+                }
+            }
+            _ = &mut deadline => break,
+        }
+    }
+    Ok(None)
+}
+
 /// Answers a request message with `reply` (no-op for a message without a reply subject).
 pub async fn respond<T: Serialize>(nats: &async_nats::Client, msg: &async_nats::Message, reply: &Reply<T>) {
     respond_with_headers(nats, msg, reply, HeaderMap::new()).await

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use futures::StreamExt;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use shoal_shared::dispatch::{Assignments, ImageQuery};
-use shoal_shared::{envelope, subjects};
+use shoal_shared::dispatch::{Assignments, ImageAnswer, ImageQuery};
+use shoal_shared::{envelope, subjects, ErrorCode};
 use shoal_tests::up::{engine, temp_home, Up, CONVERGE};
 use shoal_tests::{eventually, free_port, which};
 
@@ -782,6 +782,7 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
 
 /// Every assignment and image lookup on a `shoal up`'s NATS, as the agents receive them.
 struct CredentialWatch {
+    nats: async_nats::Client,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -806,6 +807,7 @@ impl CredentialWatch {
         nats.flush().await.expect("flush");
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = seen.clone();
+        let client = nats.clone();
         let task = tokio::spawn(async move {
             let _keep = nats;
             let mut all = futures::stream::select_all(subs);
@@ -825,7 +827,11 @@ impl CredentialWatch {
                 sink.lock().unwrap().push((msg.subject.to_string(), with_auth));
             }
         });
-        CredentialWatch { seen, task }
+        CredentialWatch {
+            nats: client,
+            seen,
+            task,
+        }
     }
 
     /// The subjects of the messages that carried registry credentials.
@@ -1003,6 +1009,31 @@ async fn with_registry_auth_pulls_from_a_private_registry_and_without_it_fails()
         carried.iter().all(|s| allowed.contains(s)),
         "credentials reached {carried:?}; only {allowed:?} may see them"
     );
+
+    // An agent that does not know an image says so (the API stops waiting once
+    // every ready node has answered), and a known one answers with its digest.
+    for node in [&task_node, &api_node] {
+        let ask = |image: &str| ImageQuery {
+            image: image.to_string(),
+            registry_auth: None,
+        };
+        let subject = subjects::agent_image_query_on(node);
+        let miss = envelope::request::<_, ImageAnswer>(&seen.nats, subject.clone(), &ask("shoal-no-such:1"), CONVERGE)
+            .await
+            .unwrap_err();
+        assert_eq!(miss.code, ErrorCode::NotFound, "{miss}");
+        let hit: ImageAnswer = envelope::request(&seen.nats, subject, &ask("busybox:latest"), CONVERGE)
+            .await
+            .unwrap();
+        assert_eq!(&hit.node_id, node);
+        assert!(
+            hit.inspect["Descriptor"]["digest"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:"),
+            "{hit:?}"
+        );
+    }
 
     let spec = up.docker(&["service", "inspect", "creds"]).ok();
     assert!(

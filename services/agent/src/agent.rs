@@ -713,10 +713,14 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
         ExecutorKind::Docker => {
             let d = DockerExecutor::connect(&node_id).await.map_err(anyhow::Error::msg)?;
             let facts = d.facts().await.map_err(anyhow::Error::msg)?;
-            crate::image::serve(nats.clone(), node_id.clone(), d.clone()).await?;
             (Executor::Docker(d), Some(facts))
         }
     };
+    let engine = match &executor {
+        Executor::Docker(d) => Some(d.clone()),
+        Executor::Process => None,
+    };
+    crate::image::serve(nats.clone(), node_id.clone(), engine).await?;
     let sub = nats.subscribe(subjects::agent_assignments(&node_id)).await?;
     nats.flush().await?;
     let description = describe(config, facts.as_ref());

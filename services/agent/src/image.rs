@@ -1,17 +1,18 @@
 //! Answers the API's image lookups (`GET /distribution/{name}/json`) from
-//! this node's engine: an agent that has the image, or can resolve it at its
-//! registry, answers; the others stay silent. Lookups with the client's
-//! credentials come only on this node's own subject.
+//! this node's engine: the image's digest and platforms when the engine has
+//! it or can resolve it at its registry, else "not found" (always, with the
+//! process executor), so the API stops waiting once every node has answered.
+//! Lookups with the client's credentials come only on this node's own subject.
 
 use futures::StreamExt;
 use shoal_shared::dispatch::{ImageAnswer, ImageQuery};
 use shoal_shared::envelope::{self, Reply};
-use shoal_shared::subjects;
+use shoal_shared::{subjects, ShoalError};
 
 use crate::docker::DockerExecutor;
 
 /// Subscribes and answers in the background for as long as the connection lives.
-pub async fn serve(nats: async_nats::Client, node_id: String, docker: DockerExecutor) -> anyhow::Result<()> {
+pub async fn serve(nats: async_nats::Client, node_id: String, docker: Option<DockerExecutor>) -> anyhow::Result<()> {
     let all = nats.subscribe(subjects::agent_image_query()).await?;
     let mine = nats.subscribe(subjects::agent_image_query_on(&node_id)).await?;
     let mut sub = futures::stream::select(all, mine);
@@ -26,10 +27,18 @@ pub async fn serve(nats: async_nats::Client, node_id: String, docker: DockerExec
             }
             let (nats, node_id, docker) = (nats.clone(), node_id.clone(), docker.clone());
             tokio::spawn(async move {
-                if let Some(inspect) = docker.distribution(&q.image, q.registry_auth.as_deref()).await {
-                    let answer = ImageAnswer { node_id, inspect };
-                    envelope::respond(&nats, &msg, &Reply::Ok(answer)).await;
-                }
+                let found = match &docker {
+                    Some(d) => d.distribution(&q.image, q.registry_auth.as_deref()).await,
+                    None => None,
+                };
+                let reply = match found {
+                    Some(inspect) => Reply::Ok(ImageAnswer { node_id, inspect }),
+                    None => Reply::Err(ShoalError::not_found(format!(
+                        "{} is not known on node {node_id}",
+                        q.image
+                    ))),
+                };
+                envelope::respond(&nats, &msg, &reply).await;
             });
         }
     });

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_shared::dispatch::{ImageAnswer, ImageQuery};
 use shoal_shared::id::new_id;
-use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec, OVERLAY_DRIVER};
+use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec, Node, NodeState, OVERLAY_DRIVER};
 use shoal_shared::store::{Kind, ListFilter};
 use shoal_shared::{envelope, subjects, ErrorCode};
 
@@ -247,10 +247,11 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) 
 }
 
 /// `GET /distribution/{name}/json`: answered by the agents, from their
-/// engines' image stores (or their registries). Without credentials any
-/// agent may answer (the first that knows the image); with the client's
-/// `X-Registry-Auth`, only this node's agent is asked. When no answer comes
-/// within [`DISTRIBUTION_TIMEOUT`], a 404 the CLI turns into its usual
+/// engines' image stores (or their registries). Without credentials every
+/// agent is asked and the first that knows the image answers; with the
+/// client's `X-Registry-Auth`, only this node's agent is asked. Once every
+/// ready node has said it does not know the image (or after
+/// [`DISTRIBUTION_TIMEOUT`]), a 404 the CLI turns into its usual
 /// "could not be accessed on a registry to record its digest" warning.
 pub async fn distribution(
     state: web::Data<AppState>,
@@ -267,17 +268,23 @@ pub async fn distribution(
             .map(str::to_string),
     };
     // With credentials, only this node's agent is asked (they reach no other node).
-    let subject = match query.registry_auth {
-        Some(_) => subjects::agent_image_query_on(&state.node_id),
-        None => subjects::agent_image_query(),
+    let (subject, expected) = match query.registry_auth {
+        Some(_) => (subjects::agent_image_query_on(&state.node_id), 1),
+        None => {
+            let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
+            let ready = nodes.iter().filter(|n| n.status.state == NodeState::Ready).count();
+            (subjects::agent_image_query(), ready.max(1))
+        }
     };
-    let asked = envelope::request::<_, ImageAnswer>(state.store.nats(), subject, &query, DISTRIBUTION_TIMEOUT).await;
+    let asked =
+        envelope::first_ok::<_, ImageAnswer>(state.store.nats(), subject, &query, expected, DISTRIBUTION_TIMEOUT)
+            .await?;
     match asked {
-        Ok(a) => {
+        Some(a) => {
             tracing::debug!(image = %query.image, node = %a.node_id, "distribution answered by an agent");
             Ok(HttpResponse::Ok().json(a.inspect))
         }
-        Err(_) => Err(ApiError::not_found(format!(
+        None => Err(ApiError::not_found(format!(
             "no such image: {}: no node has it and no registry a node can reach knows it",
             query.image
         ))),
