@@ -57,6 +57,15 @@ fn replicas_are(up: &Up, want: &[&str]) -> Result<(), String> {
     }
 }
 
+/// One service's replicas column is `want`.
+fn replicas_of(up: &Up, service: &str, want: &str) -> Result<(), String> {
+    let all = services(up)?;
+    match all.iter().any(|l| *l == format!("{service} {want}")) {
+        true => Ok(()),
+        false => Err(format!("services {all:?}, want {service} {want}")),
+    }
+}
+
 /// Names of the running containers of a service on the engine.
 fn running_containers(up: &Up, service: &str) -> Vec<String> {
     up.containers("{{.Names}} {{.State}} {{.Label \"com.docker.swarm.service.name\"}}")
@@ -662,8 +671,50 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
         "3600",
     ])
     .ok();
+    // A task that ran to completion: its exited container and its state must survive restarts.
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "once",
+        "--restart-condition",
+        "none",
+        "busybox",
+        "true",
+    ])
+    .ok();
+    let once_state = || {
+        up.lines(&[
+            "service",
+            "ps",
+            "once",
+            "--format",
+            "{{.DesiredState}} {{.CurrentState}}",
+        ])
+        .map(|r| r.join(","))
+    };
+    until("once completes", || {
+        let st = once_state()?;
+        match st.contains("Complete") && count_is(&up, "once", 1, false).is_ok() {
+            true => Ok(()),
+            false => Err(st),
+        }
+    })
+    .await;
+    // A forced update replaces it: the old completed task is now desired Shutdown.
+    up.docker(&["service", "update", "-d", "--force", "once"]).ok();
+    until("both runs of once complete", || {
+        let st = once_state()?;
+        match st.matches("Complete").count() == 2 && count_is(&up, "once", 2, false).is_ok() {
+            true => Ok(()),
+            false => Err(st),
+        }
+    })
+    .await;
+    let once_before = once_state().unwrap();
     let before = until("3 containers", || {
-        replicas_are(&up, &["web 3/3"])?;
+        replicas_of(&up, "web", "3/3")?;
         let ids = container_ids(&up, "web");
         match ids.len() == 3 {
             true => Ok(ids),
@@ -690,7 +741,7 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
             .any(|r| r.starts_with("Failed") && r.contains("task: non-zero exit (137)"))
             && ids.len() == 3
             && !ids.contains(&victim);
-        match ok && replicas_are(&up, &["web 3/3"]).is_ok() {
+        match ok && replicas_of(&up, "web", "3/3").is_ok() {
             true => Ok(ids),
             false => Err(format!("{failed:?} {ids:?}")),
         }
@@ -752,6 +803,13 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
     })
     .await;
     count_is(&up, "web", 4, false).unwrap();
+    let once_after = once_state().unwrap();
+    assert_eq!(
+        once_after.matches("Complete").count(),
+        2,
+        "completed tasks stay complete across an agent restart: {once_before} -> {once_after}"
+    );
+    count_is(&up, "once", 2, false).unwrap();
 
     // SIGKILL every shoal process at once, then shoal up again on the same data.
     let _ = killpg(Pid::from_raw(up.pgid), Signal::SIGKILL);
@@ -759,7 +817,7 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
     assert_eq!(container_ids(&up, "web"), after_kill, "containers outlive shoal");
     let again = up_docker(home.path(), "adopt-2", &data, port).await;
     until("everything back, no duplicates", || {
-        replicas_are(&again, &["web 3/3"])?;
+        replicas_of(&again, "web", "3/3")?;
         let ids = container_ids(&again, "web");
         let tasks = again.lines(&[
             "service",

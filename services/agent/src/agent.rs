@@ -388,6 +388,10 @@ impl Agent {
         for id in ids {
             let had = self.tasks[&id].handle.clone();
             match by_task.remove(&id) {
+                Some(f) if !f.running && self.tasks[&id].status.state > TaskState::Running => {
+                    // Its end was seen and reported already; the stopped
+                    // container stays until the task goes.
+                }
                 Some(f) => {
                     let h = Handle::Container {
                         container_id: f.container_id.clone(),
