@@ -57,6 +57,13 @@ fn replicas_are(up: &Up, want: &[&str]) -> Result<(), String> {
     }
 }
 
+/// `docker service create -d --name <name> <args...>`, which must succeed.
+fn create(up: &Up, name: &str, args: &[&str]) {
+    let mut all = vec!["service", "create", "-d", "--name", name];
+    all.extend_from_slice(args);
+    up.docker(&all).ok();
+}
+
 /// One service's replicas column is `want`.
 fn replicas_of(up: &Up, service: &str, want: &str) -> Result<(), String> {
     let all = services(up)?;
@@ -68,14 +75,21 @@ fn replicas_of(up: &Up, service: &str, want: &str) -> Result<(), String> {
 
 /// Names of the running containers of a service on the engine.
 fn running_containers(up: &Up, service: &str) -> Vec<String> {
-    up.containers("{{.Names}} {{.State}} {{.Label \"com.docker.swarm.service.name\"}}")
-        .into_iter()
-        .filter_map(|l| {
-            let mut p = l.split_whitespace();
-            let (name, state, svc) = (p.next()?, p.next()?, p.next()?);
-            (state == "running" && svc == service).then(|| name.to_string())
-        })
-        .collect()
+    running(up, service, "{{.Names}}")
+}
+
+/// One field (`{{.Names}}`, `{{.ID}}`) of each running container of a service.
+fn running(up: &Up, service: &str, field: &str) -> Vec<String> {
+    up.containers(&format!(
+        "{field} {{{{.State}}}} {{{{.Label \"com.docker.swarm.service.name\"}}}}"
+    ))
+    .into_iter()
+    .filter_map(|l| {
+        let mut p = l.split_whitespace();
+        let (value, state, svc) = (p.next()?, p.next()?, p.next()?);
+        (state == "running" && svc == service).then(|| value.to_string())
+    })
+    .collect()
 }
 
 /// Every container (any state) of a service on the engine.
@@ -379,21 +393,19 @@ async fn task_history_is_kept_to_five_per_slot() {
     let home = temp_home();
     let data = home.path().join("data");
     let up = up_docker(home.path(), "history", &data, free_port()).await;
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    create(
+        &up,
         "hist",
-        "--stop-grace-period",
-        "1s",
-        "--update-monitor",
-        "500ms",
-        "busybox",
-        "sleep",
-        "3600",
-    ])
-    .ok();
+        &[
+            "--stop-grace-period",
+            "1s",
+            "--update-monitor",
+            "500ms",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
     until("hist runs", || replicas_are(&up, &["hist 1/1"])).await;
     for round in 1..=6 {
         up.docker(&["service", "update", "-d", "--force", "hist"]).ok();
@@ -458,61 +470,55 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
     let host = host_dir.to_str().unwrap();
 
     // bind: the task writes, the host reads.
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    create(
+        &up,
         "binder",
-        "--stop-grace-period",
-        "1s",
-        "--limit-memory",
-        "64m",
-        "--limit-cpu",
-        "0.5",
-        "--mount",
-        &format!("type=bind,source={host},target=/data"),
-        "--mount",
-        "type=tmpfs,target=/scratch,tmpfs-size=1048576",
-        "busybox",
-        "sh",
-        "-c",
-        "echo written-by-task > /data/out; exec sleep 3600",
-    ])
-    .ok();
+        &[
+            "--stop-grace-period",
+            "1s",
+            "--limit-memory",
+            "64m",
+            "--limit-cpu",
+            "0.5",
+            "--mount",
+            &format!("type=bind,source={host},target=/data"),
+            "--mount",
+            "type=tmpfs,target=/scratch,tmpfs-size=1048576",
+            "busybox",
+            "sh",
+            "-c",
+            "echo written-by-task > /data/out; exec sleep 3600",
+        ],
+    );
     // volume: one task writes, a second task on the node reads it.
     let vmount = format!("type=volume,source={},target=/v", vol.0);
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    create(
+        &up,
         "writer",
-        "--stop-grace-period",
-        "1s",
-        "--mount",
-        &vmount,
-        "busybox",
-        "sh",
-        "-c",
-        "echo from-writer > /v/note; exec sleep 3600",
-    ])
-    .ok();
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+        &[
+            "--stop-grace-period",
+            "1s",
+            "--mount",
+            &vmount,
+            "busybox",
+            "sh",
+            "-c",
+            "echo from-writer > /v/note; exec sleep 3600",
+        ],
+    );
+    create(
+        &up,
         "reader",
-        "--stop-grace-period",
-        "1s",
-        "--mount",
-        &vmount,
-        "busybox",
-        "sleep",
-        "3600",
-    ])
-    .ok();
+        &[
+            "--stop-grace-period",
+            "1s",
+            "--mount",
+            &vmount,
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
     // A volume created on the node with its driver and options, as the seed's NFS
     // example does (here the local driver mounts a tmpfs: no NFS server needed).
     let optmount = format!(
@@ -520,37 +526,33 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
          volume-opt=o=size=2m",
         optvol.0
     );
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    create(
+        &up,
         "opts",
-        "--stop-grace-period",
-        "1s",
-        "--mount",
-        &optmount,
-        "busybox",
-        "sleep",
-        "3600",
-    ])
-    .ok();
+        &[
+            "--stop-grace-period",
+            "1s",
+            "--mount",
+            &optmount,
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
     // readonly bind.
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    create(
+        &up,
         "ro",
-        "--stop-grace-period",
-        "1s",
-        "--mount",
-        &format!("type=bind,source={host},target=/ro,readonly"),
-        "busybox",
-        "sleep",
-        "3600",
-    ])
-    .ok();
+        &[
+            "--stop-grace-period",
+            "1s",
+            "--mount",
+            &format!("type=bind,source={host},target=/ro,readonly"),
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
     until("all five run", || {
         replicas_are(&up, &["binder 1/1", "opts 1/1", "reader 1/1", "ro 1/1", "writer 1/1"])
     })
@@ -611,19 +613,17 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
 
     // A bind source that does not exist: the engine's words, in the task's error.
     let missing = home.path().join("no-such-dir");
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    create(
+        &up,
         "nobind",
-        "--mount",
-        &format!("type=bind,source={},target=/x", missing.display()),
-        "busybox",
-        "sleep",
-        "3600",
-    ])
-    .ok();
+        &[
+            "--mount",
+            &format!("type=bind,source={},target=/x", missing.display()),
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
     rejected_with(&up, "nobind", "bind source path does not exist").await;
     assert!(!missing.exists(), "a bind source is never created");
 
@@ -640,14 +640,7 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
 
 /// IDs of the running containers of a service, sorted.
 fn container_ids(up: &Up, service: &str) -> BTreeSet<String> {
-    up.containers("{{.ID}} {{.State}} {{.Label \"com.docker.swarm.service.name\"}}")
-        .into_iter()
-        .filter_map(|l| {
-            let mut p = l.split_whitespace();
-            let (id, state, svc) = (p.next()?, p.next()?, p.next()?);
-            (state == "running" && svc == service).then(|| id.to_string())
-        })
-        .collect()
+    running(up, service, "{{.ID}}").into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -656,34 +649,21 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
     let data = home.path().join("data");
     let port = free_port();
     let mut up = up_docker(home.path(), "adopt-1", &data, port).await;
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    create(
+        &up,
         "web",
-        "--replicas",
-        "3",
-        "--stop-grace-period",
-        "1s",
-        "busybox",
-        "sleep",
-        "3600",
-    ])
-    .ok();
+        &[
+            "--replicas",
+            "3",
+            "--stop-grace-period",
+            "1s",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
     // A task that ran to completion: its exited container and its state must survive restarts.
-    up.docker(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "once",
-        "--restart-condition",
-        "none",
-        "busybox",
-        "true",
-    ])
-    .ok();
+    create(&up, "once", &["--restart-condition", "none", "busybox", "true"]);
     let once_state = || {
         up.lines(&[
             "service",
@@ -993,8 +973,7 @@ async fn with_registry_auth_pulls_from_a_private_registry_and_without_it_fails()
     let seen = CredentialWatch::start(&up).await;
 
     // Without credentials the node's pull is refused, in the registry's words.
-    up.docker(&["service", "create", "-d", "--name", "nocreds", &image, "sleep", "3600"])
-        .ok();
+    create(&up, "nocreds", &[&image, "sleep", "3600"]);
     rejected_with(&up, "nocreds", "no basic auth credentials").await;
     assert_eq!(count_is(&up, "nocreds", 0, false), Ok(()));
     up.docker(&["service", "rm", "nocreds"]).ok();

@@ -352,11 +352,12 @@ impl Agent {
             }
             Executor::Docker(d) => {
                 self.adopting = true;
-                async move { d.own_containers().await }
+                let engine = d.clone();
+                async move { engine.own_containers().await }
                     .into_actor(self)
-                    .map(|found, act, ctx| match found {
+                    .map(move |found, act, ctx| match found {
                         Ok(found) => {
-                            act.adopt_containers(ctx, found);
+                            act.adopt_containers(ctx, &d, found);
                             act.adopting = false;
                             act.tick(ctx);
                         }
@@ -370,16 +371,13 @@ impl Agent {
         }
     }
 
-    fn adopt_containers(&mut self, ctx: &mut Context<Self>, found: Vec<Found>) {
+    fn adopt_containers(&mut self, ctx: &mut Context<Self>, d: &DockerExecutor, found: Vec<Found>) {
         let mut by_task: BTreeMap<String, Found> = BTreeMap::new();
         for f in found {
             if !self.tasks.contains_key(&f.task_id) || by_task.contains_key(&f.task_id) {
                 tracing::info!(container = %f.container_id, task = %f.task_id, "agent: removing a container of no task of this node");
-                let d = self.executor.clone();
-                if let Executor::Docker(d) = d {
-                    let id = f.container_id.clone();
-                    ctx.spawn(async move { d.remove(&id).await }.into_actor(self));
-                }
+                let (d, id) = (d.clone(), f.container_id.clone());
+                ctx.spawn(async move { d.remove(&id).await }.into_actor(self));
                 continue;
             }
             by_task.insert(f.task_id.clone(), f);
@@ -413,10 +411,8 @@ impl Agent {
                             let lt = self.tasks.get_mut(&id).expect("task");
                             lt.handle = None;
                             self.db.put(lt);
-                            let d = self.executor.clone();
-                            if let Executor::Docker(d) = d {
-                                ctx.spawn(async move { d.remove(&f.container_id).await }.into_actor(self));
-                            }
+                            let d = d.clone();
+                            ctx.spawn(async move { d.remove(&f.container_id).await }.into_actor(self));
                         }
                     }
                 }

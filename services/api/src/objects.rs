@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use shoal_shared::id::new_id;
 use shoal_shared::model::{
     Endpoint, Network, Node, NodeRole, NodeSpec, NodeState, PortProtocol, PublishMode, PullOptions, Service,
-    ServiceSpec, ServiceStatus, Task, TaskState, UpdateState, UpdateStatus,
+    ServiceSpec, ServiceStatus, Task, TaskSpec, TaskState, UpdateState, UpdateStatus,
 };
 use shoal_shared::store::{Kind, ListFilter, StoreObject};
 use shoal_shared::ErrorCode;
@@ -507,23 +507,21 @@ fn set_registry_auth(req: &HttpRequest, spec: &mut ServiceSpec, current: Option<
 }
 
 /// Credentials never leave the managers through the API.
-fn redact_spec(spec: &mut ServiceSpec) {
-    if let Some(c) = spec.task_template.container_spec.as_mut() {
+fn redact(spec: &mut TaskSpec) {
+    if let Some(c) = spec.container_spec.as_mut() {
         c.pull_options = None;
     }
 }
 
 pub(crate) fn redact_service(s: &mut Service) {
-    redact_spec(&mut s.spec);
+    redact(&mut s.spec.task_template);
     if let Some(p) = s.previous_spec.as_mut() {
-        redact_spec(p);
+        redact(&mut p.task_template);
     }
 }
 
 fn redact_task(mut t: Task) -> Task {
-    if let Some(c) = t.spec.container_spec.as_mut() {
-        c.pull_options = None;
-    }
+    redact(&mut t.spec);
     t
 }
 
