@@ -638,6 +638,19 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
     );
 }
 
+/// One field of each task of a service whose desired state is running.
+fn desired_running(up: &Up, service: &str, field: &str) -> Result<Vec<String>, String> {
+    up.lines(&[
+        "service",
+        "ps",
+        service,
+        "-f",
+        "desired-state=running",
+        "--format",
+        field,
+    ])
+}
+
 /// IDs of the running containers of a service, sorted.
 fn container_ids(up: &Up, service: &str) -> BTreeSet<String> {
     running(up, service, "{{.ID}}").into_iter().collect()
@@ -731,17 +744,7 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
     let dead = engine(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", &victim]).ok();
     assert_eq!(dead.stdout.trim(), "exited 137");
     count_is(&up, "web", 4, false).unwrap();
-    let tasks_before = up
-        .lines(&[
-            "service",
-            "ps",
-            "web",
-            "-f",
-            "desired-state=running",
-            "--format",
-            "{{.ID}}",
-        ])
-        .unwrap();
+    let tasks_before = desired_running(&up, "web", "{{.ID}}").unwrap();
 
     // SIGKILL the agent: shoal up restarts it and it re-adopts every container.
     let agent = up.pid_of("shoal-agent", None).expect("agent pid");
@@ -758,24 +761,8 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
     .await;
     until("same containers, same tasks, after the agent restart", || {
         let ids = container_ids(&up, "web");
-        let tasks = up.lines(&[
-            "service",
-            "ps",
-            "web",
-            "-f",
-            "desired-state=running",
-            "--format",
-            "{{.ID}}",
-        ])?;
-        let st = up.lines(&[
-            "service",
-            "ps",
-            "web",
-            "-f",
-            "desired-state=running",
-            "--format",
-            "{{.CurrentState}}",
-        ])?;
+        let tasks = desired_running(&up, "web", "{{.ID}}")?;
+        let st = desired_running(&up, "web", "{{.CurrentState}}")?;
         match ids == after_kill && tasks == tasks_before && st.iter().all(|s| s.starts_with("Running")) {
             true => Ok(()),
             false => Err(format!("containers {ids:?} tasks {tasks:?} {st:?}")),
@@ -799,15 +786,7 @@ async fn killed_containers_are_replaced_and_restarted_agents_readopt_theirs() {
     until("everything back, no duplicates", || {
         replicas_of(&again, "web", "3/3")?;
         let ids = container_ids(&again, "web");
-        let tasks = again.lines(&[
-            "service",
-            "ps",
-            "web",
-            "-f",
-            "desired-state=running",
-            "--format",
-            "{{.ID}}",
-        ])?;
+        let tasks = desired_running(&again, "web", "{{.ID}}")?;
         match ids == after_kill && tasks == tasks_before {
             true => Ok(()),
             false => Err(format!("containers {ids:?} tasks {tasks:?}")),
