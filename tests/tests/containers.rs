@@ -476,6 +476,14 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
         &[
             "--stop-grace-period",
             "1s",
+            "--env",
+            "SHOAL_X=42",
+            "--workdir",
+            "/data",
+            "--user",
+            "0:0",
+            "--hostname",
+            "binder-host",
             "--limit-memory",
             "64m",
             "--limit-cpu",
@@ -608,6 +616,19 @@ async fn bind_volume_and_tmpfs_mounts_and_limits_reach_the_container() {
     let line = inspect.stdout.trim();
     assert!(line.starts_with("67108864 500000000 "), "limits: {line}");
     assert!(line.contains("bind:/data"), "{line}");
+    // The container spec: env, working dir, user, hostname, stop grace.
+    let config = engine(&[
+        "inspect",
+        "--format",
+        "{{.Config.User}}|{{.Config.WorkingDir}}|{{.Config.Hostname}}|{{.Config.StopTimeout}}|{{json .Config.Env}}",
+        &binder,
+    ])
+    .ok();
+    let config = config.stdout.trim();
+    assert!(config.starts_with("0:0|/data|binder-host|1|"), "{config}");
+    assert!(config.contains("\"SHOAL_X=42\""), "{config}");
+    let pwd = engine(&["exec", &binder, "sh", "-c", "echo $SHOAL_X $(pwd) $(hostname)"]).ok();
+    assert_eq!(pwd.stdout.trim(), "42 /data binder-host");
     let df = engine(&["exec", &binder, "sh", "-c", "grep ' /scratch ' /proc/mounts"]).ok();
     assert!(df.stdout.starts_with("tmpfs /scratch tmpfs"), "{df:?}");
 
