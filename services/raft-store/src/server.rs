@@ -325,12 +325,12 @@ impl Replica {
     }
 
     /// Publishes change batches in apply order while this replica leads.
-    async fn publish_events(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<EventBatch>) {
+    async fn publish_events(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Arc<EventBatch>>) {
         while let Some(batch) = rx.recv().await {
             if self.is_leader.load(Ordering::Acquire) {
                 if let Err(e) = self
                     .nats
-                    .publish(subjects::store_events(), envelope::encode(&batch))
+                    .publish(subjects::store_events(), envelope::encode(&*batch))
                     .await
                 {
                     tracing::warn!(error = %e, index = batch.index, "could not publish change batch");

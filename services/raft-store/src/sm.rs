@@ -1,18 +1,25 @@
-//! The replicated state machine: objects, unique-name index, change-feed
-//! history and applied-request ids, all in the sled tree `sm`.
+//! The replicated state machine: objects, unique-name index and applied-request
+//! ids in the sled tree `sm`; the recent change history in memory.
 //!
 //! Applying is deterministic: it depends only on the log entries (which carry
 //! the proposer's timestamp), so every replica reaches the same state.
 //!
-//! Key layout (all keys are UTF-8):
-//! - `o/<kind>/<id>`      → [`Record`] JSON
-//! - `n/<kind>/<name>`    → id (services and networks: unique names)
-//! - `e/<index:020>`      → [`EventBatch`] JSON (history retained for [`HISTORY_WINDOW`] indexes)
-//! - `r/<request id>`     → the transaction's result (so a retried request applies once)
-//! - `q/<index:020>/<id>` → "" (prunes `r/` after [`DEDUP_WINDOW`] indexes)
+//! Key layout in sled (all keys are UTF-8, values MessagePack):
+//! - `o/<kind>/<id>`   → [`Record`]
+//! - `n/<kind>/<name>` → id (services and networks: unique names)
+//! - `d/<index:020>`   → the request ids the entry at `index` applied, with their
+//!   outcome (so a retried request applies once); one key per entry, not per
+//!   transaction, dropped after [`DEDUP_WINDOW`] indexes
 //! - `m/applied`, `m/membership`, `m/event_index` → state machine metadata
+//!
+//! The change history ([`HISTORY_WINDOW`] indexes, at most [`HISTORY_CHANGES`]
+//! changes) lets a watcher that missed events catch up without relisting. It
+//! is a hint, as the feed is: it lives in memory, so after a restart it starts
+//! empty and a watcher that asks for older events is told to relist. Writing
+//! it to sled cost more than everything else a write does (each batch repeats
+//! every record it changed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -30,6 +37,8 @@ use crate::typ::*;
 pub const HISTORY_WINDOW: u64 = 50_000;
 /// How long (in log indexes) a request id is remembered for exactly-once retries.
 pub const DEDUP_WINDOW: u64 = 50_000;
+/// At most this many changes are kept in the history, whatever the window.
+pub const HISTORY_CHANGES: usize = 100_000;
 
 const M_APPLIED: &str = "m/applied";
 const M_MEMBERSHIP: &str = "m/membership";
@@ -44,25 +53,101 @@ fn obj_prefix(kind: Kind) -> String {
 fn name_key(kind: Kind, name: &str) -> String {
     format!("n/{kind}/{name}")
 }
-fn ev_key(index: u64) -> String {
-    format!("e/{index:020}")
+fn dedup_key(index: u64) -> String {
+    format!("d/{index:020}")
 }
-fn req_key(id: &str) -> String {
-    format!("r/{id}")
-}
-fn reqidx_key(index: u64, id: &str) -> String {
-    format!("q/{index:020}/{id}")
-}
+/// Key prefixes of earlier layouts (history, request ids and their index),
+/// removed when a database written by them is opened.
+const LEGACY_PREFIXES: [&str; 3] = ["e/", "r/", "q/"];
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
     StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
+}
+
+/// What the state machine keeps in memory next to sled. Its lock also makes
+/// a list and the feed position it reports consistent with each other.
+#[derive(Default)]
+struct Mem {
+    /// The feed position: index of the last entry that changed anything.
+    head: u64,
+    /// Recent change batches, oldest first.
+    history: VecDeque<Arc<EventBatch>>,
+    history_changes: usize,
+    /// Request id → what was remembered of it (loaded from the `d/` keys).
+    dedup: HashMap<String, Remembered>,
+    /// Index → the request ids remembered there (to drop them with their `d/` key).
+    dedup_at: BTreeMap<u64, Vec<String>>,
+}
+
+impl Mem {
+    /// Loads the head and the request ids from the tree (the history starts empty).
+    fn load(tree: &sled::Tree) -> Result<Mem, StorageError> {
+        let mut mem = Mem {
+            head: Overlay::new(tree).get_value(M_EVENT_INDEX)?.unwrap_or(0),
+            ..Mem::default()
+        };
+        for kv in tree.scan_prefix("d/") {
+            let (k, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let index = std::str::from_utf8(&k[2..])
+                .ok()
+                .and_then(|i| i.parse::<u64>().ok())
+                .ok_or_else(|| sm_err(ErrorVerb::Read, format!("bad key {}", String::from_utf8_lossy(&k))))?;
+            let entries: Vec<(String, Remembered)> = codec::decode(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            mem.remember(index, entries);
+        }
+        Ok(mem)
+    }
+
+    fn remember(&mut self, index: u64, entries: Vec<(String, Remembered)>) {
+        let ids = self.dedup_at.entry(index).or_default();
+        for (id, r) in entries {
+            ids.push(id.clone());
+            self.dedup.insert(id, r);
+        }
+    }
+
+    /// Forgets request ids remembered below `floor`; returns the indexes whose `d/` keys go.
+    fn forget_below(&mut self, floor: u64) -> Vec<u64> {
+        let keep = self.dedup_at.split_off(&floor);
+        let gone = std::mem::replace(&mut self.dedup_at, keep);
+        let mut indexes = Vec::with_capacity(gone.len());
+        for (index, ids) in gone {
+            for id in ids {
+                // Only if a later entry did not remember the same id again.
+                if self.dedup.get(&id).is_some_and(|r| r.index == index) {
+                    self.dedup.remove(&id);
+                }
+            }
+            indexes.push(index);
+        }
+        indexes
+    }
+
+    fn push_history(&mut self, batch: Arc<EventBatch>, window: u64) {
+        self.history_changes += batch.changes.len();
+        self.head = batch.index;
+        self.history.push_back(batch);
+        let floor = self.head.saturating_sub(window);
+        while let Some(front) = self.history.front() {
+            if front.index > floor && self.history_changes <= HISTORY_CHANGES {
+                break;
+            }
+            self.history_changes -= front.changes.len();
+            self.history.pop_front();
+        }
+    }
+
+    fn batch_at(&self, index: u64) -> Option<&EventBatch> {
+        let i = self.history.binary_search_by_key(&index, |b| b.index).ok()?;
+        self.history.get(i).map(|b| &**b)
+    }
 }
 
 /// Read access to the state machine for the store API (get, list, history).
 #[derive(Clone)]
 pub struct Reader {
     tree: sled::Tree,
-    lock: Arc<RwLock<()>>,
+    mem: Arc<RwLock<Mem>>,
 }
 
 impl Reader {
@@ -75,18 +160,22 @@ impl Reader {
         }
     }
 
-    pub fn event_index(&self) -> Result<u64, ShoalError> {
-        Ok(self.get_value::<u64>(M_EVENT_INDEX)?.unwrap_or(0))
+    fn mem(&self) -> std::sync::RwLockReadGuard<'_, Mem> {
+        self.mem.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn event_index(&self) -> u64 {
+        self.mem().head
     }
 
     pub fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, ShoalError> {
-        let _g = self.lock.read().unwrap_or_else(|p| p.into_inner());
+        let _g = self.mem();
         self.get_value(&obj_key(kind, id))
     }
 
     /// A consistent list of `kinds` and the feed position it reflects.
     pub fn list(&self, kinds: &[Kind], filter: &ListFilter) -> Result<ListResult, ShoalError> {
-        let _g = self.lock.read().unwrap_or_else(|p| p.into_inner());
+        let mem = self.mem();
         let mut records = Vec::new();
         for &kind in kinds {
             // Narrow the scan to one id prefix when that is the only id criterion.
@@ -103,28 +192,19 @@ impl Reader {
             }
         }
         Ok(ListResult {
-            event_index: self.event_index()?,
+            event_index: mem.head,
             records,
         })
     }
 
     /// History after `after`; `compacted` when it no longer reaches back that far.
     pub fn events(&self, after: u64, limit: usize) -> Result<EventsResult, ShoalError> {
-        let _g = self.lock.read().unwrap_or_else(|p| p.into_inner());
-        let head = self.event_index()?;
+        let mem = self.mem();
+        let head = mem.head;
         let mut batches = Vec::new();
         if after < head {
-            for kv in self
-                .tree
-                .range(ev_key(after + 1).into_bytes()..ev_key(u64::MAX).into_bytes())
-            {
-                let (_, v) = kv.map_err(|e| ShoalError::internal(e.to_string()))?;
-                let b: EventBatch = codec::decode(&v).map_err(|e| ShoalError::internal(e.to_string()))?;
-                batches.push(b);
-                if batches.len() >= limit.max(1) {
-                    break;
-                }
-            }
+            let from = mem.history.partition_point(|b| b.index <= after);
+            batches.extend(mem.history.iter().skip(from).take(limit.max(1)).map(|b| (**b).clone()));
             let reaches_back = batches.first().is_some_and(|b| b.prev_index == after);
             if !reaches_back {
                 return Ok(EventsResult {
@@ -184,31 +264,8 @@ impl<'a> Overlay<'a> {
         self.writes.insert(key, Some(codec::encode(v)));
     }
 
-    fn put_raw(&mut self, key: String, v: Vec<u8>) {
-        self.writes.insert(key, Some(v));
-    }
-
     fn remove(&mut self, key: String) {
         self.writes.insert(key, None);
-    }
-
-    /// Keys in `[from, to)` as seen through the overlay.
-    fn keys_between(&self, from: &str, to: &str) -> Result<Vec<String>, StorageError> {
-        let mut keys: std::collections::BTreeSet<String> = self
-            .tree
-            .range(from.as_bytes()..to.as_bytes())
-            .keys()
-            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        for (k, v) in self.writes.range(from.to_string()..to.to_string()) {
-            if v.is_some() {
-                keys.insert(k.clone());
-            } else {
-                keys.remove(k);
-            }
-        }
-        Ok(keys.into_iter().collect())
     }
 
     fn into_batch(self) -> sled::Batch {
@@ -227,7 +284,7 @@ impl<'a> Overlay<'a> {
 /// committed, or why it was refused. (The records themselves are in the
 /// change history at that index; keeping a second copy here would double
 /// what every write costs.)
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Remembered {
     index: u64,
     term: u64,
@@ -235,15 +292,46 @@ struct Remembered {
     err: Option<ShoalError>,
 }
 
+/// What one `apply` call has done so far, on top of [`Mem`]: request ids it
+/// remembered and change batches it made, in index order.
+#[derive(Default)]
+struct Applied {
+    dedup: HashMap<String, Remembered>,
+    dedup_at: Vec<(u64, Vec<(String, Remembered)>)>,
+    batches: Vec<EventBatch>,
+}
+
+impl Applied {
+    /// What is remembered of `request_id` when the entry at `index` applies.
+    /// A request id is forgotten once it is more than the window behind, as a
+    /// pure function of the indexes, so that every replica decides alike
+    /// however its entries were grouped into `apply` calls.
+    fn recalled(&self, mem: &Mem, request_id: &str, index: u64, window: u64) -> Option<Remembered> {
+        let r = self.dedup.get(request_id).or_else(|| mem.dedup.get(request_id))?;
+        (r.index.saturating_add(window) >= index).then(|| r.clone())
+    }
+
+    fn batch_at<'a>(&'a self, mem: &'a Mem, index: u64) -> Option<&'a EventBatch> {
+        match self.batches.binary_search_by_key(&index, |b| b.index) {
+            Ok(i) => Some(&self.batches[i]),
+            Err(_) => mem.batch_at(index),
+        }
+    }
+}
+
 /// The outcome a retried transaction gets: the same index and term, and its
 /// records as that entry wrote them (as they are now, once that history is gone).
-fn recall(ov: &Overlay<'_>, tx: &TxRequest, r: Remembered) -> Result<Result<TxOutcome, ShoalError>, StorageError> {
+fn recall(
+    ov: &Overlay<'_>,
+    history: Option<&EventBatch>,
+    tx: &TxRequest,
+    r: Remembered,
+) -> Result<Result<TxOutcome, ShoalError>, StorageError> {
     if let Some(err) = r.err {
         return Ok(Err(err));
     }
-    let batch: Option<EventBatch> = ov.get_value(&ev_key(r.index))?;
-    let mut changes: Vec<Option<Record>> = batch
-        .map(|b| b.changes.into_iter().map(|c| Some(c.record)).collect())
+    let mut changes: Vec<Option<Record>> = history
+        .map(|b| b.changes.iter().map(|c| Some(c.record.clone())).collect())
         .unwrap_or_default();
     let mut records = Vec::with_capacity(tx.ops.len());
     for op in &tx.ops {
@@ -268,7 +356,8 @@ fn recall(ov: &Overlay<'_>, tx: &TxRequest, r: Remembered) -> Result<Result<TxOu
     }))
 }
 
-/// Applies one transaction at `index`; all of its ops or none.
+/// Applies one transaction at `index`; all of its ops or none. Returns its
+/// outcome and, unless it is a retry, what to remember of it.
 fn apply_tx(
     ov: &mut Overlay<'_>,
     tx: &TxRequest,
@@ -276,33 +365,24 @@ fn apply_tx(
     term: u64,
     at: DateTime<Utc>,
     changes: &mut Vec<Change>,
-) -> Result<Result<TxOutcome, ShoalError>, StorageError> {
-    if let Some(prev) = ov.get_value::<Remembered>(&req_key(&tx.request_id))? {
-        return recall(ov, tx, prev);
-    }
-    let result = stage_tx(ov, tx, index, term, at)?;
-    let err = match result {
+) -> Result<(Result<TxOutcome, ShoalError>, Remembered), StorageError> {
+    match stage_tx(ov, tx, index, term, at)? {
         Ok((staged, outcome, mut tx_changes)) => {
             for (k, v) in staged {
                 ov.writes.insert(k, v);
             }
             changes.append(&mut tx_changes);
-            ov.put_value(req_key(&tx.request_id), &Remembered { index, term, err: None });
-            ov.put_raw(reqidx_key(index, &tx.request_id), Vec::new());
-            return Ok(Ok(outcome));
+            Ok((Ok(outcome), Remembered { index, term, err: None }))
         }
-        Err(e) => e,
-    };
-    ov.put_value(
-        req_key(&tx.request_id),
-        &Remembered {
-            index,
-            term,
-            err: Some(err.clone()),
-        },
-    );
-    ov.put_raw(reqidx_key(index, &tx.request_id), Vec::new());
-    Ok(Err(err))
+        Err(err) => {
+            let r = Remembered {
+                index,
+                term,
+                err: Some(err.clone()),
+            };
+            Ok((Err(err), r))
+        }
+    }
 }
 
 type Staged = (Writes, TxOutcome, Vec<Change>);
@@ -455,24 +535,6 @@ fn claim_name(
     Ok(None)
 }
 
-/// Removes `prefix<index:020>...` keys older than `floor`.
-fn prune(ov: &mut Overlay<'_>, prefix: &str, floor: u64) -> Result<(), StorageError> {
-    if floor == 0 {
-        return Ok(());
-    }
-    for key in ov.keys_between(prefix, &format!("{prefix}{floor:020}"))? {
-        if let Some(id) = key
-            .strip_prefix("q/")
-            .and_then(|rest| rest.split_once('/'))
-            .map(|(_, id)| id.to_string())
-        {
-            ov.remove(req_key(&id));
-        }
-        ov.remove(key);
-    }
-    Ok(())
-}
-
 /// Snapshot file contents: every key of the state machine.
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
@@ -483,23 +545,30 @@ pub struct StateMachine {
     db: sled::Db,
     tree: sled::Tree,
     snap: sled::Tree,
-    lock: Arc<RwLock<()>>,
-    events: mpsc::UnboundedSender<EventBatch>,
+    mem: Arc<RwLock<Mem>>,
+    events: mpsc::UnboundedSender<Arc<EventBatch>>,
     history_window: u64,
     dedup_window: u64,
 }
 
 impl StateMachine {
-    pub fn open(db: &sled::Db, events: mpsc::UnboundedSender<EventBatch>) -> Result<StateMachine, sled::Error> {
+    pub fn open(db: &sled::Db, events: mpsc::UnboundedSender<Arc<EventBatch>>) -> Result<StateMachine, StorageError> {
+        let open_tree = |name: &str| db.open_tree(name).map_err(|e| sm_err(ErrorVerb::Read, e));
+        let tree = open_tree("sm")?;
+        drop_legacy_keys(&tree)?;
         Ok(StateMachine {
             db: db.clone(),
-            tree: db.open_tree("sm")?,
-            snap: db.open_tree("snapshot")?,
-            lock: Arc::new(RwLock::new(())),
+            mem: Arc::new(RwLock::new(Mem::load(&tree)?)),
+            tree,
+            snap: open_tree("snapshot")?,
             events,
             history_window: HISTORY_WINDOW,
             dedup_window: DEDUP_WINDOW,
         })
+    }
+
+    fn mem_mut(&self) -> std::sync::RwLockWriteGuard<'_, Mem> {
+        self.mem.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Smaller retention windows, for tests. Every replica of a cluster must
@@ -514,7 +583,7 @@ impl StateMachine {
     pub fn reader(&self) -> Reader {
         Reader {
             tree: self.tree.clone(),
-            lock: self.lock.clone(),
+            mem: self.mem.clone(),
         }
     }
 
@@ -523,7 +592,7 @@ impl StateMachine {
     }
 
     fn dump(&self) -> Result<SnapshotData, StorageError> {
-        let _g = self.lock.read().unwrap_or_else(|p| p.into_inner());
+        let _g = self.mem.read().unwrap_or_else(|p| p.into_inner());
         let mut entries = Vec::new();
         for kv in self.tree.iter() {
             let (k, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
@@ -534,6 +603,23 @@ impl StateMachine {
         }
         Ok(SnapshotData { entries })
     }
+}
+
+/// Removes what earlier key layouts kept in the tree (see [`LEGACY_PREFIXES`]).
+fn drop_legacy_keys(tree: &sled::Tree) -> Result<(), StorageError> {
+    let mut b = sled::Batch::default();
+    let mut n = 0;
+    for prefix in LEGACY_PREFIXES {
+        for k in tree.scan_prefix(prefix).keys() {
+            b.remove(k.map_err(|e| sm_err(ErrorVerb::Read, e))?);
+            n += 1;
+        }
+    }
+    if n > 0 {
+        tree.apply_batch(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        tracing::info!(keys = n, "dropped keys of an earlier state machine layout");
+    }
+    Ok(())
 }
 
 pub struct Builder {
@@ -601,11 +687,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut ov = Overlay::new(&self.tree);
         let mut results = Vec::new();
-        let mut batches = Vec::new();
-        let mut event_index: u64 = ov.get_value(M_EVENT_INDEX)?.unwrap_or(0);
+        let mut done = Applied::default();
+        // Only this task writes `mem`, so reading it without holding the lock
+        // across the whole call sees what the call started from.
+        let mem = self.mem.clone();
+        let mem = mem.read().unwrap_or_else(|p| p.into_inner());
+        let mut event_index = mem.head;
+        let mut last_index = 0;
         for entry in entries {
             let index = entry.log_id.index;
             let term = entry.log_id.leader_id.term;
+            last_index = index;
             ov.put_value(M_APPLIED.into(), &entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::default()),
@@ -616,34 +708,52 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => {
                     let mut changes = Vec::new();
                     let mut out = Vec::with_capacity(cmd.txs.len());
+                    let mut remembered = Vec::with_capacity(cmd.txs.len());
                     for tx in &cmd.txs {
-                        out.push(apply_tx(&mut ov, tx, index, term, cmd.at, &mut changes)?);
+                        if let Some(prev) = done.recalled(&mem, &tx.request_id, index, self.dedup_window) {
+                            out.push(recall(&ov, done.batch_at(&mem, prev.index), tx, prev)?);
+                            continue;
+                        }
+                        let (outcome, r) = apply_tx(&mut ov, tx, index, term, cmd.at, &mut changes)?;
+                        out.push(outcome);
+                        done.dedup.insert(tx.request_id.clone(), r.clone());
+                        remembered.push((tx.request_id.clone(), r));
+                    }
+                    if !remembered.is_empty() {
+                        ov.put_value(dedup_key(index), &remembered);
+                        done.dedup_at.push((index, remembered));
                     }
                     if !changes.is_empty() {
-                        let batch = EventBatch {
+                        ov.put_value(M_EVENT_INDEX.into(), &index);
+                        done.batches.push(EventBatch {
                             index,
                             prev_index: event_index,
                             term,
                             at: cmd.at,
                             changes,
-                        };
-                        ov.put_value(ev_key(index), &batch);
-                        ov.put_value(M_EVENT_INDEX.into(), &index);
+                        });
                         event_index = index;
-                        batches.push(batch);
                     }
-                    prune(&mut ov, "e/", index.saturating_sub(self.history_window))?;
-                    prune(&mut ov, "q/", index.saturating_sub(self.dedup_window))?;
                     results.push(CommandResult(out));
                 }
             }
         }
-        let batch = ov.into_batch();
-        {
-            let _g = self.lock.write().unwrap_or_else(|p| p.into_inner());
-            self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        drop(mem);
+        // Request ids fall out of the window as a function of the index alone
+        // (see `Applied::recalled`); dropping their keys may lag behind.
+        let dedup_floor = last_index.saturating_sub(self.dedup_window);
+        let mut mem = self.mem_mut();
+        for (index, entries) in done.dedup_at {
+            mem.remember(index, entries);
         }
-        for b in batches {
+        for index in mem.forget_below(dedup_floor) {
+            ov.remove(dedup_key(index));
+        }
+        let batch = ov.into_batch();
+        self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        for b in done.batches {
+            let b = Arc::new(b);
+            mem.push_history(b.clone(), self.history_window);
             let _ = self.events.send(b);
         }
         Ok(results)
@@ -689,8 +799,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         b.insert(M_MEMBERSHIP, codec::encode(&meta.last_membership));
         {
-            let _g = self.lock.write().unwrap_or_else(|p| p.into_inner());
+            // The history before the snapshot is not in it: watchers behind it relist.
+            let mut mem = self.mem_mut();
             self.tree.apply_batch(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            *mem = Mem::load(&self.tree)?;
         }
         save_snapshot(&self.db, &self.snap, meta, &bytes).await?;
         Ok(())
@@ -716,7 +828,11 @@ mod tests {
 
     use super::*;
 
-    fn open() -> (tempfile::TempDir, StateMachine, mpsc::UnboundedReceiver<EventBatch>) {
+    fn open() -> (
+        tempfile::TempDir,
+        StateMachine,
+        mpsc::UnboundedReceiver<Arc<EventBatch>>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).temporary(true).open().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -895,6 +1011,120 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(res[0].0[0].as_ref().unwrap().index, 20);
+    }
+
+    #[tokio::test]
+    async fn request_ids_survive_a_restart_and_the_history_restarts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_at = || {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let (tx, rx) = mpsc::unbounded_channel();
+            (db.clone(), StateMachine::open(&db, tx).unwrap(), rx)
+        };
+        {
+            let (db, mut sm, _e) = open_at();
+            sm.apply(vec![
+                entry(1, vec![tx("r1", vec![create("a", None)])]),
+                entry(2, vec![tx("r2", vec![create("a", None)])]),
+            ])
+            .await
+            .unwrap();
+            assert!(!sm.reader().events(0, 10).unwrap().compacted);
+            db.flush().unwrap();
+        }
+        let (_db, mut sm, _e) = open_at();
+        let r = sm.reader();
+        assert_eq!(r.event_index(), 1, "the feed position is kept");
+        assert!(r.events(0, 10).unwrap().compacted, "the history is not: relist");
+        assert!(!r.events(1, 10).unwrap().compacted, "a watcher at the head is fine");
+        let res = sm
+            .apply(vec![entry(
+                3,
+                vec![tx("r1", vec![create("a", None)]), tx("r2", vec![create("a", None)])],
+            )])
+            .await
+            .unwrap();
+        let again = res[0].0[0].as_ref().expect("r1 is recalled, not applied again");
+        assert_eq!((again.index, again.records[0].id.as_str()), (1, "a"));
+        assert_eq!(res[0].0[1].as_ref().unwrap_err().code, ErrorCode::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn a_request_repeated_within_one_entry_applies_once() {
+        let (_d, mut sm, mut events) = open();
+        let res = sm
+            .apply(vec![entry(
+                1,
+                vec![tx("same", vec![create("x", None)]), tx("same", vec![create("x", None)])],
+            )])
+            .await
+            .unwrap();
+        assert_eq!(res[0].0[0], res[0].0[1]);
+        assert!(res[0].0[1].is_ok());
+        assert_eq!(events.recv().await.unwrap().changes.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn replicas_decide_alike_however_their_entries_are_grouped() {
+        // Request ids leave the window as a function of the index, not of how
+        // many entries one `apply` call got: two replicas, one applying entry
+        // by entry and one all at once, must reach the same results and state.
+        let entries = || -> Vec<Entry> {
+            (1..=12)
+                .map(|i| {
+                    let id = format!("r{}", i % 4);
+                    entry(i, vec![tx(&id, vec![create(&format!("o{i}"), None)])])
+                })
+                .collect()
+        };
+        let (_d1, one, _e1) = open();
+        let mut one = one.with_windows(3, 3);
+        let (_d2, all, _e2) = open();
+        let mut all = all.with_windows(3, 3);
+        let mut by_one = Vec::new();
+        for e in entries() {
+            by_one.extend(one.apply(vec![e]).await.unwrap());
+        }
+        let by_all = all.apply(entries()).await.unwrap();
+        assert_eq!(by_one, by_all);
+        let keys = |sm: &StateMachine| -> Vec<(String, Vec<u8>)> {
+            sm.dump()
+                .unwrap()
+                .entries
+                .into_iter()
+                .map(|(k, v)| (k, v.into_vec()))
+                .collect()
+        };
+        assert_eq!(keys(&one), keys(&all));
+        // r0 was applied at 4, 8 and 12: each time more than the window later.
+        let indexes: Vec<u64> = [3usize, 7, 11]
+            .iter()
+            .map(|&i| by_one[i].0[0].as_ref().unwrap().index)
+            .collect();
+        assert_eq!(indexes, vec![4, 8, 12]);
+    }
+
+    #[tokio::test]
+    async fn keys_of_the_earlier_layout_are_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("sm").unwrap();
+        for k in [
+            "e/00000000000000000001",
+            "r/req",
+            "q/00000000000000000001/req",
+            "o/blob/keep",
+        ] {
+            tree.insert(k, b"x".to_vec()).unwrap();
+        }
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let _sm = StateMachine::open(&db, tx).unwrap();
+        let keys: Vec<String> = tree
+            .iter()
+            .keys()
+            .map(|k| String::from_utf8(k.unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(keys, vec!["o/blob/keep"]);
     }
 
     #[tokio::test]
