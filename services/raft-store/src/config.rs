@@ -26,7 +26,8 @@ pub struct Config {
     pub init: bool,
 
     /// Start a new cluster with these voters (comma separated ids, including this one),
-    /// unless already initialized. Every listed replica may be given the same list.
+    /// unless already initialized. Every listed replica is given the same list; the
+    /// lowest id initializes the cluster and the others wait to be contacted by it.
     #[arg(long, env = "SHOAL_PEERS", value_delimiter = ',')]
     pub peers: Vec<u64>,
 

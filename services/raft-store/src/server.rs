@@ -99,11 +99,16 @@ impl Replica {
         } else {
             cfg.peers.iter().copied().collect()
         };
-        if !members.is_empty() && !replica.raft.is_initialized().await? {
+        // One replica, the lowest id, initializes a cluster of --peers. When
+        // every replica did, each started an election in term 1 at once; one
+        // that had voted for itself then turned the winner's first appends
+        // away, the winner stepped down, and nobody led until the next
+        // election timeout (3-6 s with production timing), all writes stalled.
+        let initializer = members.first().copied() == Some(cfg.replica_id);
+        if initializer && !replica.raft.is_initialized().await? {
             let nodes: BTreeMap<u64, BasicNode> = members.iter().map(|&id| (id, node(id))).collect();
             match replica.raft.initialize(nodes).await {
                 Ok(()) => tracing::info!(?members, "initialized a new store cluster"),
-                // Another replica of the same --peers list may have got there first.
                 Err(e) => tracing::info!(error = %e, "not initializing"),
             }
         }
