@@ -27,10 +27,9 @@ use crate::typ::*;
 const LEADER_WAIT: Duration = Duration::from_millis(1500);
 /// How long a write or a linearizable read may wait for a quorum.
 const QUORUM_WAIT: Duration = Duration::from_millis(2500);
-/// Transactions per proposal, and proposals in flight at once.
+/// Transactions per proposal (at most).
 const MAX_BATCH: usize = 512;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
-const IN_FLIGHT: usize = 4;
 
 struct Pending {
     tx: TxRequest,
@@ -47,6 +46,7 @@ pub struct Replica {
     proposals: mpsc::Sender<Pending>,
     is_leader: Arc<AtomicBool>,
     db: sled::Db,
+    in_flight: usize,
 }
 
 impl Replica {
@@ -87,6 +87,7 @@ impl Replica {
             proposals,
             is_leader: Arc::new(AtomicBool::new(false)),
             db,
+            in_flight: cfg.proposals_in_flight,
         });
 
         replica.clone().serve_raft_rpcs().await?;
@@ -277,7 +278,7 @@ impl Replica {
 
     /// Groups concurrent transactions into one log entry per proposal.
     async fn batch_proposals(self: Arc<Self>, mut rx: mpsc::Receiver<Pending>) {
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let slots = Arc::new(Semaphore::new(self.in_flight));
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
