@@ -12,8 +12,8 @@
 //!   transaction, dropped after [`DEDUP_WINDOW`] indexes
 //! - `m/applied`, `m/membership`, `m/event_index` → state machine metadata
 //!
-//! The change history ([`HISTORY_WINDOW`] indexes, at most [`HISTORY_CHANGES`]
-//! changes) lets a watcher that missed events catch up without relisting. It
+//! The change history ([`HISTORY_WINDOW`] indexes, at most [`HISTORY_BYTES`]
+//! of records) lets a watcher that missed events catch up without relisting. It
 //! is a hint, as the feed is: it lives in memory, so after a restart it starts
 //! empty and a watcher that asks for older events is told to relist. Writing
 //! it to sled cost more than everything else a write does (each batch repeats
@@ -37,8 +37,14 @@ use crate::typ::*;
 pub const HISTORY_WINDOW: u64 = 50_000;
 /// How long (in log indexes) a request id is remembered for exactly-once retries.
 pub const DEDUP_WINDOW: u64 = 50_000;
-/// At most this many changes are kept in the history, whatever the window.
-pub const HISTORY_CHANGES: usize = 100_000;
+/// At most this much (record bodies plus a per-change allowance) is kept in
+/// the history, whatever the window.
+pub const HISTORY_BYTES: usize = 64 << 20;
+
+/// Memory a batch holds in the history, roughly: bodies plus a fixed part per change.
+fn history_size(batch: &EventBatch) -> usize {
+    batch.changes.iter().map(|c| c.record.body.json().len() + 256).sum()
+}
 
 const M_APPLIED: &str = "m/applied";
 const M_MEMBERSHIP: &str = "m/membership";
@@ -72,7 +78,7 @@ struct Mem {
     head: u64,
     /// Recent change batches, oldest first.
     history: VecDeque<Arc<EventBatch>>,
-    history_changes: usize,
+    history_bytes: usize,
     /// Request id → what was remembered of it (loaded from the `d/` keys).
     dedup: HashMap<String, Remembered>,
     /// Index → the request ids remembered there (to drop them with their `d/` key).
@@ -123,16 +129,16 @@ impl Mem {
         indexes
     }
 
-    fn push_history(&mut self, batch: Arc<EventBatch>, window: u64) {
-        self.history_changes += batch.changes.len();
+    fn push_history(&mut self, batch: Arc<EventBatch>, window: u64, max_bytes: usize) {
+        self.history_bytes += history_size(&batch);
         self.head = batch.index;
         self.history.push_back(batch);
         let floor = self.head.saturating_sub(window);
         while let Some(front) = self.history.front() {
-            if front.index > floor && self.history_changes <= HISTORY_CHANGES {
+            if front.index > floor && self.history_bytes <= max_bytes {
                 break;
             }
-            self.history_changes -= front.changes.len();
+            self.history_bytes -= history_size(front);
             self.history.pop_front();
         }
     }
@@ -548,6 +554,7 @@ pub struct StateMachine {
     mem: Arc<RwLock<Mem>>,
     events: mpsc::UnboundedSender<Arc<EventBatch>>,
     history_window: u64,
+    history_bytes: usize,
     dedup_window: u64,
 }
 
@@ -563,6 +570,7 @@ impl StateMachine {
             snap: open_tree("snapshot")?,
             events,
             history_window: HISTORY_WINDOW,
+            history_bytes: HISTORY_BYTES,
             dedup_window: DEDUP_WINDOW,
         })
     }
@@ -577,6 +585,12 @@ impl StateMachine {
     fn with_windows(mut self, history: u64, dedup: u64) -> StateMachine {
         self.history_window = history;
         self.dedup_window = dedup;
+        self
+    }
+
+    #[cfg(test)]
+    fn with_history_bytes(mut self, bytes: usize) -> StateMachine {
+        self.history_bytes = bytes;
         self
     }
 
@@ -753,7 +767,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         for b in done.batches {
             let b = Arc::new(b);
-            mem.push_history(b.clone(), self.history_window);
+            mem.push_history(b.clone(), self.history_window, self.history_bytes);
             let _ = self.events.send(b);
         }
         Ok(results)
@@ -1047,6 +1061,33 @@ mod tests {
         let again = res[0].0[0].as_ref().expect("r1 is recalled, not applied again");
         assert_eq!((again.index, again.records[0].id.as_str()), (1, "a"));
         assert_eq!(res[0].0[1].as_ref().unwrap_err().code, ErrorCode::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn the_history_is_bounded_by_its_size_too() {
+        let (_d, sm, _e) = open();
+        let one = history_size(&EventBatch {
+            index: 1,
+            prev_index: 0,
+            term: 1,
+            at: at(),
+            changes: vec![Change {
+                action: Action::Create,
+                record: Record::blob("o01", json!({ "n": "o01" })),
+            }],
+        });
+        // Room for three batches of one change each.
+        let mut sm = sm.with_history_bytes(3 * one);
+        let entries: Vec<_> = (1..=10)
+            .map(|i| entry(i, vec![tx(&format!("r{i}"), vec![create(&format!("o{i:02}"), None)])]))
+            .collect();
+        sm.apply(entries).await.unwrap();
+        let r = sm.reader();
+        assert!(r.events(6, 100).unwrap().compacted, "batch 7 is gone");
+        let kept = r.events(7, 100).unwrap();
+        assert!(!kept.compacted);
+        assert_eq!(kept.batches.iter().map(|b| b.index).collect::<Vec<_>>(), vec![8, 9, 10]);
+        assert_eq!(sm.mem.read().unwrap().history_bytes, 3 * one);
     }
 
     #[tokio::test]
