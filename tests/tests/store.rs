@@ -341,7 +341,9 @@ async fn without_quorum_writes_fail_fast_and_recover_by_themselves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_cluster_keeps_the_leader_it_first_elects() {
     for round in 0..3 {
-        let c = StoreCluster::start(3, &[]);
+        // Elections after 2-4 s, so a slow machine cannot fake a step-down
+        // within the few seconds this takes.
+        let c = StoreCluster::start(3, &["--tick-ms", "100", "--election-tick", "20"]);
         let client = c.client().await;
         let leader = c.leader(&client, &[], LONG).await;
         assert_eq!(leader, 1, "round {round}: only the initializing replica campaigns");
