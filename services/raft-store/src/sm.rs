@@ -702,10 +702,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut ov = Overlay::new(&self.tree);
         let mut results = Vec::new();
         let mut done = Applied::default();
-        // Only this task writes `mem`, so reading it without holding the lock
-        // across the whole call sees what the call started from.
-        let mem = self.mem.clone();
-        let mem = mem.read().unwrap_or_else(|p| p.into_inner());
+        // Read what the call starts from; readers may share the lock meanwhile.
+        // The write lock is taken only to commit the call's results below.
+        let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
         let mut event_index = mem.head;
         let mut last_index = 0;
         for entry in entries {
