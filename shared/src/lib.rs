@@ -19,6 +19,7 @@ pub mod error;
 pub mod id;
 pub mod model;
 pub mod process;
+pub mod procfs;
 pub mod store;
 pub mod subjects;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use shoal_shared::model::*;
+use shoal_shared::procfs;
 use shoal_shared::store::{ListFilter, StoreClient};
 
 use crate::{bin, dump_logs, eventually, Proc, StoreCluster};
@@ -321,10 +322,6 @@ pub fn assert_one_running_per_slot(tasks: &[Task]) {
 /// Whether the process of a task (from its reported PID) is alive.
 pub fn pid_alive(t: &Task) -> Option<bool> {
     let pid = t.status.container_status.as_ref()?.pid?;
-    Some(
-        std::path::Path::new(&format!("/proc/{pid}")).exists() && {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')
-        },
-    )
+    let stat = i32::try_from(pid).ok().and_then(procfs::Stat::read);
+    Some(std::path::Path::new(&format!("/proc/{pid}")).exists() && stat.is_none_or(|s| !s.zombie()))
 }

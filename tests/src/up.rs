@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use shoal_shared::procfs;
 
 use crate::api::Run;
 use crate::{bin, dump_logs, eventually};
@@ -232,24 +233,21 @@ pub struct ProcInfo {
 
 /// Every live (not zombie) process.
 pub fn procs() -> Vec<ProcInfo> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    procfs::pids()
+        .into_iter()
         .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let mut rest = stat.rsplit(')').next()?.split_whitespace();
-            let state = rest.next()?;
-            let pgid = rest.nth(1)?.parse().ok()?;
+            let stat = procfs::Stat::read(pid)?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let args = cmdline
                 .split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            (state != "Z").then_some(ProcInfo { pid, pgid, args })
+            (!stat.zombie()).then_some(ProcInfo {
+                pid,
+                pgid: stat.pgid,
+                args,
+            })
         })
         .collect()
 }

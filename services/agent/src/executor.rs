@@ -15,6 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use shoal_shared::model::{Task, TaskSpec};
+use shoal_shared::procfs;
 
 use crate::db::ProcessId;
 use crate::docker::DockerExecutor;
@@ -214,13 +215,7 @@ pub fn spawn(spec: &TaskSpec) -> Result<(tokio::process::Child, ProcessId), Stri
 
 /// The start time of a process (field 22 of `/proc/<pid>/stat`), `None` if it is gone or a zombie.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
+    procfs::Stat::read(pid).filter(|s| !s.zombie()).map(|s| s.start_time)
 }
 
 /// Whether the process identified by `p` still runs (same PID, same start time).

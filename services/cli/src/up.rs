@@ -42,6 +42,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde_json::json;
+use shoal_shared::procfs;
 
 use crate::client::{ApiError, Client, Host};
 
@@ -432,12 +433,8 @@ fn stop_leftovers(dir: &Path) -> Result<(), String> {
     let mark = mark.as_encoded_bytes().to_vec();
     let me = std::process::id() as i32;
     let find = || -> Vec<Pid> {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        procfs::pids()
+            .into_iter()
             .filter(|pid| *pid != me)
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/environ"))
@@ -760,20 +757,9 @@ fn stop_procs(
 /// Live processes whose parent is this process (from /proc).
 fn own_children() -> Vec<Pid> {
     let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Fields after the command (which may hold spaces) start after the last ')'.
-            let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-            let state = rest.next().unwrap_or("Z");
-            let ppid = rest.next().and_then(|p| p.parse::<i32>().ok());
-            ppid == Some(me) && state != "Z"
-        })
+    procfs::pids()
+        .into_iter()
+        .filter(|&pid| procfs::Stat::read(pid).is_some_and(|s| s.ppid == me && !s.zombie()))
         .map(Pid::from_raw)
         .collect()
 }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use shoal_shared::dispatch::{AgentRequest, AgentResponse};
 use shoal_shared::model::{Node, NodeDescription, NodeState, Resources};
 use shoal_shared::store::ListFilter;
-use shoal_shared::{envelope, subjects};
+use shoal_shared::{envelope, procfs, subjects};
 use shoal_tests::{bin, Proc, StoreCluster};
 
 const PERIOD: Duration = Duration::from_secs(5);
@@ -22,11 +22,7 @@ const MEASURE_PERIODS: u32 = 6;
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 =
-        f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let ticks = procfs::Stat::read(pid).map_or(0, |s| s.utime + s.stime);
     ticks as f64 / 100.0
 }
 
