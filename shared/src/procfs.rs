@@ -56,6 +56,26 @@ pub fn pids() -> Vec<i32> {
         .collect()
 }
 
+/// The environment a process was started with (`/proc/<pid>/environ`), as
+/// `KEY=value` strings; empty if the process is gone or unreadable.
+pub fn environ(pid: i32) -> Vec<String> {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return Vec::new();
+    };
+    raw.split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
+/// The value of `key` in a process's start environment.
+pub fn env_var(pid: i32, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    environ(pid)
+        .into_iter()
+        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_string))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +98,8 @@ mod tests {
         let s = Stat::read(me).unwrap();
         assert_eq!(s.ppid, parent_from_status());
         assert!(s.start_time > 0);
+        assert!(std::env::var("PATH").is_ok_and(|p| env_var(me, "PATH") == Some(p)));
+        assert!(env_var(me, "SHOAL_NO_SUCH_VARIABLE").is_none());
     }
 
     fn parent_from_status() -> i32 {

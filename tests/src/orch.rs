@@ -132,9 +132,15 @@ impl Orch {
 
     /// Starts (or restarts) the agent `name` with its data dir kept across restarts.
     pub fn start_agent(&mut self, name: &str) {
+        self.start_agent_with(name, &[]);
+    }
+
+    /// Starts (or restarts) the agent `name` with extra environment (e.g. `FAILPOINTS`).
+    pub fn start_agent_with(&mut self, name: &str, env: &[(&str, &str)]) {
         use std::os::unix::process::CommandExt;
         let data_dir = self.store.dir.path().join(format!("agent-{name}"));
         let mut cmd = shoal_cmd("shoal-agent", &self.store.nats.url());
+        cmd.envs(env.iter().copied());
         cmd.args(["--node-name", name, "--executor", "process"])
             .arg("--data-dir")
             .arg(&data_dir)
@@ -317,6 +323,25 @@ pub fn assert_one_running_per_slot(tasks: &[Task]) {
             }
         }
     }
+}
+
+/// The task processes of a node running on this host, found as its agent
+/// finds them (by `SHOAL_NODE_ID`/`SHOAL_TASK_ID` in their environment):
+/// task ID -> PIDs (a task's own children included).
+pub fn task_processes(node_id: &str) -> BTreeMap<String, Vec<i32>> {
+    let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for pid in procfs::pids() {
+        if procfs::env_var(pid, "SHOAL_NODE_ID").as_deref() != Some(node_id) {
+            continue;
+        }
+        if procfs::Stat::read(pid).is_none_or(|s| s.zombie()) {
+            continue;
+        }
+        if let Some(task) = procfs::env_var(pid, "SHOAL_TASK_ID") {
+            out.entry(task).or_default().push(pid);
+        }
+    }
+    out
 }
 
 /// Whether the process of a task (from its reported PID) is alive.

@@ -6,35 +6,7 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-use shoal_shared::model::{Task, TaskStatus};
-
-use crate::executor::Handle;
-
-/// One task as the agent keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LocalTask {
-    /// The latest assignment.
-    pub task: Task,
-    /// What the agent observed last (reported, or queued to report).
-    pub status: TaskStatus,
-    /// The process or container, from when it exists until it has ended.
-    #[serde(default, alias = "process")]
-    pub handle: Option<Handle>,
-    /// Whether the agent asked the task to stop (its end is then `shutdown`).
-    #[serde(default)]
-    pub stopping: bool,
-    /// No longer assigned: forget it once its process or container has ended.
-    #[serde(default)]
-    pub unassigned: bool,
-}
-
-/// A process identity: PID and start time (clock ticks since boot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessId {
-    pub pid: i32,
-    pub start_time: u64,
-}
+use crate::controller::TaskCtl;
 
 pub struct TaskDb {
     tree: sled::Tree,
@@ -48,11 +20,11 @@ impl TaskDb {
         Ok(TaskDb { tree, db })
     }
 
-    pub fn load(&self) -> anyhow::Result<Vec<LocalTask>> {
+    pub fn load(&self) -> anyhow::Result<Vec<TaskCtl>> {
         let mut out = Vec::new();
         for kv in self.tree.iter() {
             let (_, v) = kv?;
-            match serde_json::from_slice::<LocalTask>(&v) {
+            match serde_json::from_slice::<TaskCtl>(&v) {
                 Ok(t) => out.push(t),
                 Err(e) => tracing::warn!(error = %e, "agent db: unreadable task skipped"),
             }
@@ -60,7 +32,7 @@ impl TaskDb {
         Ok(out)
     }
 
-    pub fn put(&self, t: &LocalTask) {
+    pub fn put(&self, t: &TaskCtl) {
         let bytes = serde_json::to_vec(t).expect("local task encodes");
         if let Err(e) = self.tree.insert(t.task.meta.id.as_bytes(), bytes) {
             tracing::error!(error = %e, "agent db: write failed");
@@ -84,15 +56,18 @@ impl TaskDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::Phase;
+    use crate::exec::{Handle, ProcessId};
+    use shoal_shared::model::{Task, TaskStatus};
 
     #[test]
     fn tasks_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let t = LocalTask {
+        let t = TaskCtl {
             task: Task::new("t1", "s1", Default::default()),
             status: TaskStatus::default(),
             handle: Some(Handle::Process(ProcessId { pid: 42, start_time: 7 })),
-            stopping: false,
+            phase: Some(Phase::Running),
             unassigned: false,
         };
         {
@@ -108,11 +83,14 @@ mod tests {
         });
         db.put(&c);
         assert_eq!(db.load().unwrap(), vec![c]);
-        // A record written before containers existed still reads.
+        // A record written before containers and phases existed still reads.
         let mut old = serde_json::to_value(&t).unwrap();
         let handle = old.as_object_mut().unwrap().remove("handle").unwrap();
+        old.as_object_mut().unwrap().remove("phase");
         old["process"] = handle;
-        assert_eq!(serde_json::from_value::<LocalTask>(old).unwrap(), t);
+        old["stopping"] = serde_json::json!(false);
+        let read = serde_json::from_value::<TaskCtl>(old).unwrap();
+        assert_eq!((read.handle.clone(), read.phase()), (t.handle.clone(), Phase::Running));
         db.remove("t1");
         assert!(db.load().unwrap().is_empty());
     }

@@ -10,7 +10,7 @@
 //! - stopping: `docker stop` with the task's grace period (the engine sends
 //!   the stop signal, then SIGKILL);
 //! - the labels let a restarted agent find its containers again
-//!   ([`DockerExecutor::own_containers`]).
+//!   ([`Executor::find`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,7 +27,10 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use shoal_shared::model::{EngineDescription, PluginDescription, Task};
 
-use crate::executor::{stop_grace, Exit};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::exec::{stop_grace, ExecError, Executor, Exit, Found, Handle, Started};
 
 pub const LABEL_SERVICE_ID: &str = "com.docker.swarm.service.id";
 pub const LABEL_SERVICE_NAME: &str = "com.docker.swarm.service.name";
@@ -58,23 +61,21 @@ pub struct EngineFacts {
     pub engine: EngineDescription,
 }
 
-/// A container of this node found on the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub container_id: String,
-    pub task_id: String,
-    pub running: bool,
-    /// Whether it ever ran (a container only created has not).
-    pub started: bool,
-    pub exit_code: Option<i64>,
-}
-
 /// Docker's words for an engine error (its message, without bollard's wrapping).
 pub fn engine_message(e: &DockerError) -> String {
     match e {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
         DockerError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
+    }
+}
+
+/// An engine error as an execution error: what the engine refuses is final,
+/// an engine that did not answer is temporary.
+fn classify(e: &DockerError) -> ExecError {
+    match e {
+        DockerError::DockerResponseServerError { .. } => ExecError::Rejected(engine_message(e)),
+        _ => ExecError::Temporary(engine_message(e)),
     }
 }
 
@@ -316,10 +317,12 @@ impl DockerExecutor {
         }
     }
 
-    /// Preparing: image, then the container (created, not started). Returns the container ID.
-    pub async fn prepare(&self, task: &Task) -> Result<String, String> {
-        let image = self.ensure_image(task).await?;
-        let body = container_config(task, &self.node_id, &image)?;
+    /// Preparing: image, then the container (created, not started). Returns the
+    /// container ID. What the engine refuses rejects the task; an engine that
+    /// cannot be reached is a temporary error.
+    pub async fn prepare_container(&self, task: &Task) -> Result<String, ExecError> {
+        let image = self.ensure_image(task).await.map_err(ExecError::Rejected)?;
+        let body = container_config(task, &self.node_id, &image).map_err(ExecError::Rejected)?;
         let name = container_name(task);
         let options = || CreateContainerOptions {
             name: Some(name.clone()),
@@ -330,19 +333,19 @@ impl DockerExecutor {
             Err(e) if status_of(&e) == Some(409) => {
                 // A container of this task from before a crash: start afresh.
                 tracing::info!(container = %name, "removing a leftover container of the same task");
-                self.remove(&name).await;
+                self.remove_container(&name).await;
                 self.docker
                     .create_container(Some(options()), body)
                     .await
                     .map(|r| r.id)
-                    .map_err(|e| engine_message(&e))
+                    .map_err(|e| classify(&e))
             }
-            Err(e) => Err(engine_message(&e)),
+            Err(e) => Err(classify(&e)),
         }
     }
 
     /// Starting: the container runs.
-    pub async fn start(&self, container_id: &str) -> Result<(), String> {
+    pub async fn start_container(&self, container_id: &str) -> Result<(), String> {
         self.docker
             .start_container(container_id, None)
             .await
@@ -350,7 +353,7 @@ impl DockerExecutor {
     }
 
     /// Waits until the container stops and returns its exit code.
-    pub async fn wait(&self, container_id: &str) -> Exit {
+    pub async fn wait_container(&self, container_id: &str) -> Exit {
         loop {
             let mut stream = self.docker.wait_container(container_id, None);
             match stream.next().await {
@@ -374,7 +377,7 @@ impl DockerExecutor {
     }
 
     /// Stops the container: its stop signal, then SIGKILL after `grace`.
-    pub async fn stop(&self, container_id: &str, grace: Duration) {
+    pub async fn stop_container(&self, container_id: &str, grace: Duration) {
         let options = StopContainerOptions {
             t: Some(grace.as_secs_f64().ceil() as i32),
             signal: None,
@@ -387,7 +390,7 @@ impl DockerExecutor {
     }
 
     /// Removes the container (and its anonymous volumes' references; named volumes stay).
-    pub async fn remove(&self, container: &str) {
+    pub async fn remove_container(&self, container: &str) {
         let options = RemoveContainerOptions {
             force: true,
             ..Default::default()
@@ -426,7 +429,7 @@ impl DockerExecutor {
             let running = state.running == Some(true) || state.restarting == Some(true);
             let started = state.status != Some(bollard::models::ContainerStateStatusEnum::CREATED);
             out.push(Found {
-                container_id: id,
+                handle: Handle::Container { container_id: id },
                 task_id,
                 running,
                 started,
@@ -476,6 +479,81 @@ impl DockerExecutor {
                 None
             }
         }
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn prepare(&self, task: &Task) -> BoxFuture<'static, Result<Option<Handle>, ExecError>> {
+        let (d, task) = (self.clone(), task.clone());
+        async move {
+            d.prepare_container(&task)
+                .await
+                .map(|container_id| Some(Handle::Container { container_id }))
+        }
+        .boxed()
+    }
+
+    fn start(&self, _task: &Task, prepared: Option<Handle>) -> BoxFuture<'static, Result<Started, ExecError>> {
+        let d = self.clone();
+        async move {
+            let Some(handle @ Handle::Container { .. }) = prepared else {
+                return Err(ExecError::Failed("the container was not prepared".into()));
+            };
+            d.start_container(handle.container_id().unwrap_or_default())
+                .await
+                .map_err(ExecError::Failed)?;
+            Ok(Started { handle, child: None })
+        }
+        .boxed()
+    }
+
+    fn wait(&self, handle: Handle, _child: Option<tokio::process::Child>) -> BoxFuture<'static, Exit> {
+        let d = self.clone();
+        async move {
+            match handle {
+                Handle::Container { container_id } => d.wait_container(&container_id).await,
+                Handle::Process(_) => Exit::Lost("task: a process, but this agent runs containers".into()),
+            }
+        }
+        .boxed()
+    }
+
+    fn stop(&self, handle: Handle, grace: Duration) -> BoxFuture<'static, ()> {
+        let d = self.clone();
+        async move {
+            if let Handle::Container { container_id } = handle {
+                d.stop_container(&container_id, grace).await;
+            }
+        }
+        .boxed()
+    }
+
+    fn remove(&self, task: &Task) -> BoxFuture<'static, ()> {
+        let (d, name) = (self.clone(), container_name(task));
+        async move { d.remove_container(&name).await }.boxed()
+    }
+
+    fn find(&self) -> BoxFuture<'static, Result<Vec<Found>, String>> {
+        let d = self.clone();
+        async move { d.own_containers().await }.boxed()
+    }
+
+    fn discard(&self, found: Found) -> BoxFuture<'static, ()> {
+        let d = self.clone();
+        async move {
+            if let Some(id) = found.handle.container_id() {
+                d.remove_container(id).await;
+            }
+        }
+        .boxed()
+    }
+
+    fn lost_reason(&self) -> &'static str {
+        "task: container removed while the agent was not running"
     }
 }
 

@@ -7,19 +7,25 @@
 //! complete | failed | shutdown), reporting each.
 //!
 //! - [`config`]: flags and `SHOAL_*` variables;
-//! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
-//! - [`executor`]: what the controller drives, and the `process` executor;
+//! - [`controller`]: one task's life as a pure state machine (events in, effects out);
+//! - [`session`]: the session with the dispatcher, as pure decisions;
+//! - [`exec`]: the executor interface and the values that cross it;
+//! - [`process`]: the `process` executor;
 //! - [`docker`]: the `docker` executor (bollard);
+//! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
 //! - [`image`]: answers the API's image lookups from the node's engine;
-//! - [`agent`]: the actix actor.
+//! - [`agent`]: the actix actor, a thin shell performing the controller's effects.
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod config;
+pub mod controller;
 pub mod db;
 pub mod docker;
-pub mod executor;
+pub mod exec;
 pub mod image;
+pub mod process;
+pub mod session;
 
 use std::future::Future;
 

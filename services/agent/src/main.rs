@@ -4,6 +4,8 @@ use shoal_shared::{process, telemetry};
 
 fn main() {
     let config = Config::parse();
+    // Failpoints named in FAILPOINTS (tests only: see `agent::FAIL_BEFORE_RUNNING`).
+    let _failpoints = fail::FailScenario::setup();
     process::exit_if_invalid(config.validate());
     let result = actix::System::with_tokio_rt(process::tokio_runtime).block_on(async move {
         let _telemetry = telemetry::init("shoal-agent");

@@ -1,0 +1,983 @@
+//! One task's life on this node, as a pure state machine: [`step`] takes the
+//! task's local state and one event and returns the new state and the
+//! effects the runtime must perform (executor calls, status reports,
+//! persisting, forgetting). No I/O, no clock (the time stamps reports get is
+//! an input), so every transition is unit-tested below.
+//!
+//! After SwarmKit's `agent/exec` controller (`Do`: one step from the current
+//! state). The local [`Phase`] says what is in flight; the reported
+//! [`TaskState`] only moves forward:
+//!
+//! ```text
+//! New --assigned--> Preparing --prepared--> Starting --started--> Running --exited--> Ended
+//!  |                    |                      |                     |
+//!  |                    +-- stop asked: on completion the work is removed (prepared)
+//!  |                    |   or stopped (started): Stopping --exited--> Ended (shutdown)
+//!  +-- stop asked --> Ended (shutdown)                 Running --stop asked--> Stopping
+//! ```
+//!
+//! A task that is no longer assigned is forgotten (its leftovers removed)
+//! once nothing of it runs or is in flight. After an agent restart every
+//! task gets [`Event::Adopted`] with what the executor found of it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shoal_shared::model::{ContainerStatus, Task, TaskState, TaskStatus};
+
+use crate::exec::{stop_grace, ExecError, Exit, Found, Handle};
+
+/// How long a task waits after a temporary executor error before preparing again.
+pub const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// What the agent is doing with a task's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Nothing done yet (or to be done again after a temporary error or an
+    /// agent restart during preparing).
+    New,
+    /// A prepare (image, container creation) is in flight.
+    Preparing,
+    /// A start is in flight.
+    Starting,
+    /// The work runs; a wait is in flight.
+    Running,
+    /// The work was asked to stop; the wait sees it end.
+    Stopping,
+    /// A temporary executor error: preparing again after [`RETRY_DELAY`].
+    Backoff,
+    /// Nothing runs any more (it ended, or never started).
+    Ended,
+}
+
+impl Phase {
+    /// Whether an executor operation whose outcome the controller awaits is in flight.
+    pub fn busy(self) -> bool {
+        matches!(self, Phase::Preparing | Phase::Starting)
+    }
+}
+
+/// One task as the agent keeps it (and persists it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCtl {
+    /// The latest assignment.
+    pub task: Task,
+    /// What the agent observed last (reported, or queued to report).
+    pub status: TaskStatus,
+    /// The process or container, from when it exists until it has ended.
+    #[serde(default, alias = "process")]
+    pub handle: Option<Handle>,
+    /// What is in flight. Absent in records written before phases existed.
+    #[serde(default)]
+    pub phase: Option<Phase>,
+    /// No longer assigned: forget it once nothing of it runs.
+    #[serde(default)]
+    pub unassigned: bool,
+}
+
+/// Something that happened to a task.
+#[derive(Debug)]
+pub enum Event {
+    /// The dispatcher assigned it (again, possibly with a new desired state).
+    Assigned(Box<Task>),
+    /// It is no longer in this node's assignments.
+    Unassigned,
+    /// The prepare finished.
+    Prepared(Result<Option<Handle>, ExecError>),
+    /// The start finished.
+    Started(Result<Handle, ExecError>),
+    /// The work behind `handle` ended.
+    Exited { handle: Handle, exit: Exit },
+    /// After an agent restart: what the executor found of the task, and the
+    /// reason to give if its work is gone.
+    Adopted { found: Option<Found>, lost: String },
+    /// The delay after a temporary error has passed.
+    RetryDue,
+}
+
+/// What the runtime must do after a step, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Prepare the task's work; answer with [`Event::Prepared`].
+    Prepare,
+    /// Start the prepared work; answer with [`Event::Started`].
+    Start(Option<Handle>),
+    /// Wait for the work to end; answer with [`Event::Exited`].
+    Wait(Handle),
+    /// Ask the work to stop within `grace`.
+    Stop { handle: Handle, grace: Duration },
+    /// Remove what is left of the task (its container).
+    Remove,
+    /// Send this status to the dispatcher.
+    Report(TaskStatus),
+    /// Send [`Event::RetryDue`] after this long.
+    RetryAfter(Duration),
+    /// Drop the task from memory and the database (after [`Effect::Remove`]).
+    Forget,
+}
+
+impl TaskCtl {
+    /// A task this agent has not seen before.
+    pub fn new(task: Task) -> TaskCtl {
+        TaskCtl {
+            status: task.status.clone(),
+            task,
+            handle: None,
+            phase: Some(Phase::New),
+            unassigned: false,
+        }
+    }
+
+    /// The phase, derived for a record written before phases were kept.
+    pub fn phase(&self) -> Phase {
+        self.phase.unwrap_or(match (&self.handle, self.status.state) {
+            (Some(_), _) => Phase::Running,
+            (None, s) if s > TaskState::Running => Phase::Ended,
+            (None, _) => Phase::New,
+        })
+    }
+
+    /// Whether the task should not run (stopped by the managers, or no longer assigned).
+    pub fn stop_wanted(&self) -> bool {
+        self.unassigned || self.task.desired_state > TaskState::Running
+    }
+
+    pub fn id(&self) -> &str {
+        &self.task.meta.id
+    }
+}
+
+/// The first assignment of a task this agent has no record of. A task the
+/// store believes started here, which this agent never saw (its database
+/// was lost), is reported failed rather than started twice.
+pub fn first_assignment(task: Task, now: DateTime<Utc>) -> (TaskCtl, Vec<Effect>) {
+    let started_elsewhere = (TaskState::Starting..=TaskState::Running).contains(&task.status.state)
+        && task.desired_state <= TaskState::Running;
+    let mut ctl = TaskCtl::new(task.clone());
+    if started_elsewhere {
+        let mut fx = Vec::new();
+        report(
+            &mut ctl,
+            &mut fx,
+            now,
+            TaskState::Failed,
+            "lost",
+            "task: not found on this node",
+            None,
+        );
+        ctl.phase = Some(Phase::Ended);
+        return (ctl, fx);
+    }
+    step(ctl, Event::Assigned(Box::new(task)), now)
+}
+
+/// One step of a task's life.
+pub fn step(mut ctl: TaskCtl, event: Event, now: DateTime<Utc>) -> (TaskCtl, Vec<Effect>) {
+    let mut fx = Vec::new();
+    let phase = ctl.phase();
+    ctl.phase = Some(phase);
+    match event {
+        Event::Assigned(task) => {
+            let store_state = task.status.state;
+            ctl.task = *task;
+            ctl.unassigned = false;
+            if store_state < ctl.status.state {
+                // The managers missed a report (e.g. while unreachable): send it again.
+                fx.push(Effect::Report(ctl.status.clone()));
+            }
+        }
+        Event::Unassigned => ctl.unassigned = true,
+        Event::Prepared(res) if phase == Phase::Preparing => match res {
+            Err(e) => fail(&mut ctl, &mut fx, now, e, "preparing"),
+            Ok(handle) => {
+                ctl.handle = handle;
+                if ctl.stop_wanted() {
+                    // Stopped before it started: what was prepared goes.
+                    report(&mut ctl, &mut fx, now, TaskState::Shutdown, "shutdown", "", None);
+                    ctl.handle = None;
+                    ctl.phase = Some(Phase::Ended);
+                    fx.push(Effect::Remove);
+                } else {
+                    for st in [TaskState::Ready, TaskState::Starting] {
+                        report(&mut ctl, &mut fx, now, st, st.as_str(), "", None);
+                    }
+                    ctl.phase = Some(Phase::Starting);
+                    fx.push(Effect::Start(ctl.handle.clone()));
+                }
+            }
+        },
+        Event::Started(res) if phase == Phase::Starting => match res {
+            Err(e) => fail(&mut ctl, &mut fx, now, e, "starting"),
+            Ok(handle) => {
+                ctl.handle = Some(handle.clone());
+                fx.push(Effect::Wait(handle.clone()));
+                if ctl.stop_wanted() {
+                    // A stop asked while the start was in flight: the work
+                    // runs now, so it is stopped now.
+                    ctl.phase = Some(Phase::Stopping);
+                    fx.push(Effect::Stop {
+                        handle,
+                        grace: stop_grace(&ctl.task.spec),
+                    });
+                } else {
+                    ctl.phase = Some(Phase::Running);
+                    report(&mut ctl, &mut fx, now, TaskState::Running, "started", "", None);
+                }
+            }
+        },
+        Event::Exited { handle, exit } => {
+            if matches!(phase, Phase::Running | Phase::Stopping) && ctl.handle.as_ref() == Some(&handle) {
+                exited(&mut ctl, &mut fx, now, exit);
+            }
+        }
+        Event::Adopted { found, lost } => adopted(&mut ctl, &mut fx, now, found, lost),
+        Event::RetryDue if phase == Phase::Backoff => ctl.phase = Some(Phase::New),
+        // An outcome for an operation that is no longer awaited.
+        Event::Prepared(_) | Event::Started(_) | Event::RetryDue => {}
+    }
+    drive(&mut ctl, &mut fx, now);
+    (ctl, fx)
+}
+
+/// Moves the task toward what is wanted of it, from a settled phase.
+fn drive(ctl: &mut TaskCtl, fx: &mut Vec<Effect>, now: DateTime<Utc>) {
+    let phase = ctl.phase();
+    if ctl.stop_wanted() {
+        match phase {
+            Phase::New | Phase::Backoff => {
+                if ctl.status.state <= TaskState::Running {
+                    report(ctl, fx, now, TaskState::Shutdown, "shutdown", "", None);
+                }
+                ctl.phase = Some(Phase::Ended);
+            }
+            Phase::Running => {
+                if let Some(handle) = ctl.handle.clone() {
+                    ctl.phase = Some(Phase::Stopping);
+                    fx.push(Effect::Stop {
+                        handle,
+                        grace: stop_grace(&ctl.task.spec),
+                    });
+                }
+            }
+            // In flight: the outcome's step stops it.
+            Phase::Preparing | Phase::Starting | Phase::Stopping | Phase::Ended => {}
+        }
+        if ctl.unassigned && ctl.phase() == Phase::Ended && !fx.contains(&Effect::Forget) {
+            if !fx.contains(&Effect::Remove) {
+                fx.push(Effect::Remove);
+            }
+            fx.push(Effect::Forget);
+        }
+    } else if phase == Phase::New {
+        if ctl.status.state < TaskState::Running {
+            for st in [TaskState::Accepted, TaskState::Preparing] {
+                report(ctl, fx, now, st, st.as_str(), "", None);
+            }
+            ctl.phase = Some(Phase::Preparing);
+            fx.push(Effect::Prepare);
+        } else {
+            // It ran here before; restarting is the scheduler's decision.
+            ctl.phase = Some(Phase::Ended);
+        }
+    }
+}
+
+/// A failed prepare or start.
+fn fail(ctl: &mut TaskCtl, fx: &mut Vec<Effect>, now: DateTime<Utc>, e: ExecError, during: &str) {
+    match e {
+        ExecError::Temporary(msg) => {
+            tracing::info!(task = %ctl.id(), error = %msg, during, "agent: executor not available; retrying");
+            ctl.handle = None;
+            ctl.phase = Some(Phase::Backoff);
+            fx.push(Effect::RetryAfter(RETRY_DELAY));
+        }
+        ExecError::Rejected(msg) => {
+            report(ctl, fx, now, TaskState::Rejected, during, &msg, None);
+            ctl.handle = None;
+            ctl.phase = Some(Phase::Ended);
+        }
+        ExecError::Failed(msg) => {
+            report(ctl, fx, now, TaskState::Failed, during, &msg, None);
+            ctl.handle = None;
+            ctl.phase = Some(Phase::Ended);
+        }
+    }
+}
+
+/// The work ended: shutdown if it was asked to stop, else complete or failed.
+fn exited(ctl: &mut TaskCtl, fx: &mut Vec<Effect>, now: DateTime<Utc>, exit: Exit) {
+    let code = match &exit {
+        Exit::Code(c) => Some(*c),
+        Exit::Lost(_) => None,
+    };
+    if ctl.phase() == Phase::Stopping || ctl.stop_wanted() {
+        report(ctl, fx, now, TaskState::Shutdown, "shutdown", "", code);
+    } else {
+        match exit {
+            Exit::Code(0) => report(ctl, fx, now, TaskState::Complete, "finished", "", code),
+            Exit::Code(c) => report(
+                ctl,
+                fx,
+                now,
+                TaskState::Failed,
+                "started",
+                &format!("task: non-zero exit ({c})"),
+                code,
+            ),
+            Exit::Lost(why) => report(ctl, fx, now, TaskState::Failed, "started", &why, None),
+        }
+    }
+    ctl.handle = None;
+    ctl.phase = Some(Phase::Ended);
+}
+
+/// What the executor found of a task after an agent restart.
+fn adopted(ctl: &mut TaskCtl, fx: &mut Vec<Effect>, now: DateTime<Utc>, found: Option<Found>, lost: String) {
+    let phase = ctl.phase();
+    match found {
+        Some(f) if f.running => {
+            // It runs: watch it, and say so if that was never reported.
+            ctl.handle = Some(f.handle.clone());
+            fx.push(Effect::Wait(f.handle.clone()));
+            if ctl.stop_wanted() || phase == Phase::Stopping || ctl.status.state > TaskState::Running {
+                ctl.phase = Some(Phase::Stopping);
+                fx.push(Effect::Stop {
+                    handle: f.handle,
+                    grace: stop_grace(&ctl.task.spec),
+                });
+            } else {
+                ctl.phase = Some(Phase::Running);
+                report(ctl, fx, now, TaskState::Running, "started", "", None);
+            }
+        }
+        Some(f) if f.started => {
+            // It ran and ended while the agent was away; an end already
+            // reported stays as it was (the container stays for `docker logs`).
+            if phase != Phase::Ended {
+                ctl.handle = Some(f.handle);
+                if phase != Phase::Stopping {
+                    ctl.phase = Some(Phase::Running);
+                }
+                exited(ctl, fx, now, Exit::Code(f.exit_code.unwrap_or(0)));
+            }
+        }
+        Some(_) => {
+            // Created, never started: removed, and prepared again if still wanted.
+            fx.push(Effect::Remove);
+            ctl.handle = None;
+            if phase != Phase::Ended {
+                ctl.phase = Some(Phase::New);
+            }
+        }
+        None => match phase {
+            Phase::Running | Phase::Stopping => {
+                if ctl.handle.is_some() {
+                    exited(ctl, fx, now, Exit::Lost(lost));
+                } else {
+                    ctl.phase = Some(Phase::New);
+                }
+            }
+            // It was being prepared or started when the agent stopped, and
+            // nothing of it runs: from the beginning.
+            Phase::Preparing | Phase::Starting | Phase::Backoff => {
+                ctl.handle = None;
+                ctl.phase = Some(Phase::New);
+            }
+            Phase::New | Phase::Ended => {}
+        },
+    }
+}
+
+/// Sorts the work an executor found after a restart: per known task the
+/// work found for it (a running one preferred), and the rest (work of tasks
+/// this node does not know, or a second one of the same task) to discard.
+pub fn sort_found(known: impl Fn(&str) -> bool, found: Vec<Found>) -> (BTreeMap<String, Found>, Vec<Found>) {
+    let mut mine: BTreeMap<String, Found> = BTreeMap::new();
+    let mut discard = Vec::new();
+    for f in found {
+        if !known(&f.task_id) {
+            discard.push(f);
+            continue;
+        }
+        match mine.remove(&f.task_id) {
+            Some(had) if had.running || !f.running => {
+                discard.push(f);
+                mine.insert(had.task_id.clone(), had);
+            }
+            Some(had) => {
+                discard.push(had);
+                mine.insert(f.task_id.clone(), f);
+            }
+            None => {
+                mine.insert(f.task_id.clone(), f);
+            }
+        }
+    }
+    (mine, discard)
+}
+
+/// Queues a report of `state`, unless the task is already there or beyond.
+fn report(
+    ctl: &mut TaskCtl,
+    fx: &mut Vec<Effect>,
+    now: DateTime<Utc>,
+    state: TaskState,
+    message: &str,
+    err: &str,
+    exit_code: Option<i64>,
+) {
+    if state <= ctl.status.state {
+        return;
+    }
+    ctl.status = TaskStatus {
+        timestamp: now,
+        state,
+        message: message.to_string(),
+        err: err.to_string(),
+        container_status: Some(ContainerStatus {
+            container_id: ctl.handle.as_ref().and_then(Handle::container_id).map(str::to_string),
+            pid: ctl.handle.as_ref().and_then(Handle::pid).map(i64::from),
+            exit_code,
+        }),
+        port_status: None,
+    };
+    fx.push(Effect::Report(ctl.status.clone()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::ProcessId;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    fn task(desired: TaskState) -> Task {
+        let mut t = Task::new("t1", "s1", Default::default());
+        t.desired_state = desired;
+        t.status.state = TaskState::Assigned;
+        t
+    }
+
+    fn proc_handle() -> Handle {
+        Handle::Process(ProcessId {
+            pid: 4242,
+            start_time: 7,
+        })
+    }
+
+    fn container() -> Handle {
+        Handle::Container {
+            container_id: "c1".into(),
+        }
+    }
+
+    fn reported(fx: &[Effect]) -> Vec<TaskState> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Report(s) => Some(s.state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn without_reports(fx: &[Effect]) -> Vec<Effect> {
+        fx.iter().filter(|e| !matches!(e, Effect::Report(_))).cloned().collect()
+    }
+
+    fn grace() -> Duration {
+        crate::exec::DEFAULT_STOP_GRACE
+    }
+
+    /// Drives a task from its first assignment to running.
+    fn running(h: Handle) -> TaskCtl {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, _) = step(c, Event::Prepared(Ok(None)), now());
+        let (c, _) = step(c, Event::Started(Ok(h)), now());
+        assert_eq!(c.phase(), Phase::Running);
+        c
+    }
+
+    /// The same task, stopped by the managers (who saw every report).
+    fn assigned_shutdown(c: &TaskCtl) -> Event {
+        let mut t = c.task.clone();
+        t.status = c.status.clone();
+        t.desired_state = TaskState::Shutdown;
+        Event::Assigned(Box::new(t))
+    }
+
+    fn restart(c: &TaskCtl) -> TaskCtl {
+        // What the database gives back after a restart.
+        serde_json::from_slice(&serde_json::to_vec(c).unwrap()).unwrap()
+    }
+
+    fn adopted_ev(found: Option<Found>) -> Event {
+        Event::Adopted {
+            found,
+            lost: "task: ended while the agent was not running".into(),
+        }
+    }
+
+    fn found(h: Handle, running: bool, started: bool, code: Option<i64>) -> Found {
+        Found {
+            task_id: "t1".into(),
+            handle: h,
+            running,
+            started,
+            exit_code: code,
+        }
+    }
+
+    #[test]
+    fn a_task_goes_from_assigned_to_running_reporting_every_state() {
+        let (c, fx) = first_assignment(task(TaskState::Running), now());
+        assert_eq!(reported(&fx), [TaskState::Accepted, TaskState::Preparing]);
+        assert_eq!(without_reports(&fx), [Effect::Prepare]);
+        assert_eq!(c.phase(), Phase::Preparing);
+        let (c, fx) = step(c, Event::Prepared(Ok(Some(container()))), now());
+        assert_eq!(reported(&fx), [TaskState::Ready, TaskState::Starting]);
+        assert_eq!(without_reports(&fx), [Effect::Start(Some(container()))]);
+        let (c, fx) = step(c, Event::Started(Ok(container())), now());
+        assert_eq!(reported(&fx), [TaskState::Running]);
+        assert_eq!(without_reports(&fx), [Effect::Wait(container())]);
+        assert_eq!(
+            c.status.container_status.as_ref().unwrap().container_id.as_deref(),
+            Some("c1")
+        );
+    }
+
+    #[test]
+    fn exits_end_complete_failed_or_lost() {
+        for (exit, state, err) in [
+            (Exit::Code(0), TaskState::Complete, ""),
+            (Exit::Code(3), TaskState::Failed, "task: non-zero exit (3)"),
+            (Exit::Lost("gone".into()), TaskState::Failed, "gone"),
+        ] {
+            let c = running(proc_handle());
+            let (c, fx) = step(
+                c,
+                Event::Exited {
+                    handle: proc_handle(),
+                    exit,
+                },
+                now(),
+            );
+            assert_eq!(reported(&fx), [state]);
+            assert_eq!(c.status.err, err);
+            assert_eq!(c.phase(), Phase::Ended);
+            assert!(c.handle.is_none());
+            assert!(
+                without_reports(&fx).is_empty(),
+                "an ended task's container stays until unassigned"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exit_of_other_work_is_ignored() {
+        let c = running(proc_handle());
+        let (c, fx) = step(
+            c,
+            Event::Exited {
+                handle: container(),
+                exit: Exit::Code(1),
+            },
+            now(),
+        );
+        assert!(fx.is_empty());
+        assert_eq!(c.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn a_stop_of_a_running_task_signals_it_once_and_its_exit_is_shutdown() {
+        let c = running(proc_handle());
+        let ev = assigned_shutdown(&c);
+        let (c, fx) = step(c, ev, now());
+        assert_eq!(
+            fx,
+            [Effect::Stop {
+                handle: proc_handle(),
+                grace: grace()
+            }]
+        );
+        assert_eq!(c.phase(), Phase::Stopping);
+        // Asked again (another assignment): nothing more.
+        let ev = assigned_shutdown(&c);
+        let (c, fx) = step(c, ev, now());
+        assert!(fx.is_empty());
+        // An exit while stopping, even a non-zero one, is a shutdown.
+        let (c, fx) = step(
+            c,
+            Event::Exited {
+                handle: proc_handle(),
+                exit: Exit::Code(143),
+            },
+            now(),
+        );
+        assert_eq!(reported(&fx), [TaskState::Shutdown]);
+        assert_eq!(c.status.container_status.as_ref().unwrap().exit_code, Some(143));
+        assert_eq!(c.phase(), Phase::Ended);
+    }
+
+    /// D2: a stop that arrives while the start is in flight stops the work
+    /// as soon as it runs (it used to be marked and never signalled).
+    #[test]
+    fn a_stop_while_starting_stops_the_work_when_the_start_completes() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, _) = step(c, Event::Prepared(Ok(None)), now());
+        assert_eq!(c.phase(), Phase::Starting);
+        let ev = assigned_shutdown(&c);
+        let (c, fx) = step(c, ev, now());
+        assert!(fx.is_empty(), "nothing to signal yet: {fx:?}");
+        let (c, fx) = step(c, Event::Started(Ok(proc_handle())), now());
+        assert_eq!(
+            fx,
+            [
+                Effect::Wait(proc_handle()),
+                Effect::Stop {
+                    handle: proc_handle(),
+                    grace: grace()
+                }
+            ]
+        );
+        assert_eq!(c.phase(), Phase::Stopping);
+        let (c, fx) = step(
+            c,
+            Event::Exited {
+                handle: proc_handle(),
+                exit: Exit::Code(143),
+            },
+            now(),
+        );
+        assert_eq!(reported(&fx), [TaskState::Shutdown]);
+        assert_eq!(c.phase(), Phase::Ended);
+    }
+
+    /// D2 as it happened: unassigned (scaled down) while starting.
+    #[test]
+    fn an_unassign_while_starting_stops_then_forgets() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, _) = step(c, Event::Prepared(Ok(None)), now());
+        let (c, fx) = step(c, Event::Unassigned, now());
+        assert!(fx.is_empty());
+        let (c, fx) = step(c, Event::Started(Ok(proc_handle())), now());
+        assert!(fx.contains(&Effect::Stop {
+            handle: proc_handle(),
+            grace: grace()
+        }));
+        let (_, fx) = step(
+            c,
+            Event::Exited {
+                handle: proc_handle(),
+                exit: Exit::Code(143),
+            },
+            now(),
+        );
+        assert_eq!(reported(&fx), [TaskState::Shutdown]);
+        assert_eq!(without_reports(&fx), [Effect::Remove, Effect::Forget]);
+    }
+
+    #[test]
+    fn an_unassign_while_preparing_removes_what_was_prepared_and_forgets() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, fx) = step(c, Event::Unassigned, now());
+        assert!(fx.is_empty());
+        assert_eq!(c.phase(), Phase::Preparing);
+        let (_, fx) = step(c, Event::Prepared(Ok(Some(container()))), now());
+        assert_eq!(reported(&fx), [TaskState::Shutdown]);
+        assert_eq!(without_reports(&fx), [Effect::Remove, Effect::Forget]);
+    }
+
+    #[test]
+    fn a_task_stopped_before_it_was_started_ends_shutdown() {
+        let (c, fx) = first_assignment(task(TaskState::Shutdown), now());
+        assert_eq!(reported(&fx), [TaskState::Shutdown]);
+        assert!(without_reports(&fx).is_empty());
+        assert_eq!(c.phase(), Phase::Ended);
+        let (_, fx) = step(c, Event::Unassigned, now());
+        assert_eq!(fx, [Effect::Remove, Effect::Forget]);
+    }
+
+    #[test]
+    fn an_ended_task_is_forgotten_when_unassigned_and_its_container_removed() {
+        let c = running(container());
+        let (c, _) = step(
+            c,
+            Event::Exited {
+                handle: container(),
+                exit: Exit::Code(0),
+            },
+            now(),
+        );
+        let (_, fx) = step(c, Event::Unassigned, now());
+        assert_eq!(fx, [Effect::Remove, Effect::Forget]);
+    }
+
+    #[test]
+    fn an_image_pull_failure_rejects_and_a_start_failure_fails() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, fx) = step(
+            c,
+            Event::Prepared(Err(ExecError::Rejected("no such image".into()))),
+            now(),
+        );
+        assert_eq!(reported(&fx), [TaskState::Rejected]);
+        assert_eq!(
+            (c.status.message.as_str(), c.status.err.as_str()),
+            ("preparing", "no such image")
+        );
+        assert_eq!(c.phase(), Phase::Ended);
+
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, _) = step(c, Event::Prepared(Ok(Some(container()))), now());
+        let (c, fx) = step(c, Event::Started(Err(ExecError::Failed("exec failed".into()))), now());
+        assert_eq!(reported(&fx), [TaskState::Failed]);
+        assert_eq!(
+            (c.status.message.as_str(), c.status.err.as_str()),
+            ("starting", "exec failed")
+        );
+        assert!(c.handle.is_none());
+        assert_eq!(c.phase(), Phase::Ended);
+    }
+
+    #[test]
+    fn a_temporary_error_retries_the_prepare() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, fx) = step(
+            c,
+            Event::Prepared(Err(ExecError::Temporary("engine down".into()))),
+            now(),
+        );
+        assert_eq!(fx, [Effect::RetryAfter(RETRY_DELAY)]);
+        assert_eq!(c.phase(), Phase::Backoff);
+        let (c, fx) = step(c, Event::RetryDue, now());
+        assert_eq!(fx, [Effect::Prepare], "states already reported are not sent again");
+        assert_eq!(c.phase(), Phase::Preparing);
+        // A stop during the backoff ends it without preparing.
+        let (c, _) = step(
+            c,
+            Event::Prepared(Err(ExecError::Temporary("engine down".into()))),
+            now(),
+        );
+        let ev = assigned_shutdown(&c);
+        let (c, fx) = step(c, ev, now());
+        assert_eq!(reported(&fx), [TaskState::Shutdown]);
+        let (_, fx) = step(c, Event::RetryDue, now());
+        assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn a_task_the_store_thinks_started_here_but_this_agent_never_saw_is_lost() {
+        let mut t = task(TaskState::Running);
+        t.status.state = TaskState::Running;
+        let (c, fx) = first_assignment(t, now());
+        assert_eq!(reported(&fx), [TaskState::Failed]);
+        assert_eq!(c.status.err, "task: not found on this node");
+        assert!(without_reports(&fx).is_empty());
+    }
+
+    #[test]
+    fn a_report_the_managers_missed_is_sent_again() {
+        let c = running(proc_handle());
+        let t = c.task.clone(); // The store still says assigned.
+        let (_, fx) = step(c, Event::Assigned(Box::new(t)), now());
+        assert_eq!(reported(&fx), [TaskState::Running]);
+    }
+
+    #[test]
+    fn reports_never_go_backwards() {
+        let c = running(proc_handle());
+        let (c, _) = step(
+            c,
+            Event::Exited {
+                handle: proc_handle(),
+                exit: Exit::Code(0),
+            },
+            now(),
+        );
+        // A late start outcome, a late exit, a repeated assignment: nothing.
+        let (c, fx) = step(c, Event::Started(Ok(proc_handle())), now());
+        assert!(fx.is_empty());
+        let mut t = c.task.clone();
+        t.status = c.status.clone();
+        let (c, fx) = step(c, Event::Assigned(Box::new(t)), now());
+        assert!(fx.is_empty());
+        assert_eq!(c.status.state, TaskState::Complete);
+    }
+
+    // --- An agent restart in each phase. ---
+
+    #[test]
+    fn restart_while_preparing_prepares_again() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, fx) = step(restart(&c), adopted_ev(None), now());
+        assert_eq!(without_reports(&fx), [Effect::Prepare]);
+        assert_eq!(c.phase(), Phase::Preparing);
+    }
+
+    #[test]
+    fn restart_after_a_container_was_created_but_not_started_removes_it_and_prepares_again() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, _) = step(c, Event::Prepared(Ok(Some(container()))), now());
+        let (c, fx) = step(
+            restart(&c),
+            adopted_ev(Some(found(container(), false, false, None))),
+            now(),
+        );
+        assert_eq!(without_reports(&fx), [Effect::Remove, Effect::Prepare]);
+        assert_eq!(c.phase(), Phase::Preparing);
+    }
+
+    /// D3: killed between the `starting` and `running` reports; the
+    /// restarted agent finds the work running and reports it.
+    #[test]
+    fn restart_while_starting_adopts_running_work_and_reports_running() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, _) = step(c, Event::Prepared(Ok(None)), now());
+        assert_eq!(c.status.state, TaskState::Starting);
+        let (c, fx) = step(
+            restart(&c),
+            adopted_ev(Some(found(proc_handle(), true, true, None))),
+            now(),
+        );
+        assert_eq!(reported(&fx), [TaskState::Running]);
+        assert_eq!(without_reports(&fx), [Effect::Wait(proc_handle())]);
+        assert_eq!(c.phase(), Phase::Running);
+        assert_eq!(c.handle, Some(proc_handle()));
+    }
+
+    #[test]
+    fn restart_while_starting_with_nothing_found_starts_from_the_beginning() {
+        let (c, _) = first_assignment(task(TaskState::Running), now());
+        let (c, _) = step(c, Event::Prepared(Ok(None)), now());
+        let (c, fx) = step(restart(&c), adopted_ev(None), now());
+        assert_eq!(without_reports(&fx), [Effect::Prepare]);
+        let (c, _) = step(c, Event::Prepared(Ok(None)), now());
+        let (_, fx) = step(c, Event::Started(Ok(proc_handle())), now());
+        assert_eq!(reported(&fx), [TaskState::Running]);
+    }
+
+    #[test]
+    fn restart_while_running_re_adopts_without_reporting_again() {
+        let c = running(proc_handle());
+        let (c, fx) = step(
+            restart(&c),
+            adopted_ev(Some(found(proc_handle(), true, true, None))),
+            now(),
+        );
+        assert_eq!(fx, [Effect::Wait(proc_handle())]);
+        assert_eq!(c.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn restart_after_the_work_ended_reports_its_exit() {
+        let c = running(container());
+        let (c, fx) = step(
+            restart(&c),
+            adopted_ev(Some(found(container(), false, true, Some(2)))),
+            now(),
+        );
+        assert_eq!(reported(&fx), [TaskState::Failed]);
+        assert_eq!(c.status.err, "task: non-zero exit (2)");
+        let c = running(proc_handle());
+        let (c, fx) = step(restart(&c), adopted_ev(None), now());
+        assert_eq!(reported(&fx), [TaskState::Failed]);
+        assert_eq!(c.status.err, "task: ended while the agent was not running");
+    }
+
+    #[test]
+    fn restart_while_stopping_stops_again_and_ends_shutdown() {
+        let c = running(proc_handle());
+        let ev = assigned_shutdown(&c);
+        let (c, _) = step(c, ev, now());
+        let (c, fx) = step(
+            restart(&c),
+            adopted_ev(Some(found(proc_handle(), true, true, None))),
+            now(),
+        );
+        assert_eq!(
+            fx,
+            [
+                Effect::Wait(proc_handle()),
+                Effect::Stop {
+                    handle: proc_handle(),
+                    grace: grace()
+                }
+            ]
+        );
+        let (_, fx) = step(restart(&c), adopted_ev(None), now());
+        assert_eq!(reported(&fx), [TaskState::Shutdown]);
+    }
+
+    #[test]
+    fn restart_after_the_end_was_reported_keeps_it() {
+        let c = running(container());
+        let (c, _) = step(
+            c,
+            Event::Exited {
+                handle: container(),
+                exit: Exit::Code(0),
+            },
+            now(),
+        );
+        let (c, fx) = step(
+            restart(&c),
+            adopted_ev(Some(found(container(), false, true, Some(0)))),
+            now(),
+        );
+        assert!(fx.is_empty());
+        assert_eq!(c.status.state, TaskState::Complete);
+    }
+
+    #[test]
+    fn restart_finds_running_work_of_a_task_stopped_meanwhile_and_stops_it() {
+        let c = running(proc_handle());
+        let mut c = restart(&c);
+        c.task.desired_state = TaskState::Shutdown;
+        let (c, fx) = step(c, adopted_ev(Some(found(proc_handle(), true, true, None))), now());
+        assert!(fx.contains(&Effect::Stop {
+            handle: proc_handle(),
+            grace: grace()
+        }));
+        assert_eq!(c.phase(), Phase::Stopping);
+    }
+
+    #[test]
+    fn found_work_of_unknown_tasks_and_duplicates_is_discarded() {
+        let mut a_old = found(container(), false, true, Some(0));
+        a_old.task_id = "a".into();
+        let mut a_new = found(
+            Handle::Container {
+                container_id: "c2".into(),
+            },
+            true,
+            true,
+            None,
+        );
+        a_new.task_id = "a".into();
+        let mut gone = found(proc_handle(), true, true, None);
+        gone.task_id = "gone".into();
+        let (mine, discard) = sort_found(|id| id == "a", vec![a_old.clone(), gone.clone(), a_new.clone()]);
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine["a"], a_new, "the running one is kept");
+        assert_eq!(discard, [gone, a_old]);
+    }
+
+    #[test]
+    fn a_record_from_before_phases_reads_with_a_derived_phase() {
+        let c = running(proc_handle());
+        let mut v = serde_json::to_value(&c).unwrap();
+        v.as_object_mut().unwrap().remove("phase");
+        v["stopping"] = serde_json::json!(false);
+        let old: TaskCtl = serde_json::from_value(v).unwrap();
+        assert_eq!(old.phase(), Phase::Running);
+        let mut ended = old.clone();
+        ended.handle = None;
+        ended.status.state = TaskState::Complete;
+        assert_eq!(ended.phase(), Phase::Ended);
+    }
+}
