@@ -27,6 +27,8 @@ pub mod host;
 pub mod names;
 pub mod networks;
 pub mod objects;
+#[cfg(test)]
+mod proptests;
 pub mod spec;
 pub mod state;
 pub mod swarm;
