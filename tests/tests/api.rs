@@ -1159,7 +1159,8 @@ async fn invalid_input_is_refused_in_dockers_words() {
         |extra: &str| format!(r#"{{"Name":"w","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox"}}}}{extra}}}"#);
     let cases: Vec<(String, &str)> = vec![
         (
-            r#"["w", {"ContainerSpec": {"Image": "busybox"}}]"#.to_string(),
+            // Name, Labels, TaskTemplate by position: once accepted as a spec.
+            r#"["w", {}, {"ContainerSpec": {"Image": "busybox"}}]"#.to_string(),
             "cannot unmarshal array into an object",
         ),
         (

@@ -469,7 +469,7 @@ mod tests {
         .unwrap();
 
         // A list where an object belongs is not a positional struct.
-        let m = refused(r#"["w", {"ContainerSpec": {"Image": "b"}}]"#);
+        let m = refused(r#"["w", {}, {"ContainerSpec": {"Image": "b"}}]"#);
         assert!(m.contains("cannot unmarshal array"), "{m}");
         let m = refused(r#"{"Name":"w","TaskTemplate":{"ContainerSpec":["b"]}}"#);
         assert!(m.contains("TaskTemplate.ContainerSpec: cannot unmarshal array"), "{m}");
