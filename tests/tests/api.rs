@@ -1127,6 +1127,21 @@ async fn slow_request_bodies_get_408_and_their_connections_are_released() {
     })
     .await;
     drop(clients);
+    // An endpoint that reads no body answers at once, and a body left
+    // trickling does not keep the connection open after the answer.
+    for head in [
+        "GET /v1.50/services HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab",
+        "GET /_ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let read = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(read.is_ok(), "{head:?}: connection left open: {read:?}, got {text:?}");
+        assert!(text.starts_with("HTTP/1.1 200"), "{head:?}: {text:?}");
+    }
     // A body that arrives in time is still read.
     let (status, msg) = post(
         &api,
