@@ -986,3 +986,443 @@ async fn mutual_tls_requires_a_client_certificate_signed_by_the_ca() {
     assert_ne!(code, Some(0), "no client certificate: must fail");
     assert!(!err.is_empty());
 }
+
+// ---------------------------------------------------------------- issue 14: reliability defects
+
+/// Replicas of a service, as `docker service inspect` reports them.
+fn replicas_of(api: &Api, service: &str) -> String {
+    api.docker(&[
+        "service",
+        "inspect",
+        "--format={{.Spec.Mode.Replicated.Replicas}}",
+        service,
+    ])
+    .ok()
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_replica_counts_are_refused_and_the_service_keeps_its_count() {
+    let (_store, api) = single_manager();
+    init(&api);
+    let max = "more than the maximum of 100000";
+    api.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        "big",
+        "--replicas",
+        "2",
+        "busybox",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+    let scaled = api
+        .docker(&["service", "scale", "-d", "big=9223372036854775807"])
+        .fails_with(max);
+    assert!(!scaled.stdout.contains("scaled to"), "{}", scaled.stdout);
+    assert_eq!(replicas_of(&api, "big"), "2");
+    api.docker(&["service", "update", "-d", "--replicas", "100001", "big"])
+        .fails_with(max);
+    assert_eq!(replicas_of(&api, "big"), "2");
+    // The maximum itself is accepted.
+    api.docker(&["service", "scale", "-d", "big=100000"]).ok();
+    assert_eq!(replicas_of(&api, "big"), "100000");
+    api.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        "bigger",
+        "--replicas",
+        "100001",
+        "busybox",
+    ])
+    .fails_with(max);
+    api.docker(&["service", "inspect", "bigger"])
+        .fails_with("no such service: bigger");
+}
+
+/// Open file descriptors of a process.
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_get_408_and_their_connections_are_released() {
+    let store = StoreCluster::start(1, &[]);
+    let api = Api::start(&store, &["--body-timeout-ms", "1000"]);
+    init(&api);
+    let pid = api.proc.pid().as_raw();
+    let before = open_fds(pid);
+    // Clients that send headers and a few bytes of their body, then nothing
+    // (and never close): declared lengths and chunked bodies, on endpoints
+    // that read the body.
+    let n = 60;
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let path = ["/v1.50/services/create", "/v1.50/networks/create", "/swarm/init"][i % 3];
+        let head = if i % 2 == 0 {
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"Na")
+        } else {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: \
+                 chunked\r\n\r\n4\r\n{{\"Na\r\n"
+            )
+        };
+        s.write_all(head.as_bytes()).unwrap();
+        clients.push(s);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the API to hold the trickling connections",
+        || async {
+            let now = open_fds(pid);
+            if now >= before + n / 2 {
+                Ok(())
+            } else {
+                Err(format!("{now} fds, {before} before"))
+            }
+        },
+    )
+    .await;
+    // Each gets 408 within a bound, then the server closes the connection.
+    for (i, s) in clients.iter_mut().enumerate() {
+        let mut buf = Vec::new();
+        let read = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            read.is_ok(),
+            "client {i}: connection not closed by the server: {read:?}, got {text:?}"
+        );
+        assert!(text.starts_with("HTTP/1.1 408"), "client {i}: {text:?}");
+        assert!(
+            text.contains("request body not received in time"),
+            "client {i}: {text:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "408s took {:?}",
+        started.elapsed()
+    );
+    eventually(Duration::from_secs(10), "the API's fds to be released", || async {
+        let now = open_fds(pid);
+        if now <= before + 2 {
+            Ok(())
+        } else {
+            Err(format!("{now} fds, {before} before"))
+        }
+    })
+    .await;
+    drop(clients);
+    // An endpoint that reads no body answers at once, and a body left
+    // trickling does not keep the connection open after the answer.
+    for head in [
+        "GET /v1.50/services HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab",
+        "GET /_ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let read = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(read.is_ok(), "{head:?}: connection left open: {read:?}, got {text:?}");
+        assert!(text.starts_with("HTTP/1.1 200"), "{head:?}: {text:?}");
+    }
+    // A body that arrives in time is still read.
+    let (status, msg) = post(
+        &api,
+        "/v1.50/services/create",
+        r#"{"Name":"after","TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#,
+    );
+    assert_eq!(status, 201, "{msg}");
+}
+
+/// A raw request with a body and exactly these headers (no defaults added).
+fn raw_with(api: &Api, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let len = body.len().to_string();
+    let mut h: Vec<(&str, &str)> = headers.to_vec();
+    h.push(("Content-Length", &len));
+    let r = raw_request(api.port, method, path, Some(body.as_bytes()), &h).unwrap();
+    let msg = serde_json::from_str::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(String::from))
+        .unwrap_or_default();
+    (r.status, msg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_is_refused_in_dockers_words() {
+    let (_store, api) = single_manager();
+    init(&api);
+    let spec =
+        |extra: &str| format!(r#"{{"Name":"w","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox"}}{extra}}}}}"#);
+    let svc =
+        |extra: &str| format!(r#"{{"Name":"w","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox"}}}}{extra}}}"#);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            // Name, Labels, TaskTemplate by position: once accepted as a spec.
+            r#"["w", {}, {"ContainerSpec": {"Image": "busybox"}}]"#.to_string(),
+            "cannot unmarshal array into an object",
+        ),
+        (
+            spec(r#","Resources":{"Limits":{"NanoCPUs":-1}}"#),
+            "rpc error: code = InvalidArgument desc = invalid cpu value -1e-09: Must be at least 0.001",
+        ),
+        (
+            spec(r#","Resources":{"Limits":{"MemoryBytes":-1}}"#),
+            "rpc error: code = InvalidArgument desc = invalid memory value -1: Must be at least 4MiB",
+        ),
+        (
+            svc(r#","UpdateConfig":{"MaxFailureRatio":2.5}"#),
+            "rpc error: code = InvalidArgument desc = TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1",
+        ),
+        (
+            svc(r#","RollbackConfig":{"MaxFailureRatio":-0.5}"#),
+            "TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1",
+        ),
+        (
+            svc(r#","EndpointSpec":{"Ports":[{"TargetPort":80,"PublishedPort":70000}]}"#),
+            "invalid published port 70000",
+        ),
+        (
+            svc(r#","EndpointSpec":{"Ports":[{"TargetPort":0,"PublishedPort":8080}]}"#),
+            "invalid target port 0",
+        ),
+        (
+            svc(r#","EndpointSpec":{"Ports":[{"TargetPort":80,"PublishedPort":8080},{"TargetPort":81,"PublishedPort":8080}]}"#),
+            "rpc error: code = InvalidArgument desc = EndpointSpec: duplicate published ports provided",
+        ),
+    ];
+    for (body, want) in &cases {
+        let (status, msg) = post(&api, "/v1.50/services/create", body);
+        assert_eq!(status, 400, "{body}: {msg}");
+        assert!(msg.contains(want), "{body}: {msg:?} lacks {want:?}");
+    }
+    let ls = api.docker(&["service", "ls", "-q"]).ok();
+    assert!(ls.lines().is_empty(), "nothing was created: {}", ls.stdout);
+
+    // Unnamed services are named, as Docker names them: adjective_surname.
+    let unnamed = r#"{"TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#;
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let r = api.raw("POST", "/v1.50/services/create", Some(unnamed.as_bytes()));
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.json()["ID"].as_str().unwrap().to_string();
+        let name = api.raw("GET", &format!("/v1.50/services/{id}"), None).json()["Spec"]["Name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (adjective, surname) = name.split_once('_').unwrap_or_else(|| panic!("name {name:?}"));
+        assert!(
+            !adjective.is_empty() && !surname.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "{name}"
+        );
+        names.push(name);
+    }
+    let ls = api.docker(&["service", "ls", "--format", "{{.Name}}"]).ok();
+    let mut listed: Vec<&str> = ls.lines();
+    listed.sort();
+    names.sort();
+    assert_eq!(listed, names);
+
+    // Networks: Docker's IPAM checks.
+    let (status, msg) = post(
+        &api,
+        "/v1.50/networks/create",
+        r#"{"Name":"n","Driver":"overlay","IPAM":{"Config":[{"Subnet":"999.1.1.1/99","Gateway":"zz"}]}}"#,
+    );
+    assert_eq!(
+        (status, msg.as_str()),
+        (
+            400,
+            "invalid network config:\ninvalid subnet 999.1.1.1/99: invalid CIDR block notation"
+        )
+    );
+    let (status, msg) = post(
+        &api,
+        "/v1.50/networks/create",
+        r#"{"Name":"n","Driver":"overlay","IPAM":{"Config":[{"Subnet":"10.9.0.0/24","Gateway":"10.8.0.1"}]}}"#,
+    );
+    assert_eq!(
+        (status, msg.as_str()),
+        (
+            400,
+            "invalid network config:\ninvalid gateway 10.8.0.1: parent subnet 10.9.0.0/24 doesn't contain this address"
+        )
+    );
+    api.docker(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.9.0.0/24",
+        "--gateway",
+        "10.9.0.1",
+        "n",
+    ])
+    .ok();
+
+    // JSON endpoints want JSON.
+    let (status, msg) = raw_with(
+        &api,
+        "POST",
+        "/v1.50/services/create",
+        unnamed,
+        &[("Content-Type", "text/plain")],
+    );
+    assert_eq!(
+        (status, msg.as_str()),
+        (
+            400,
+            "unsupported Content-Type header (text/plain): must be 'application/json'"
+        )
+    );
+    let (status, msg) = raw_with(&api, "POST", "/v1.50/networks/create", "{}", &[]);
+    assert_eq!(
+        (status, msg.as_str()),
+        (400, "malformed Content-Type header (): mime: no media type")
+    );
+    let (status, _) = raw_with(
+        &api,
+        "POST",
+        "/v1.50/networks/create",
+        r#"{"Name":"m","Driver":"overlay"}"#,
+        &[("Content-Type", "application/json; charset=utf-8")],
+    );
+    assert_eq!(status, 201);
+
+    // API versions: too new, too old, not a version.
+    let r = api.raw("GET", "/v9.99/services", None);
+    assert_eq!(
+        (r.status, r.json()["message"].clone()),
+        (
+            400,
+            json!("client version 9.99 is too new. Maximum supported API version is 1.50")
+        )
+    );
+    let r = api.raw("GET", "/v1.12/services", None);
+    assert_eq!(
+        (r.status, r.json()["message"].clone()),
+        (
+            400,
+            json!(
+                "client version 1.12 is too old. Minimum supported API version is 1.24, please upgrade your client to \
+                 a newer version"
+            )
+        )
+    );
+    let r = api.raw("GET", "/vabc/services", None);
+    assert_eq!((r.status, r.json()["message"].clone()), (404, json!("page not found")));
+    for ok in ["/v1.24/services", "/v1.50/services", "/services"] {
+        assert_eq!(api.raw("GET", ok, None).status, 200, "{ok}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_methods_and_long_names_get_dockers_answers() {
+    let (_store, api) = single_manager();
+    init(&api);
+    let get = |path: &str, filters: &str| {
+        let r = api.raw("GET", &format!("{path}?filters={}", urlencode(filters)), None);
+        let msg = if r.status == 200 {
+            String::new()
+        } else {
+            r.json()["message"].as_str().unwrap_or_default().to_string()
+        };
+        (r.status, msg)
+    };
+    let cases: [(&str, &str, u16, &str); 10] = [
+        (
+            "/v1.50/nodes",
+            r#"{"role":{"bogus":true}}"#,
+            400,
+            "Invalid role filter: 'bogus'",
+        ),
+        (
+            "/v1.50/nodes",
+            r#"{"membership":{"x":true}}"#,
+            400,
+            "Invalid membership filter: 'x'",
+        ),
+        ("/v1.50/nodes", r#"{"foo":{"x":true}}"#, 400, "invalid filter 'foo'"),
+        ("/v1.50/nodes", r#"{"name":{"x":"yes"}}"#, 400, "invalid filter"),
+        ("/v1.50/nodes", r#"{"role":{"manager":true}}"#, 200, ""),
+        ("/v1.50/services", r#"{"name":["x"]}"#, 200, ""),
+        ("/v1.50/services", r#"{"name":"x"}"#, 400, "invalid filter"),
+        (
+            "/v1.50/tasks",
+            r#"{"desired-state":{"bogus":true}}"#,
+            400,
+            "Invalid desired-state filter: 'bogus'",
+        ),
+        (
+            "/v1.50/networks",
+            r#"{"type":{"bogus":true}}"#,
+            400,
+            "invalid filter: 'type'='bogus'",
+        ),
+        (
+            "/v1.50/networks",
+            r#"{"dangling":{"maybe":true}}"#,
+            400,
+            "invalid value for filter 'dangling'",
+        ),
+    ];
+    for (path, filters, status, msg) in cases {
+        let (s, m) = get(path, filters);
+        assert_eq!(s, status, "{path} {filters}: {m}");
+        assert!(m.starts_with(msg), "{path} {filters}: {m:?}, want {msg:?}");
+    }
+    api.docker(&["node", "ls", "--filter", "role=bogus"])
+        .fails_with("Invalid role filter: 'bogus'");
+    let ls = api.docker(&["node", "ls", "-q", "--filter", "role=manager"]).ok();
+    assert_eq!(ls.lines(), [api.node_id().as_str()]);
+
+    // A known path with a method it does not take: Docker's 404.
+    // (`GET /services/create` is not one: like Docker, it inspects a service named "create".)
+    for (method, path) in [
+        ("DELETE", "/swarm"),
+        ("PUT", "/v1.50/nodes"),
+        ("POST", "/v1.50/tasks"),
+        ("GET", "/v1.50/swarm/init"),
+    ] {
+        let r = api.raw(method, path, None);
+        assert_eq!(
+            (r.status, r.json()["message"].clone()),
+            (404, json!("page not found")),
+            "{method} {path}"
+        );
+    }
+
+    // A 1 MB invalid name is quoted clipped, not echoed whole.
+    let name = "x".repeat(1_000_000);
+    let (status, msg) = post(
+        &api,
+        "/v1.50/services/create",
+        &format!(r#"{{"Name":"{name}!","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox"}}}}}}"#),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        msg.len() < 300 && msg.contains(&format!("{}...", "x".repeat(64))),
+        "{} bytes",
+        msg.len()
+    );
+    let r = api.raw("GET", &format!("/v1.50/services/{}", "y".repeat(20_000)), None);
+    assert_eq!(r.status, 404);
+    assert!(r.body.len() < 300, "{} bytes", r.body.len());
+}

@@ -66,6 +66,11 @@ pub struct Config {
     /// Largest request body accepted, in bytes; larger ones get 413 unread.
     #[arg(long, env = "SHOAL_MAX_BODY", default_value_t = 1024 * 1024)]
     pub max_body: usize,
+
+    /// Longest a client may take to send a request body once its headers are
+    /// in, in milliseconds; a slower one gets 408 and its connection is closed.
+    #[arg(long, env = "SHOAL_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
 }
 
 impl Config {
@@ -128,6 +133,9 @@ impl Config {
                 self.advertise_addr
             ));
         }
+        if self.body_timeout_ms == 0 || self.body_timeout_ms > 3_600_000 {
+            p.push("--body-timeout-ms / SHOAL_BODY_TIMEOUT_MS: must be between 1 and 3600000");
+        }
         if self.max_body < 1024 {
             p.push("--max-body / SHOAL_MAX_BODY: must be at least 1024");
         }
@@ -177,6 +185,7 @@ impl Config {
             role: Role::Auto,
             advertise_addr: "127.0.0.1".into(),
             max_body: 1024 * 1024,
+            body_timeout_ms: 10_000,
         }
     }
 }

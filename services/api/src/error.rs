@@ -20,6 +20,18 @@ pub const ALREADY_IN_SWARM: &str =
 /// Docker's answer to a write that named an old `Version.Index`.
 pub const OUT_OF_SEQUENCE: &str = "rpc error: code = Unknown desc = update out of sequence";
 
+/// Longest piece of client input an error message quotes whole.
+pub const QUOTE_MAX_CHARS: usize = 64;
+
+/// Client input as an error message quotes it: the first [`QUOTE_MAX_CHARS`]
+/// characters, then `...` when there was more (a 1 MB name is not echoed back).
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_MAX_CHARS) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 /// An HTTP error with Docker's status and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -70,7 +82,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(serde_json::json!({ "message": self.message }))
+        let mut resp = HttpResponse::build(self.status);
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The request's body is unread: the connection cannot carry another request.
+            resp.force_close();
+        }
+        resp.json(serde_json::json!({ "message": self.message }))
     }
 }
 
@@ -102,6 +119,16 @@ impl From<ShoalError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_input_is_clipped_when_quoted() {
+        assert_eq!(clip("web"), "web");
+        let long = "é".repeat(1_000_000);
+        let c = clip(&long);
+        assert_eq!(c.chars().count(), QUOTE_MAX_CHARS + 3);
+        assert!(c.ends_with("..."));
+        assert_eq!(clip(&"a".repeat(64)), "a".repeat(64));
+    }
 
     #[test]
     fn store_errors_map_to_dockers_status_and_words() {

@@ -24,28 +24,92 @@ pub mod config;
 pub mod error;
 pub mod filters;
 pub mod host;
+pub mod names;
 pub mod networks;
 pub mod objects;
+#[cfg(test)]
+mod proptests;
 pub mod spec;
 pub mod state;
 pub mod swarm;
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 
-use actix_web::http::header::CONTENT_LENGTH;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::body::BoxBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 
 pub use config::Config;
 use error::{ApiError, ApiResult};
 use state::AppState;
 
-/// Reads a request body of at most `limit` bytes. A declared length over the
-/// limit is refused before reading anything; a streamed body is cut off at the limit.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> ApiResult<web::Bytes> {
+/// Checks that a request with a body says it is JSON, as Docker's `CheckForJSON`
+/// does: no `Content-Type` is fine only without a body.
+pub fn check_json_content_type(req: &HttpRequest) -> ApiResult<()> {
+    let headers = req.headers();
+    let ct = match headers.get(CONTENT_TYPE) {
+        None => "",
+        Some(v) => v
+            .to_str()
+            .map_err(|_| ApiError::bad_request("malformed Content-Type header: mime: invalid media parameter"))?,
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let chunked = headers
+        .get(TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if ct.is_empty() && declared == 0 && !chunked {
+        return Ok(());
+    }
+    let media = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if media.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "malformed Content-Type header ({}): mime: no media type",
+            error::clip(ct)
+        )));
+    }
+    if media != "application/json" {
+        return Err(ApiError::bad_request(format!(
+            "unsupported Content-Type header ({}): must be 'application/json'",
+            error::clip(ct)
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a JSON request body within the API's limits: its `Content-Type`
+/// must say JSON, it may be at most `--max-body` bytes, and it must arrive
+/// within `--body-timeout-ms` (a client that sends headers and then trickles
+/// or stalls gets 408, and its connection is closed).
+pub async fn read_body(req: &HttpRequest, payload: web::Payload, state: &AppState) -> ApiResult<web::Bytes> {
+    check_json_content_type(req)?;
+    read_limited(req, payload, state.max_body, state.body_timeout).await
+}
+
+/// Reads a request body of at most `limit` bytes within `timeout`. A declared
+/// length over the limit is refused before reading anything; a streamed body
+/// is cut off at the limit; a body still incomplete at the deadline gets 408.
+pub async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> ApiResult<web::Bytes> {
     let too_large = || {
         ApiError::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than the limit of {limit} bytes"),
         )
     };
@@ -59,8 +123,22 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
             return Err(too_large());
         }
     }
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received in time: the whole body must arrive within {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+            }
+        };
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -70,16 +148,142 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
     Ok(body.freeze())
 }
 
+/// Docker's API version check for a `/v{version}/` path that names a route:
+/// a version above [`state::API_VERSION`] is too new, one below
+/// [`state::MIN_API_VERSION`] too old (400, Docker's words). Paths that name
+/// no route are left to the router (404, as Docker answers them).
+pub fn version_refusal(path: &str, rmap: &actix_web::dev::ResourceMap) -> Option<ApiError> {
+    let rest = path.strip_prefix("/v")?;
+    let version = rest.split('/').next().unwrap_or_default();
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    if !rmap.has_resource(path) {
+        return None;
+    }
+    if compare_versions(version, state::MIN_API_VERSION).is_lt() {
+        return Some(ApiError::bad_request(format!(
+            "client version {} is too old. Minimum supported API version is {}, please upgrade your client to a \
+             newer version",
+            error::clip(version),
+            state::MIN_API_VERSION
+        )));
+    }
+    if compare_versions(version, state::API_VERSION).is_gt() {
+        return Some(ApiError::bad_request(format!(
+            "client version {} is too new. Maximum supported API version is {}",
+            error::clip(version),
+            state::API_VERSION
+        )));
+    }
+    None
+}
+
+/// Compares dotted versions number by number, as Docker does (`1.9` < `1.24`;
+/// a part that is not a number counts as 0, a missing one too).
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let parts = |s: &str| -> Vec<u64> { s.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect() };
+    let (pa, pb) = (parts(a), parts(b));
+    for i in 0..pa.len().max(pb.len()) {
+        let (x, y) = (pa.get(i).copied().unwrap_or(0), pb.get(i).copied().unwrap_or(0));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
 /// The `{id}` of a path (also under `/v{api_version}/`, whose extra parameter is ignored).
 #[derive(Debug, serde::Deserialize)]
 pub struct IdPath {
     pub id: String,
 }
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({
-        "message": format!("page not found: {} {}", req.method(), req.path())
-    }))
+/// Docker's answer for a path it has no route for, or a method a path does not take.
+fn page_not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({ "message": "page not found" }))
+}
+
+async fn not_found() -> HttpResponse {
+    page_not_found()
+}
+
+/// The request's body reader, shared by the handler (which reads it through
+/// this) and the response body ([`HoldPayload`], which holds it until the
+/// response has been sent). While the
+/// reader lives, a body the handler left unread (a client that stalled past
+/// `--body-timeout-ms`, or a body no handler wanted) makes actix close the
+/// connection after the response; once it is dropped, actix would instead
+/// keep draining a chunked body for as long as the client trickles it.
+#[derive(Clone)]
+struct SharedPayload(Rc<RefCell<actix_web::dev::Payload>>);
+
+impl futures::Stream for SharedPayload {
+    type Item = Result<web::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut payload = self.0.borrow_mut();
+        Pin::new(&mut *payload).poll_next(cx)
+    }
+}
+
+/// A response body that keeps the request's body reader alive while it is sent.
+struct HoldPayload {
+    body: BoxBody,
+    _payload: SharedPayload,
+}
+
+impl actix_web::body::MessageBody for HoldPayload {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}
+
+/// `res` with a body that holds `payload` until it has been sent.
+fn holding(res: ServiceResponse<BoxBody>, payload: SharedPayload) -> ServiceResponse<BoxBody> {
+    res.map_body(|_, body| {
+        BoxBody::new(HoldPayload {
+            body,
+            _payload: payload,
+        })
+    })
+}
+
+/// Before routing: Docker's API version check, and the body reader shared
+/// with the response ([`SharedPayload`]). After: a known path asked with a
+/// method it does not take is answered like an unknown path (404), as Docker does.
+fn gate<S>(
+    mut req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
+where
+    S: Service<actix_web::dev::ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    use actix_web::HttpMessage as _;
+    let shared = SharedPayload(Rc::new(RefCell::new(req.take_payload())));
+    let stream: Pin<Box<dyn futures::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>>> =
+        Box::pin(shared.clone());
+    req.set_payload(actix_web::dev::Payload::from(stream));
+    if let Some(e) = version_refusal(req.path(), req.resource_map()) {
+        let resp = holding(req.into_response(e.error_response()), shared);
+        return Box::pin(async move { Ok(resp) });
+    }
+    let fut = srv.call(req);
+    Box::pin(async move {
+        let mut res = fut.await?;
+        if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+            let (req, _) = res.into_parts();
+            res = ServiceResponse::new(req, page_not_found());
+        }
+        Ok(holding(res, shared))
+    })
 }
 
 /// The API's routes (mounted bare and under `/v{version}`).
@@ -162,6 +366,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.advertise_addr.clone(),
         config.data_dir.clone(),
         config.max_body,
+        std::time::Duration::from_millis(config.body_timeout_ms),
     ));
     let mut server = HttpServer::new(move || {
         App::new()
@@ -175,9 +380,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
             .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
             .configure(routes)
-            .service(web::scope("/v{api_version}").configure(routes))
+            .service(web::scope("/v{api_version:[0-9.]+}").configure(routes))
             .default_service(web::to(not_found))
+            .wrap_fn(gate)
     })
+    // Request heads must arrive within 5 s (408), bodies within --body-timeout-ms
+    // (`read_body`); idle keep-alive connections close after 5 s, and a closing
+    // connection that the client does not close gets 1 s.
+    .client_request_timeout(std::time::Duration::from_secs(5))
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .keep_alive(std::time::Duration::from_secs(5))
     .workers(2)
     .shutdown_timeout(2)
     .disable_signals();
@@ -210,4 +422,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_number() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_versions("1.9", "1.24"), Less);
+        assert_eq!(compare_versions("1.50", "1.50"), Equal);
+        assert_eq!(compare_versions("9.99", "1.50"), Greater);
+        assert_eq!(compare_versions("1.50.0", "1.50"), Equal);
+        assert_eq!(compare_versions("...", "1.24"), Less);
+    }
 }

@@ -2,9 +2,10 @@
 //! resource shape, rendered from the store's `model::Network`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_shared::dispatch::{ImageAnswer, ImageQuery};
 use shoal_shared::id::new_id;
@@ -12,7 +13,7 @@ use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec,
 use shoal_shared::store::{Kind, ListFilter};
 use shoal_shared::{envelope, subjects, ErrorCode};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{clip, ApiError, ApiResult};
 use crate::filters::Filters;
 use crate::objects::lookup;
 use crate::read_body;
@@ -67,7 +68,7 @@ pub fn network_json(n: &Network) -> Value {
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct CreateIpamConfig {
     subnet: String,
@@ -76,7 +77,7 @@ struct CreateIpamConfig {
     gateway: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct CreateIpam {
     driver: String,
@@ -84,7 +85,7 @@ struct CreateIpam {
     options: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct CreateRequest {
     name: String,
@@ -111,6 +112,27 @@ pub async fn list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespons
         q.get("filters").map(String::as_str),
         &["id", "name", "label", "driver", "scope", "type", "dangling"],
     )?;
+    if let Some(t) = f
+        .get("type")
+        .iter()
+        .find(|t| !matches!(t.as_str(), "builtin" | "custom"))
+    {
+        return Err(ApiError::bad_request(format!("invalid filter: 'type'='{}'", clip(t))));
+    }
+    match f.get("dangling") {
+        [] => {}
+        [v] if matches!(v.as_str(), "0" | "false" | "1" | "true") => {}
+        [_] => {
+            return Err(ApiError::bad_request(
+                r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#,
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                r#"got more than one value for filter key "dangling""#,
+            ))
+        }
+    }
     state.manager().await?;
     let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
     let out: Vec<Value> = all
@@ -140,9 +162,158 @@ pub async fn inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>,
     Ok(HttpResponse::Ok().json(network_json(&n)))
 }
 
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, state.max_body).await?;
-    let r: CreateRequest = decode(&body)?;
+/// Docker's IPAM check (`ValidateIPAM`, API 1.50): each subnet is CIDR
+/// notation without host bits, and its range, gateway and auxiliary addresses
+/// lie inside it. IPv6 configs are skipped when IPv6 is off, as Docker does.
+pub fn validate_ipam(configs: &[IpamConfig], enable_ipv6: bool) -> ApiResult<()> {
+    let mut errs: Vec<String> = Vec::new();
+    for c in configs {
+        let Some(subnet) = Prefix::parse(&c.subnet) else {
+            errs.push(format!(
+                "invalid subnet {}: invalid CIDR block notation",
+                clip(&c.subnet)
+            ));
+            continue;
+        };
+        if subnet.addr.is_ipv6() && !enable_ipv6 {
+            continue;
+        }
+        let family = subnet.family();
+        if subnet != subnet.masked() {
+            errs.push(format!("invalid subnet {subnet}: it should be {}", subnet.masked()));
+        }
+        if !c.range.is_empty() {
+            match Prefix::parse(&c.range) {
+                None => errs.push(format!(
+                    "invalid ip-range {}: invalid CIDR block notation",
+                    clip(&c.range)
+                )),
+                Some(r) if r.family() != family => errs.push(format!(
+                    "invalid ip-range {}: parent subnet is an {family} block",
+                    c.range
+                )),
+                Some(r) => {
+                    if r.bits < subnet.bits {
+                        errs.push(format!(
+                            "invalid ip-range {}: CIDR block is bigger than its parent subnet {subnet}",
+                            c.range
+                        ));
+                    }
+                    if r != r.masked() {
+                        errs.push(format!("invalid ip-range {r}: it should be {}", r.masked()));
+                    }
+                    if !subnet.overlaps(&r) {
+                        errs.push(format!(
+                            "invalid ip-range {}: parent subnet {subnet} doesn't contain ip-range",
+                            c.range
+                        ));
+                    }
+                }
+            }
+        }
+        if !c.gateway.is_empty() {
+            let problem = match c.gateway.parse::<IpAddr>() {
+                Err(_) => Some("invalid address".to_string()),
+                Ok(a) if a.is_ipv6() != subnet.addr.is_ipv6() => Some(format!("parent subnet is an {family} block")),
+                Ok(a) if !subnet.contains(a) => Some(format!("parent subnet {subnet} doesn't contain this address")),
+                Ok(_) => None,
+            };
+            if let Some(p) = problem {
+                errs.push(format!("invalid gateway {}: {p}", clip(&c.gateway)));
+            }
+        }
+    }
+    match errs.len() {
+        0 => Ok(()),
+        1 => Err(ApiError::bad_request(format!("invalid network config:\n{}", errs[0]))),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid network config:\n* {}",
+            errs.join("\n* ")
+        ))),
+    }
+}
+
+/// An IP prefix (`addr/bits`), as Go's `netip.Prefix` parses and prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Prefix {
+    addr: IpAddr,
+    bits: u8,
+}
+
+impl Prefix {
+    fn parse(s: &str) -> Option<Prefix> {
+        let (a, b) = s.split_once('/')?;
+        if b.is_empty() || !b.bytes().all(|c| c.is_ascii_digit()) || (b.len() > 1 && b.starts_with('0')) {
+            return None;
+        }
+        let addr: IpAddr = a.parse().ok()?;
+        let bits: u8 = b.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (bits <= max).then_some(Prefix { addr, bits })
+    }
+
+    fn family(&self) -> &'static str {
+        if self.addr.is_ipv4() {
+            "IPv4"
+        } else {
+            "IPv6"
+        }
+    }
+
+    fn as_u128(a: IpAddr) -> (u128, u8) {
+        match a {
+            IpAddr::V4(v) => (u32::from(v) as u128, 32),
+            IpAddr::V6(v) => (u128::from(v), 128),
+        }
+    }
+
+    fn mask(bits: u8, width: u8) -> u128 {
+        let all = if width == 32 { u32::MAX as u128 } else { u128::MAX };
+        if bits == 0 {
+            0
+        } else {
+            (all << (width - bits)) & all
+        }
+    }
+
+    fn masked(&self) -> Prefix {
+        let (v, width) = Prefix::as_u128(self.addr);
+        let m = v & Prefix::mask(self.bits, width);
+        let addr = match self.addr {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(m as u32)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(m)),
+        };
+        Prefix { addr, bits: self.bits }
+    }
+
+    fn contains(&self, a: IpAddr) -> bool {
+        let (v, width) = Prefix::as_u128(self.addr);
+        let (x, xw) = Prefix::as_u128(a);
+        let m = Prefix::mask(self.bits, width);
+        width == xw && v & m == x & m
+    }
+
+    fn overlaps(&self, o: &Prefix) -> bool {
+        if self.addr.is_ipv4() != o.addr.is_ipv4() {
+            return false;
+        }
+        let (a, width) = Prefix::as_u128(self.addr);
+        let (b, _) = Prefix::as_u128(o.addr);
+        let m = Prefix::mask(self.bits.min(o.bits), width);
+        a & m == b & m
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.bits)
+    }
+}
+
+/// Decodes and validates a network create body into the spec to store: no
+/// I/O, so it can be tested alone. Errors are 400s in Docker's words.
+pub fn decode_network(body: &[u8]) -> ApiResult<NetworkSpec> {
+    let r: CreateRequest = decode(body)?;
     if r.name.trim().is_empty() {
         return Err(ApiError::bad_request("Name: a network name is required"));
     }
@@ -153,25 +324,17 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::
     };
     if driver != OVERLAY_DRIVER {
         return Err(ApiError::bad_request(format!(
-            "Driver: network driver {driver:?} is not supported: shoal manages swarm-scoped overlay networks only \
-             (use --driver overlay)"
+            "Driver: network driver {:?} is not supported: shoal manages swarm-scoped overlay networks only \
+             (use --driver overlay)",
+            clip(driver)
         )));
     }
     if !r.scope.is_empty() && r.scope != "swarm" {
         return Err(ApiError::bad_request(format!(
             "Scope: {:?} is not supported (want swarm)",
-            r.scope
+            clip(&r.scope)
         )));
     }
-    match state.view().await? {
-        crate::state::SwarmView::Active { manager: false, .. } => {
-            return Err(ApiError::unavailable(
-                "Cannot create a multi-host network from a worker node. Please create the network from a manager \
-                 node.",
-            ))
-        }
-        _ => state.manager().await?,
-    };
     let mut spec = NetworkSpec::overlay(r.name.clone());
     spec.labels = r.labels.unwrap_or_default();
     spec.driver_configuration = Some(Driver {
@@ -192,6 +355,7 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::
                 gateway: c.gateway,
             })
             .collect();
+        validate_ipam(&configs, spec.ipv6_enabled)?;
         if !configs.is_empty() || !ipam.driver.is_empty() || ipam.options.is_some() {
             spec.ipam_options = Some(IpamOptions {
                 driver: Driver {
@@ -202,9 +366,25 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::
             });
         }
     }
+    Ok(spec)
+}
+
+pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload, &state).await?;
+    let spec = decode_network(&body)?;
+    match state.view().await? {
+        crate::state::SwarmView::Active { manager: false, .. } => {
+            return Err(ApiError::unavailable(
+                "Cannot create a multi-host network from a worker node. Please create the network from a manager \
+                 node.",
+            ))
+        }
+        _ => state.manager().await?,
+    };
+    let name = spec.name.clone();
     let net = Network::new(new_id(), spec);
     let created = state.store.create(&net).await.map_err(|e| match e.code {
-        ErrorCode::NameConflict => ApiError::conflict(format!("network with name {} already exists", r.name)),
+        ErrorCode::NameConflict => ApiError::conflict(format!("network with name {} already exists", clip(&name))),
         _ => e.into(),
     })?;
     Ok(HttpResponse::Created().json(json!({"Id": created.meta.id, "Warning": ""})))
@@ -304,3 +484,52 @@ pub async fn auth() -> ApiResult<HttpResponse> {
 
 /// How long `/distribution` waits for an agent that knows the image.
 pub const DISTRIBUTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(ipam: &str) -> ApiResult<NetworkSpec> {
+        decode_network(format!(r#"{{"Name":"n","Driver":"overlay","IPAM":{{"Config":[{ipam}]}}}}"#).as_bytes())
+    }
+
+    #[test]
+    fn ipam_configs_are_checked_as_docker_does() {
+        let e = net(r#"{"Subnet":"999.1.1.1/99","Gateway":"zz"}"#).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.message.as_str()),
+            (
+                400,
+                "invalid network config:\ninvalid subnet 999.1.1.1/99: invalid CIDR block notation"
+            )
+        );
+        let e = net(r#"{"Subnet":"10.0.0.0/24","Gateway":"zz"}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid network config:\ninvalid gateway zz: invalid address"
+        );
+        let e = net(r#"{"Subnet":"10.0.0.0/24","Gateway":"10.0.1.1"}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid network config:\ninvalid gateway 10.0.1.1: parent subnet 10.0.0.0/24 doesn't contain this address"
+        );
+        let e = net(r#"{"Subnet":"10.0.0.1/24","IPRange":"10.1.0.0/16"}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid network config:\n* invalid subnet 10.0.0.1/24: it should be 10.0.0.0/24\n* invalid ip-range \
+             10.1.0.0/16: CIDR block is bigger than its parent subnet 10.0.0.1/24\n* invalid ip-range 10.1.0.0/16: \
+             parent subnet 10.0.0.1/24 doesn't contain ip-range"
+        );
+        let e = net(r#"{"Subnet":"10.0.0.0/24","Gateway":"fd00::1"}"#).unwrap_err();
+        assert!(e.message.ends_with("parent subnet is an IPv4 block"), "{}", e.message);
+        let ok = net(r#"{"Subnet":"10.0.0.0/24","IPRange":"10.0.0.128/25","Gateway":"10.0.0.1"}"#).unwrap();
+        assert_eq!(ok.ipam_options.unwrap().configs[0].gateway, "10.0.0.1");
+        // IPv6 configs are not checked while IPv6 is off, as in Docker.
+        net(r#"{"Subnet":"fd00::1/64"}"#).unwrap();
+        assert!(decode_network(
+            br#"{"Name":"n","Driver":"overlay","EnableIPv6":true,"IPAM":{"Config":[{"Subnet":"fd00::1/64"}]}}"#
+        )
+        .is_err());
+        assert!(decode_network(br#"[{"Name":"n"}]"#).is_err());
+    }
+}

@@ -25,8 +25,9 @@ type Query = web::Query<HashMap<String, String>>;
 /// Finds one object by full ID, then exact name, then unique ID prefix
 /// (Docker's lookup rule). `what` is `node`, `service`, ...
 pub fn lookup<T: StoreObject>(all: Vec<T>, key: &str, what: &str, name_of: impl Fn(&T) -> String) -> ApiResult<T> {
+    let shown = crate::error::clip(key);
     if key.is_empty() {
-        return Err(ApiError::not_found(format!("{what} {key} not found")));
+        return Err(ApiError::not_found(format!("{what} {shown} not found")));
     }
     if let Some(o) = all.iter().find(|o| o.meta().id == key) {
         return Ok(o.clone());
@@ -39,12 +40,12 @@ pub fn lookup<T: StoreObject>(all: Vec<T>, key: &str, what: &str, name_of: impl 
     match by_prefix.len() {
         1 => Ok(by_prefix[0].clone()),
         0 if by_name.len() > 1 => Err(ApiError::bad_request(format!(
-            "{what} {key} is ambiguous ({} matches found)",
+            "{what} {shown} is ambiguous ({} matches found)",
             by_name.len()
         ))),
-        0 => Err(ApiError::not_found(format!("{what} {key} not found"))),
+        0 => Err(ApiError::not_found(format!("{what} {shown} not found"))),
         n => Err(ApiError::bad_request(format!(
-            "{what} {key} is ambiguous ({n} matches found)"
+            "{what} {shown} is ambiguous ({n} matches found)"
         ))),
     }
 }
@@ -107,6 +108,8 @@ pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
         q.get("filters").map(String::as_str),
         &["id", "name", "role", "membership", "label", "node.label"],
     )?;
+    f.check_values("role", &["worker", "manager"])?;
+    f.check_values("membership", &["pending", "accepted"])?;
     state.manager().await?;
     let all: Vec<Node> = state.store.list(ListFilter::default()).await?;
     let m = managers(&all);
@@ -118,8 +121,8 @@ pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
                     || f.get("name")
                         .iter()
                         .any(|p| n.description.hostname.starts_with(p.as_str()) || n.spec.name.starts_with(p.as_str())))
-                && f.any_eq("role", n.spec.role.as_str())
-                && f.any_eq("membership", n.membership().as_str())
+                && f.any_eq_ignore_case("role", n.spec.role.as_str())
+                && f.any_eq_ignore_case("membership", n.membership().as_str())
                 && f.labels_match("label", &n.description.engine.labels)
                 && f.labels_match("node.label", &n.spec.labels)
         })
@@ -141,7 +144,7 @@ pub async fn node_update(
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, state.max_body).await?;
+    let body = read_body(&req, payload, &state).await?;
     let spec: NodeSpec = decode(&body)?;
     let version = parse_version(&q)?;
     state.manager().await?;
@@ -236,7 +239,7 @@ async fn check_references(state: &AppState, spec: &ServiceSpec, self_id: Option<
             let net = nets
                 .iter()
                 .find(|n| n.meta.id == t || n.spec.name == t)
-                .ok_or_else(|| ApiError::not_found(format!("network {t} not found")))?;
+                .ok_or_else(|| ApiError::not_found(format!("network {} not found", crate::error::clip(t))))?;
             if net.spec.ingress {
                 return Err(ApiError::bad_request(
                     "rpc error: code = InvalidArgument desc = service cannot be explicitly attached to the ingress \
@@ -292,7 +295,10 @@ fn fill_endpoint(s: &mut Service) {
 }
 
 pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
-    let f = Filters::parse(q.get("filters").map(String::as_str), &["id", "name", "label", "mode"])?;
+    let f = Filters::parse(
+        q.get("filters").map(String::as_str),
+        &["id", "name", "label", "mode", "runtime"],
+    )?;
     state.manager().await?;
     let all: Vec<Service> = state.store.list(ListFilter::default()).await?;
     let with_status = flag(&q, "status");
@@ -312,6 +318,7 @@ pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<Htt
                 && f.any_prefix("name", &s.spec.name)
                 && f.labels_match("label", &s.spec.labels)
                 && f.any_eq("mode", s.spec.mode_name())
+                && f.any_eq("runtime", runtime_of(&s.spec.task_template))
         })
         .map(|mut s| {
             if with_status {
@@ -330,21 +337,36 @@ pub async fn service_create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, state.max_body).await?;
+    let body = read_body(&req, payload, &state).await?;
     let mut spec = decode_service(&body)?;
     set_registry_auth(&req, &mut spec, None);
     state.manager().await?;
     check_references(&state, &spec, None).await?;
-    let name = spec.name.clone();
-    let mut svc = Service::new(new_id(), spec);
-    fill_endpoint(&mut svc);
-    let created = state.store.create(&svc).await.map_err(|e| match e.code {
-        ErrorCode::NameConflict => ApiError::conflict(format!(
-            "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already \
-             exists"
-        )),
-        _ => e.into(),
-    })?;
+    // Docker names an unnamed service (`adjective_surname`); a generated name
+    // that happens to be taken is drawn again.
+    let generated = spec.name.is_empty();
+    let mut attempts = 0;
+    let created = loop {
+        attempts += 1;
+        if generated {
+            spec.name = crate::names::random_name(&mut rand::thread_rng());
+        }
+        let mut svc = Service::new(new_id(), spec.clone());
+        fill_endpoint(&mut svc);
+        match state.store.create(&svc).await {
+            Ok(c) => break c,
+            Err(e) if e.code == ErrorCode::NameConflict && generated && attempts < 8 => continue,
+            Err(e) if e.code == ErrorCode::NameConflict => {
+                return Err(ApiError::conflict(format!(
+                    "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {} \
+                     already exists",
+                    spec.name
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let name = spec.name;
     tracing::info!(service = %created.meta.id, name = %name, "service created");
     Ok(HttpResponse::Created().json(json!({"ID": created.meta.id, "Warnings": []})))
 }
@@ -363,7 +385,7 @@ pub async fn service_update(
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, state.max_body).await?;
+    let body = read_body(&req, payload, &state).await?;
     let version = parse_version(&q)?;
     let rollback = q.get("rollback").map(String::as_str) == Some("previous");
     let new_spec = if rollback { None } else { Some(decode_service(&body)?) };
@@ -417,8 +439,19 @@ pub async fn service_delete(state: web::Data<AppState>, path: web::Path<crate::I
 pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
     let f = Filters::parse(
         q.get("filters").map(String::as_str),
-        &["id", "name", "service", "node", "desired-state", "label", "_up-to-date"],
+        &[
+            "id",
+            "name",
+            "service",
+            "node",
+            "desired-state",
+            "label",
+            "_up-to-date",
+            "runtime",
+        ],
     )?;
+    let states: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
+    f.check_values("desired-state", &states)?;
     state.manager().await?;
     let services: Vec<Service> = state.store.list(ListFilter::default()).await?;
     let mut store_filter = ListFilter::default();
@@ -450,13 +483,8 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
             store_filter = store_filter.field("node", id);
         }
     }
-    for s in f.get("desired-state") {
-        if TaskState::parse(s).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "Invalid desired-state filter value: {s:?} (want running, shutdown, accepted, ...)"
-            )));
-        }
-        store_filter = store_filter.field("desired-state", s.clone());
+    for s in f.get("desired-state").iter().filter(|s| !s.is_empty()) {
+        store_filter = store_filter.field("desired-state", s.to_ascii_lowercase());
     }
     let tasks: Vec<Task> = state.store.list(store_filter).await?;
     let svc_by_id: HashMap<&str, &Service> = services.iter().map(|s| (s.meta.id.as_str(), s)).collect();
@@ -469,6 +497,7 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
             f.any_prefix("id", &t.meta.id)
                 && f.any_eq("name", &name)
                 && f.labels_match("label", &t.labels)
+                && f.any_eq("runtime", runtime_of(&t.spec))
                 && (!up_to_date || svc.is_some_and(|s| s.spec.task_template == t.spec))
         })
         .cloned()
@@ -482,6 +511,11 @@ pub async fn task_inspect(state: web::Data<AppState>, path: web::Path<crate::IdP
     let all: Vec<Task> = state.store.list(ListFilter::default()).await?;
     let t = lookup(all, &path.id, "task", |_| String::new())?;
     Ok(HttpResponse::Ok().json(redact_task(t)))
+}
+
+/// A task spec's runtime as Docker's `runtime` filter names it (`container` unless set).
+fn runtime_of(spec: &TaskSpec) -> &str {
+    spec.runtime.as_deref().filter(|r| !r.is_empty()).unwrap_or("container")
 }
 
 /// The registry credentials of `X-Registry-Auth` (sent by `--with-registry-auth`)

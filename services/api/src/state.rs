@@ -23,6 +23,8 @@ pub struct AppState {
     pub advertise_addr: String,
     pub data_dir: PathBuf,
     pub max_body: usize,
+    /// Longest a client may take to send a request body (`--body-timeout-ms`).
+    pub body_timeout: Duration,
     /// The cluster's ID once seen (there is only one cluster; it changes only by leave + init).
     cluster_id: RwLock<Option<String>>,
 }
@@ -53,6 +55,7 @@ impl AppState {
         advertise_addr: String,
         data_dir: PathBuf,
         max_body: usize,
+        body_timeout: Duration,
     ) -> AppState {
         AppState {
             store,
@@ -61,6 +64,7 @@ impl AppState {
             advertise_addr,
             data_dir,
             max_body,
+            body_timeout,
             cluster_id: RwLock::new(None),
         }
     }

@@ -144,7 +144,7 @@ pub async fn inspect(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(&ctx.cluster))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct InitRequest {
     listen_addr: String,
@@ -160,7 +160,7 @@ struct InitRequest {
     spec: Option<Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct JoinRequest {
     #[serde(rename = "ListenAddr")]
@@ -178,7 +178,8 @@ fn parse_availability(s: &str) -> ApiResult<Availability> {
         "pause" => Ok(Availability::Pause),
         "drain" => Ok(Availability::Drain),
         other => Err(ApiError::bad_request(format!(
-            "Availability: invalid availability {other:?} (want active, pause or drain)"
+            "Availability: invalid availability {:?} (want active, pause or drain)",
+            crate::error::clip(other)
         ))),
     }
 }
@@ -276,7 +277,7 @@ fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availab
 
 /// `POST /swarm/init`.
 pub async fn init(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, state.max_body).await?;
+    let body = read_body(&req, payload, &state).await?;
     let r: InitRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
     match state.view().await? {
@@ -382,7 +383,7 @@ fn write_ca_key(state: &AppState, key: &str) -> ApiResult<()> {
 /// `POST /swarm/join`: the store is shared over NATS, so joining is checking
 /// the token against the cluster's and adding this host's Node object.
 pub async fn join(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, state.max_body).await?;
+    let body = read_body(&req, payload, &state).await?;
     let r: JoinRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
     if matches!(state.view().await?, SwarmView::Active { .. }) {
@@ -492,7 +493,7 @@ pub async fn update(
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, state.max_body).await?;
+    let body = read_body(&req, payload, &state).await?;
     let spec_req: Value = decode(&body)?;
     if !spec_req.is_object() {
         return Err(ApiError::bad_request(
