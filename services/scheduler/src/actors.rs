@@ -231,6 +231,8 @@ impl Scheduler {
             created = plan.created,
             placed = plan.placed,
             pending = plan.pending,
+            deferred = plan.deferred,
+            intents = %plan.summary(),
             "scheduler: committing pass"
         );
         let chunks = chunk_ops(plan.ops, self.config.max_tx_ops);
