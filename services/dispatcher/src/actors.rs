@@ -1,7 +1,7 @@
 //! The dispatcher actor: agent requests from NATS, the store's change feed
 //! and timers in; replies, assignment messages and batched fenced store writes out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -11,16 +11,14 @@ use futures::StreamExt;
 use shoal_shared::dispatch::{AgentRequest, AgentResponse};
 use shoal_shared::envelope::{self, Reply};
 use shoal_shared::model::{Cluster, Node, Task};
-use shoal_shared::store::{Action, Kind, Op, Record, StoreClient, StoreObject, TxOutcome, TxRequest, WatchEvent};
+use shoal_shared::store::mirror::{Acting, Followed, GetState, Mirror, Table};
+use shoal_shared::store::{Kind, Op, Record, StoreClient, StoreObject, TxOutcome, TxRequest, WatchEvent};
 use shoal_shared::{subjects, ErrorCode, ShoalError};
 
 use crate::config::Config;
 use crate::logic::{Dispatcher, DEFAULT_HEARTBEAT};
 
-/// Asks the dispatcher for a summary of its state.
-pub struct GetState;
-
-/// What [`GetState`] returns.
+/// What the dispatcher answers to [`GetState`].
 #[derive(Debug, Clone, Default)]
 pub struct DispatcherState {
     pub acting_term: Option<u64>,
@@ -32,8 +30,57 @@ pub struct DispatcherState {
     pub marked_down: u64,
 }
 
-impl Message for GetState {
-    type Result = DispatcherState;
+/// The dispatcher's copy of the store: nodes, tasks (indexed by node) and
+/// the cluster object, kept by the shared follower kit.
+#[derive(Default)]
+pub struct Follow {
+    pub nodes: Table<Node>,
+    pub tasks: Table<Task>,
+    pub clusters: Table<Cluster>,
+    position: u64,
+}
+
+/// The kinds the dispatcher follows.
+const KINDS: [Kind; 3] = [Kind::Cluster, Kind::Node, Kind::Task];
+
+impl Follow {
+    fn new() -> Follow {
+        Follow {
+            tasks: Table::default().with_index("node", |t: &Task| Some(t.node_id.clone()).filter(|n| !n.is_empty())),
+            ..Follow::default()
+        }
+    }
+}
+
+impl Mirror for Follow {
+    fn table(&mut self, kind: Kind) -> Option<&mut dyn Followed> {
+        match kind {
+            Kind::Node => Some(&mut self.nodes),
+            Kind::Task => Some(&mut self.tasks),
+            Kind::Cluster => Some(&mut self.clusters),
+            _ => None,
+        }
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &KINDS
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn set_position(&mut self, index: u64) {
+        self.position = index;
+    }
+}
+
+/// The nodes whose assignments the records change (tasks carry their node as a field).
+fn nodes_of<'a>(records: impl Iterator<Item = &'a Record>) -> BTreeSet<String> {
+    records
+        .filter(|r| r.kind == Kind::Task)
+        .filter_map(|r| r.fields.get("node").cloned())
+        .collect()
 }
 
 struct Feed(WatchEvent);
@@ -72,13 +119,9 @@ pub struct DispatcherActor {
     config: Config,
     client: StoreClient,
     outbox: Outbox,
-    nodes: BTreeMap<String, Node>,
-    tasks: BTreeMap<String, Task>,
-    by_node: HashMap<String, BTreeSet<String>>,
-    tombstones: HashMap<String, u64>,
-    cluster: Option<Cluster>,
+    follow: Follow,
     synced: bool,
-    acting_term: Option<u64>,
+    acting: Acting,
     logic: Option<Dispatcher>,
     down: BTreeSet<String>,
     flushing: bool,
@@ -91,7 +134,7 @@ impl Actor for DispatcherActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let watcher = self.client.watch(&[Kind::Cluster, Kind::Node, Kind::Task]);
+        let watcher = self.client.watch(&KINDS);
         let stream = futures::stream::unfold(watcher, |mut w| async move {
             match w.next().await {
                 Ok(ev) => Some((Feed(ev), w)),
@@ -107,15 +150,15 @@ impl Actor for DispatcherActor {
     }
 }
 
-impl Handler<GetState> for DispatcherActor {
-    type Result = MessageResult<GetState>;
+impl Handler<GetState<DispatcherState>> for DispatcherActor {
+    type Result = MessageResult<GetState<DispatcherState>>;
 
-    fn handle(&mut self, _: GetState, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetState<DispatcherState>, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(DispatcherState {
-            acting_term: self.acting_term,
+            acting_term: self.acting.term(),
             sessions: self.logic.as_ref().map_or(0, |l| l.sessions.len()),
-            nodes: self.nodes.len(),
-            tasks: self.tasks.len(),
+            nodes: self.follow.nodes.len(),
+            tasks: self.follow.tasks.len(),
             heartbeats: self.heartbeats,
             writes: self.writes,
             marked_down: self.marked_down,
@@ -125,28 +168,23 @@ impl Handler<GetState> for DispatcherActor {
 
 impl StreamHandler<Feed> for DispatcherActor {
     fn handle(&mut self, Feed(ev): Feed, _ctx: &mut Context<Self>) {
-        let mut touched = BTreeSet::new();
-        match ev {
-            WatchEvent::Reset { records, .. } => {
-                self.nodes.clear();
-                self.tasks.clear();
-                self.by_node.clear();
-                self.cluster = None;
-                for r in &records {
-                    self.upsert(r, &mut touched);
-                }
+        let touched = match &ev {
+            WatchEvent::Reset { .. } => BTreeSet::new(),
+            WatchEvent::Batch(batch) => nodes_of(batch.changes.iter().map(|c| &c.record)),
+        };
+        self.follow.apply_event(&ev);
+        let touched = match ev {
+            WatchEvent::Reset { .. } => {
                 self.synced = true;
-                touched = self.by_node.keys().cloned().collect();
+                self.follow
+                    .tasks
+                    .values()
+                    .map(|t| t.node_id.clone())
+                    .filter(|n| !n.is_empty())
+                    .collect()
             }
-            WatchEvent::Batch(batch) => {
-                for c in &batch.changes {
-                    match c.action {
-                        Action::Delete => self.remove(&c.record, batch.index, &mut touched),
-                        _ => self.upsert(&c.record, &mut touched),
-                    }
-                }
-            }
-        }
+            WatchEvent::Batch(_) => touched,
+        };
         self.push_increments(touched);
     }
 
@@ -170,8 +208,10 @@ impl StreamHandler<Incoming> for DispatcherActor {
 
 impl DispatcherActor {
     fn period(&self) -> Duration {
-        self.cluster
-            .as_ref()
+        self.follow
+            .clusters
+            .values()
+            .next()
             .and_then(|c| c.spec.dispatcher.heartbeat_period)
             .filter(|d| !d.is_zero())
             .unwrap_or(DEFAULT_HEARTBEAT)
@@ -209,9 +249,7 @@ impl DispatcherActor {
                 if !logic.heartbeat(&node_id, &session_id, now) {
                     return AgentResponse::UnknownSession;
                 }
-                let ids = self.by_node.get(&node_id).cloned().unwrap_or_default();
-                let tasks = &self.tasks;
-                match logic.full(&node_id, ids.iter().filter_map(|id| tasks.get(id))) {
+                match logic.full(&node_id, self.follow.tasks.by("node", &node_id)) {
                     Some(assignments) => AgentResponse::Full { assignments },
                     None => AgentResponse::UnknownSession,
                 }
@@ -230,68 +268,10 @@ impl DispatcherActor {
         }
     }
 
-    fn upsert(&mut self, r: &Record, touched: &mut BTreeSet<String>) {
-        if self.tombstones.get(&r.id).is_some_and(|at| r.version <= *at) {
-            return;
-        }
-        match r.kind {
-            Kind::Task => {
-                if self.tasks.get(&r.id).is_some_and(|t| t.meta.version.index > r.version) {
-                    return;
-                }
-                if let Ok(t) = r.decode::<Task>() {
-                    if !t.node_id.is_empty() {
-                        self.by_node
-                            .entry(t.node_id.clone())
-                            .or_default()
-                            .insert(t.meta.id.clone());
-                        touched.insert(t.node_id.clone());
-                    }
-                    self.tasks.insert(r.id.clone(), t);
-                }
-            }
-            Kind::Node => {
-                if self.nodes.get(&r.id).is_some_and(|n| n.meta.version.index > r.version) {
-                    return;
-                }
-                if let Ok(n) = r.decode::<Node>() {
-                    self.nodes.insert(r.id.clone(), n);
-                }
-            }
-            Kind::Cluster => {
-                if let Ok(c) = r.decode::<Cluster>() {
-                    self.cluster = Some(c);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn remove(&mut self, r: &Record, at: u64, touched: &mut BTreeSet<String>) {
-        self.tombstones.insert(r.id.clone(), at);
-        match r.kind {
-            Kind::Task => {
-                if let Some(t) = self.tasks.remove(&r.id) {
-                    if let Some(set) = self.by_node.get_mut(&t.node_id) {
-                        set.remove(&r.id);
-                    }
-                    touched.insert(t.node_id);
-                }
-            }
-            Kind::Node => {
-                self.nodes.remove(&r.id);
-            }
-            Kind::Cluster => self.cluster = None,
-            _ => {}
-        }
-    }
-
     fn push_increments(&mut self, touched: BTreeSet<String>) {
         let Some(logic) = self.logic.as_mut() else { return };
         for node in touched {
-            let Some(ids) = self.by_node.get(&node) else { continue };
-            let tasks = &self.tasks;
-            if let Some(a) = logic.increment(&node, ids.iter().filter_map(|id| tasks.get(id))) {
+            if let Some(a) = logic.increment(&node, self.follow.tasks.by("node", &node)) {
                 self.outbox
                     .send(subjects::agent_assignments(&node), envelope::encode(&a));
             }
@@ -301,12 +281,11 @@ impl DispatcherActor {
     fn check_leader(&mut self, ctx: &mut Context<Self>) {
         let client = self.client.clone();
         let replica = self.config.leadership.store_replica;
-        async move { client.acting_term(replica).await }
+        async move { Acting::poll(&client, replica).await }
             .into_actor(self)
             .map(move |acting, act, _ctx| {
-                if acting != act.acting_term {
+                if act.acting.observe(acting) {
                     tracing::info!(?acting, "dispatcher: leadership changed");
-                    act.acting_term = acting;
                     act.logic = acting.map(|_| {
                         let prefix = format!("{}{}", act.config.node_id, shoal_shared::id::new_id());
                         Dispatcher::new(Utc::now(), prefix)
@@ -324,7 +303,7 @@ impl DispatcherActor {
         let period = self.period();
         let Some(logic) = self.logic.as_mut() else { return };
         logic.period = period;
-        let down = logic.expired(self.nodes.values(), Utc::now());
+        let down = logic.expired(self.follow.nodes.values(), Utc::now());
         for id in down {
             tracing::info!(node = %id, "dispatcher: heartbeat failure, node down");
             self.down.insert(id);
@@ -335,14 +314,14 @@ impl DispatcherActor {
         if self.flushing || !self.synced {
             return;
         }
-        let (Some(term), Some(logic)) = (self.acting_term, self.logic.as_mut()) else {
+        let (Some(term), Some(logic)) = (self.acting.term(), self.logic.as_mut()) else {
             return;
         };
         if logic.pending.is_empty() && self.down.is_empty() {
             return;
         }
         let down: Vec<String> = self.down.iter().cloned().collect();
-        let (ops, pending) = logic.build_ops(&self.nodes, &self.tasks, &down, Utc::now());
+        let (ops, pending) = logic.build_ops(&self.follow.nodes, &self.follow.tasks, &down, Utc::now());
         if ops.is_empty() {
             self.down.clear();
             return;
@@ -364,17 +343,15 @@ impl DispatcherActor {
                     for id in &down {
                         act.down.remove(id);
                     }
-                    let mut touched = BTreeSet::new();
-                    for r in &out.records {
-                        act.upsert(r, &mut touched);
-                    }
+                    let touched = nodes_of(out.records.iter());
+                    act.follow.apply_outcome(&ops, &out);
                     act.push_increments(touched);
                     tracing::debug!(ops = n_ops, "dispatcher: flushed");
                 }
                 Err(e) => {
                     tracing::info!(error = %e, ops = ops.len(), "dispatcher: write failed; retrying");
                     if e.code == ErrorCode::Fenced {
-                        act.acting_term = None;
+                        act.acting.fenced();
                         act.logic = None;
                         return;
                     }
@@ -399,13 +376,9 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<A
             config,
             client,
             outbox,
-            nodes: BTreeMap::new(),
-            tasks: BTreeMap::new(),
-            by_node: HashMap::new(),
-            tombstones: HashMap::new(),
-            cluster: None,
+            follow: Follow::new(),
             synced: false,
-            acting_term: None,
+            acting: Acting::default(),
             logic: None,
             down: BTreeSet::new(),
             flushing: false,

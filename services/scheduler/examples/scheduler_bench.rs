@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use shoal_scheduler::actors::{apply_outcome, chunk_ops};
 use shoal_scheduler::reconcile::reconcile;
 use shoal_scheduler::snapshot::{Snapshot, KINDS};
 use shoal_shared::model::*;
+use shoal_shared::store::mirror::{chunk_ops, Mirror};
 use shoal_shared::store::{ListFilter, Op, StoreObject, TxRequest};
 use shoal_tests::StoreCluster;
 
@@ -131,7 +131,7 @@ async fn main() {
         let mut failed = None;
         for (ops, out) in results {
             match out {
-                Ok(out) => apply_outcome(&mut snap, &ops, &out),
+                Ok(out) => snap.apply_outcome(&ops, &out),
                 Err(e) => failed = Some(e),
             }
         }

@@ -11,18 +11,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use futures::StreamExt;
-use shoal_shared::store::{EventBatch, Op, StoreClient, TxOutcome, TxRequest, WatchEvent};
+use shoal_shared::store::mirror::{commit_fenced, Acting, GetState, Mirror};
+use shoal_shared::store::{Op, StoreClient, TxOutcome, WatchEvent};
 use shoal_shared::{ErrorCode, ShoalError};
 
 use crate::config::Config;
 use crate::reconcile;
 use crate::snapshot::{Snapshot, KINDS};
 
-/// Asks the scheduler for a summary of its state.
-pub struct GetState;
-
-/// What [`GetState`] returns.
+/// What the scheduler answers to [`GetState`].
 #[derive(Debug, Clone, Default)]
 pub struct SchedulerState {
     /// Whether this scheduler acts (its replica leads), and in which term.
@@ -36,10 +33,6 @@ pub struct SchedulerState {
     pub last_error: Option<String>,
 }
 
-impl Message for GetState {
-    type Result = SchedulerState;
-}
-
 /// A change-feed event.
 struct Feed(WatchEvent);
 
@@ -47,46 +40,12 @@ impl Message for Feed {
     type Result = ();
 }
 
-/// Splits operations into transactions of at most `max_ops` operations and about 1 MB.
-pub fn chunk_ops(ops: Vec<Op>, max_ops: usize) -> Vec<Vec<Op>> {
-    const MAX_BYTES: usize = 900 * 1024;
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut bytes = 0;
-    for op in ops {
-        let size = match &op {
-            Op::Create { record } | Op::Update { record } => record.body.len() + 256,
-            Op::Delete { .. } => 128,
-        };
-        if !cur.is_empty() && (cur.len() >= max_ops || bytes + size > MAX_BYTES) {
-            out.push(std::mem::take(&mut cur));
-            bytes = 0;
-        }
-        bytes += size;
-        cur.push(op);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// Applies committed transactions to a snapshot (so the next pass sees its own writes at once).
-pub fn apply_outcome(snap: &mut Snapshot, ops: &[Op], outcome: &TxOutcome) {
-    for (op, rec) in ops.iter().zip(outcome.records.iter()) {
-        match op {
-            Op::Delete { kind, id, .. } => snap.remove(*kind, id, outcome.index),
-            _ => snap.upsert(rec),
-        }
-    }
-}
-
 pub struct Scheduler {
     config: Config,
     client: StoreClient,
     snap: Arc<Snapshot>,
     synced: bool,
-    acting_term: Option<u64>,
+    acting: Acting,
     busy: bool,
     dirty: bool,
     scheduled: bool,
@@ -125,11 +84,13 @@ impl Actor for Scheduler {
 impl StreamHandler<Feed> for Scheduler {
     fn handle(&mut self, Feed(ev): Feed, ctx: &mut Context<Self>) {
         match ev {
-            WatchEvent::Reset { records, .. } => {
-                self.snap = Arc::new(Snapshot::from_records(&records));
+            WatchEvent::Reset { index, records } => {
+                let mut snap = Snapshot::default();
+                snap.reset(index, &records);
+                self.snap = Arc::new(snap);
                 self.synced = true;
             }
-            WatchEvent::Batch(batch) => self.apply(&batch),
+            ev @ WatchEvent::Batch(_) => Arc::make_mut(&mut self.snap).apply_event(&ev),
         }
         self.schedule_soon(ctx);
     }
@@ -139,12 +100,12 @@ impl StreamHandler<Feed> for Scheduler {
     }
 }
 
-impl Handler<GetState> for Scheduler {
-    type Result = MessageResult<GetState>;
+impl Handler<GetState<SchedulerState>> for Scheduler {
+    type Result = MessageResult<GetState<SchedulerState>>;
 
-    fn handle(&mut self, _: GetState, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetState<SchedulerState>, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(SchedulerState {
-            acting_term: self.acting_term,
+            acting_term: self.acting.term(),
             synced: self.synced,
             nodes: self.snap.nodes.len(),
             services: self.snap.services.len(),
@@ -157,10 +118,6 @@ impl Handler<GetState> for Scheduler {
 }
 
 impl Scheduler {
-    fn apply(&mut self, batch: &EventBatch) {
-        Arc::make_mut(&mut self.snap).apply_batch(batch);
-    }
-
     fn schedule_soon(&mut self, ctx: &mut Context<Self>) {
         self.dirty = true;
         if self.scheduled {
@@ -176,12 +133,11 @@ impl Scheduler {
     fn check_leader(&mut self, ctx: &mut Context<Self>) {
         let client = self.client.clone();
         let replica = self.config.leadership.store_replica;
-        async move { client.acting_term(replica).await }
+        async move { Acting::poll(&client, replica).await }
             .into_actor(self)
             .map(move |acting, act, ctx| {
-                if acting != act.acting_term {
+                if act.acting.observe(acting) {
                     tracing::info!(?acting, "scheduler: leadership changed");
-                    act.acting_term = acting;
                     if acting.is_some() {
                         act.trigger(ctx);
                     }
@@ -192,7 +148,7 @@ impl Scheduler {
 
     /// Runs a pass and commits it, unless one is in flight or we do not act.
     fn trigger(&mut self, ctx: &mut Context<Self>) {
-        let Some(term) = self.acting_term else { return };
+        let Some(term) = self.acting.term() else { return };
         if self.busy || !self.synced {
             self.dirty = true;
             return;
@@ -235,33 +191,9 @@ impl Scheduler {
             intents = %plan.summary(),
             "scheduler: committing pass"
         );
-        let chunks = chunk_ops(plan.ops, self.config.max_tx_ops);
-        let in_flight = self.config.tx_in_flight;
+        let (max_ops, in_flight) = (self.config.max_tx_ops, self.config.tx_in_flight);
         let client = self.client.clone();
-        async move {
-            // Every operation of a pass touches a different object, so the
-            // chunks commit independently and concurrently.
-            let results: Vec<(Vec<Op>, Result<TxOutcome, ShoalError>)> =
-                futures::stream::iter(chunks.into_iter().map(|ops| {
-                    let client = client.clone();
-                    async move {
-                        let res = client.tx(TxRequest::new(ops.clone()).fenced(term)).await;
-                        (ops, res)
-                    }
-                }))
-                .buffer_unordered(in_flight)
-                .collect()
-                .await;
-            let mut done = Vec::new();
-            let mut err = None;
-            for (ops, res) in results {
-                match res {
-                    Ok(out) => done.push((ops, out)),
-                    Err(e) => err = Some(e),
-                }
-            }
-            (done, err)
-        }
+        async move { commit_fenced(&client, plan.ops, term, max_ops, in_flight).await }
         .into_actor(self)
         .map(
             |(done, err): (Vec<(Vec<Op>, TxOutcome)>, Option<ShoalError>), act, ctx| {
@@ -269,13 +201,13 @@ impl Scheduler {
                 let snap = Arc::make_mut(&mut act.snap);
                 for (ops, out) in &done {
                     act.ops_written += ops.len() as u64;
-                    apply_outcome(snap, ops, out);
+                    snap.apply_outcome(ops, out);
                 }
                 match err {
                     None => act.trigger(ctx),
                     Some(e) => {
                         if e.code == ErrorCode::Fenced {
-                            act.acting_term = None;
+                            act.acting.fenced();
                         }
                         tracing::info!(error = %e, "scheduler: pass not committed; retrying when the feed catches up");
                         act.last_error = Some(e.to_string());
@@ -296,7 +228,7 @@ pub fn start(config: Config, nats: async_nats::Client) -> Addr<Scheduler> {
         client,
         snap: Arc::new(Snapshot::default()),
         synced: false,
-        acting_term: None,
+        acting: Acting::default(),
         busy: false,
         dirty: true,
         scheduled: false,

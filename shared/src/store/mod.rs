@@ -1,5 +1,7 @@
-//! The store's wire types, its NATS client and the change-feed watcher.
+//! The store's wire types, its NATS client, the change-feed watcher and the
+//! follower kit built on it ([`mirror`]).
 mod client;
+pub mod mirror;
 mod proto;
 mod types;
 mod watch;
