@@ -30,6 +30,19 @@ pub struct Up {
 impl Up {
     /// Starts `shoal up --executor <executor>` on `data` (its output in `home/<name>.log`).
     pub fn start(home: &Path, name: &str, data: &Path, port: u16, executor: &str, extra: &[&str]) -> Up {
+        Up::start_with_env(home, name, data, port, executor, extra, &[])
+    }
+
+    /// [`Up::start`] with extra environment for every shoal process (e.g. `FAILPOINTS`).
+    pub fn start_with_env(
+        home: &Path,
+        name: &str,
+        data: &Path,
+        port: u16,
+        executor: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Up {
         use std::os::unix::process::CommandExt;
         let out = home.join(format!("{name}.log"));
         let log = std::fs::File::create(&out).expect("log file");
@@ -38,6 +51,7 @@ impl Up {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", home)
             .env("SHOAL_LOG", "info")
+            .envs(env.iter().copied())
             .args(["up", "--executor", executor, "--nats-port", "0"])
             .arg("--data-dir")
             .arg(data)

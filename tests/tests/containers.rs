@@ -1101,3 +1101,77 @@ async fn with_registry_auth_pulls_from_a_private_registry_and_without_it_fails()
     }
     let _ = engine(&["rmi", "--no-prune", &image]);
 }
+
+/// Issue 14, D2 with the docker executor: scale changes faster than
+/// containers start used to leave running containers no task accounted for.
+/// Counted on the engine by label: exactly one running container per running
+/// task, also after the agent restarts. A failpoint holds every start's
+/// outcome back 1.5 s, and the service is scaled down while tasks are
+/// starting, so the stops do arrive while starts are in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_scale_flips_leave_exactly_the_running_tasks_containers() {
+    let home = temp_home();
+    let data = home.path().join("data");
+    let port = free_port();
+    let env = [("FAILPOINTS", "agent-before-running=return(1500)")];
+    let mut up = Up::start_with_env(home.path(), "flip-1", &data, port, "docker", &[], &env);
+    up.ready().await;
+    create(
+        &up,
+        "flip",
+        &[
+            "--replicas",
+            "0",
+            "--stop-grace-period",
+            "1s",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
+    // Up, and down again as soon as a task is starting (its start held back).
+    for n in [4, 3, 5] {
+        up.docker(&["service", "scale", "-d", &format!("flip={n}")]).ok();
+        until("a task starting", || {
+            let st = desired_running(&up, "flip", "{{.CurrentState}}")?;
+            match st.iter().any(|s| s.starts_with("Starting")) {
+                true => Ok(()),
+                false => Err(format!("{st:?}")),
+            }
+        })
+        .await;
+        up.docker(&["service", "scale", "-d", "flip=0"]).ok();
+    }
+    let matches = |want: usize| {
+        let up = &up;
+        move || {
+            replicas_of(up, "flip", &format!("{want}/{want}"))?;
+            let tasks: BTreeSet<String> = desired_running(up, "flip", "{{.ID}}")?.into_iter().collect();
+            let running = running(up, "flip", "{{.Label \"com.docker.swarm.task.id\"}}");
+            let short: BTreeSet<String> = running.iter().map(|id| id.chars().take(12).collect()).collect();
+            match running.len() == want && short == tasks {
+                true => Ok(running),
+                false => Err(format!("tasks {tasks:?}, running containers of tasks {running:?}")),
+            }
+        }
+    };
+    until("no running container after the flips end at 0", matches(0)).await;
+    up.docker(&["service", "scale", "-d", "flip=3"]).ok();
+    let before = until("3 tasks, 3 containers", matches(3)).await;
+
+    // The agent restarts (shoal up starts it again): same three, nothing more.
+    let agent = up.pid_of("shoal-agent", None).expect("agent pid");
+    kill(Pid::from_raw(agent), Signal::SIGKILL).unwrap();
+    until("a new agent", || match up.pid_of("shoal-agent", None) {
+        Some(p) if p != agent => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
+    for n in [6, 0, 4, 3] {
+        up.docker(&["service", "scale", "-d", &format!("flip={n}")]).ok();
+    }
+    let after = until("3 tasks, 3 containers after the restart", matches(3)).await;
+    assert_eq!(after.len(), before.len());
+    up.docker(&["service", "rm", "flip"]).ok();
+    no_containers_left(&up).await;
+}

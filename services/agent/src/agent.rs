@@ -34,7 +34,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Failpoint: with `FAILPOINTS=agent-before-running=return`, a started
 /// task's outcome is held back for an hour, so a test can kill the agent
-/// between the `starting` and `running` reports.
+/// between the `starting` and `running` reports; `return(MS)` holds it
+/// back MS milliseconds, so a test can stop tasks while their start is in flight.
 pub const FAIL_BEFORE_RUNNING: &str = "agent-before-running";
 
 /// Asks the agent for its state.
@@ -175,9 +176,13 @@ impl Agent {
                             }
                             started.handle
                         });
-                        if fail::eval(FAIL_BEFORE_RUNNING, |_| ()).is_some() {
-                            tracing::warn!(task = %task_id, "agent: failpoint {FAIL_BEFORE_RUNNING}: holding the start back");
-                            ctx.run_later(Duration::from_secs(3600), move |act, ctx| {
+                        let hold = fail::eval(FAIL_BEFORE_RUNNING, |arg| {
+                            arg.and_then(|ms| ms.parse::<u64>().ok())
+                                .map_or(Duration::from_secs(3600), Duration::from_millis)
+                        });
+                        if let Some(hold) = hold {
+                            tracing::warn!(task = %task_id, ?hold, "agent: failpoint {FAIL_BEFORE_RUNNING}: holding the start back");
+                            ctx.run_later(hold, move |act, ctx| {
                                 act.feed(ctx, &task_id, Event::Started(res))
                             });
                             return;
