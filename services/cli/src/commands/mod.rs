@@ -267,8 +267,18 @@ pub(crate) trait Row: Serialize {
     const COLUMNS: &'static [(&'static str, &'static str)];
     const SHOWN: usize;
     fn id(&self) -> &str;
-    /// The default table's cells, one per shown column.
-    fn cells(&self) -> Vec<String>;
+    /// The default table's cells: the shown columns' fields, as text.
+    fn cells(&self) -> Vec<String> {
+        let fields = serde_json::to_value(self).unwrap_or_default();
+        Self::COLUMNS[..Self::SHOWN]
+            .iter()
+            .map(|(k, _)| match &fields[*k] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            })
+            .collect()
+    }
 }
 
 /// A list command's output: `-q` IDs, a `--format` template per row (with

@@ -116,15 +116,6 @@ impl Row for NetworkRow {
     fn id(&self) -> &str {
         &self.id
     }
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.id.clone(),
-            self.name.clone(),
-            self.driver.clone(),
-            self.scope.clone(),
-        ]
-    }
 }
 
 pub(crate) fn run(c: &Client, cmd: NetworkCmd) -> Printed {

@@ -137,23 +137,9 @@ pub enum ServiceCmd {
         #[arg(short, long)]
         detach: bool,
         #[arg(long)]
-        image: Option<String>,
-        #[arg(long)]
-        env_add: Vec<String>,
-        #[arg(long)]
-        env_rm: Vec<String>,
-        #[arg(long)]
-        constraint_add: Vec<String>,
-        #[arg(long)]
-        constraint_rm: Vec<String>,
-        #[arg(long)]
-        label_add: Vec<String>,
-        #[arg(long)]
-        label_rm: Vec<String>,
-        #[arg(long)]
         rollback: bool,
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        edits: Edits,
         #[command(flatten)]
         spec: SpecOpts,
         service: String,
@@ -161,14 +147,23 @@ pub enum ServiceCmd {
 }
 
 /// The flags of `service update` that edit what the service has.
-struct Edits {
+#[derive(Debug, Args)]
+pub struct Edits {
+    #[arg(long)]
     image: Option<String>,
+    #[arg(long)]
     env_add: Vec<String>,
+    #[arg(long)]
     env_rm: Vec<String>,
+    #[arg(long)]
     constraint_add: Vec<String>,
+    #[arg(long)]
     constraint_rm: Vec<String>,
+    #[arg(long)]
     label_add: Vec<String>,
+    #[arg(long)]
     label_rm: Vec<String>,
+    #[arg(long)]
     force: bool,
 }
 
@@ -192,31 +187,12 @@ pub(crate) fn run(c: &Client, cmd: ServiceCmd) -> Printed {
         ServiceCmd::Rm { services } => remove_each(c, &services, |s| format!("/services/{s}")),
         ServiceCmd::Scale { scales, .. } => scale(c, &scales),
         ServiceCmd::Update {
-            image,
-            env_add,
-            env_rm,
-            constraint_add,
-            constraint_rm,
-            label_add,
-            label_rm,
             rollback,
-            force,
+            edits,
             spec,
             service,
             ..
-        } => {
-            let edits = Edits {
-                image,
-                env_add,
-                env_rm,
-                constraint_add,
-                constraint_rm,
-                label_add,
-                label_rm,
-                force,
-            };
-            single(update(c, &service, rollback, edits, &spec))
-        }
+        } => single(update(c, &service, rollback, edits, &spec)),
     }
 }
 
@@ -425,17 +401,6 @@ impl Row for ServiceRow {
 
     fn id(&self) -> &str {
         &self.id
-    }
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.id.clone(),
-            self.name.clone(),
-            self.mode.to_string(),
-            self.replicas.clone(),
-            self.image.clone(),
-            self.ports.clone(),
-        ]
     }
 }
 
