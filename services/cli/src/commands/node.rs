@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 use serde_json::Value;
-use shoal_shared::model::{Availability, Node, NodeRole};
+use shoal_shared::model::{Availability, Node, NodeRole, NodeSpec};
 
 use super::{
     cap, each, fetch_each, inspect_out, list_rows, parse_flag, query_filters, remove_each, single, typed, wire,
@@ -208,31 +208,39 @@ fn update(
 ) -> Out {
     let availability: Option<Availability> = availability.map(|a| parse_flag("--availability", &a)).transpose()?;
     let role: Option<NodeRole> = role.map(|r| parse_flag("--role", &r)).transpose()?;
-    let n: Node = c.get(&format!("/nodes/{}", urlencode(node)))?;
-    let mut spec = n.spec.clone();
-    if let Some(a) = availability {
-        spec.availability = a;
-    }
-    if let Some(r) = role {
-        spec.role = r;
-    }
-    spec.labels.extend(super::parse_kv_list(label_add));
-    for k in label_rm {
-        spec.labels.remove(k);
-    }
-    let v = n.meta.version.index;
-    c.post::<Value, _>(&format!("/nodes/{}/update?version={v}", n.meta.id), &spec)?;
+    edit_node(c, node, |spec| {
+        if let Some(a) = availability {
+            spec.availability = a;
+        }
+        if let Some(r) = role {
+            spec.role = r;
+        }
+        spec.labels.extend(super::parse_kv_list(label_add));
+        for k in label_rm {
+            spec.labels.remove(k);
+        }
+        true
+    })?;
     Ok(format!("{node}\n"))
 }
 
 /// Sets a node's role; whether it changed.
 fn set_role(c: &Client, node: &str, role: NodeRole) -> Result<bool, ApiError> {
+    edit_node(c, node, |spec| {
+        let change = spec.role != role;
+        spec.role = role;
+        change
+    })
+}
+
+/// Reads a node and writes its spec back as `edit` leaves it, unless `edit`
+/// says there is nothing to write; whether it wrote.
+fn edit_node(c: &Client, node: &str, edit: impl FnOnce(&mut NodeSpec) -> bool) -> Result<bool, ApiError> {
     let n: Node = c.get(&format!("/nodes/{}", urlencode(node)))?;
-    if n.spec.role == role {
+    let mut spec = n.spec.clone();
+    if !edit(&mut spec) {
         return Ok(false);
     }
-    let mut spec = n.spec.clone();
-    spec.role = role;
     let v = n.meta.version.index;
     c.post::<Value, _>(&format!("/nodes/{}/update?version={v}", n.meta.id), &spec)?;
     Ok(true)

@@ -284,13 +284,8 @@ fn inspect(c: &Client, opts: &InspectOpts) -> Out {
 
 fn update(c: &Client, service: &str, rollback: bool, edits: Edits, opts: &SpecOpts) -> Out {
     let svc: Service = c.get(&format!("/services/{}", urlencode(service)))?;
-    let id = &svc.meta.id;
-    let v = svc.meta.version.index;
     if rollback {
-        c.post::<Value, _>(
-            &format!("/services/{id}/update?version={v}&rollback=previous"),
-            &svc.spec,
-        )?;
+        post_update(c, &svc, &svc.spec, "&rollback=previous")?;
         return Ok(format!("{service}\n"));
     }
     let mut spec = svc.spec.clone();
@@ -327,8 +322,16 @@ fn update(c: &Client, service: &str, rollback: bool, edits: Edits, opts: &SpecOp
         spec.task_template.force_update = Some(n + 1);
     }
     apply_spec_opts(c, &mut spec, opts, false)?;
-    c.post::<Value, _>(&format!("/services/{id}/update?version={v}"), &spec)?;
+    post_update(c, &svc, &spec, "")?;
     Ok(format!("{service}\n"))
+}
+
+/// Writes `spec` as the service's spec, at the version it was read
+/// (`query`: more parameters, e.g. `&rollback=previous`).
+fn post_update(c: &Client, svc: &Service, spec: &ServiceSpec, query: &str) -> Result<(), ApiError> {
+    let (id, v) = (&svc.meta.id, svc.meta.version.index);
+    c.post::<Value, _>(&format!("/services/{id}/update?version={v}{query}"), spec)
+        .map(|_| ())
 }
 
 fn scale(c: &Client, scales: &[String]) -> Printed {
@@ -343,14 +346,12 @@ fn scale(c: &Client, scales: &[String]) -> Printed {
         };
         let scaled = (|| -> Result<(), String> {
             let svc: Service = c.get(&format!("/services/{}", urlencode(name)))?;
-            let mut spec = svc.spec;
+            let mut spec = svc.spec.clone();
             let Some(replicated) = spec.mode.replicated.as_mut() else {
                 return Err("scale can only be used with replicated or replicated-job mode".to_string());
             };
             replicated.replicas = Some(n);
-            let v = svc.meta.version.index;
-            c.post::<Value, _>(&format!("/services/{}/update?version={v}", svc.meta.id), &spec)?;
-            Ok(())
+            Ok(post_update(c, &svc, &spec, "")?)
         })();
         match scaled {
             Ok(()) => Ok(format!("{name} scaled to {n}")),
