@@ -305,3 +305,18 @@ pub(crate) fn info(c: &Client) -> Out {
     }
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_of_a_node_outside_a_swarm_reads() {
+        let v = serde_json::json!({"ID": "x", "Containers": 0, "Swarm": {
+            "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false,
+            "Error": "", "RemoteManagers": null}});
+        let info: Info = serde_json::from_value(v).unwrap();
+        assert_eq!(info.swarm.local_node_state, "inactive");
+        assert!(info.swarm.remote_managers.is_none() && info.swarm.cluster.is_none());
+    }
+}
