@@ -1,14 +1,18 @@
 //! Helpers for the API tests: a real `shoal-api` process on a store cluster,
-//! the real `docker` CLI pointed at it, the `shoal` CLI, and a tiny raw
-//! HTTP/1.1 client for requests the CLIs never send (malformed bodies).
+//! the real `docker` CLI pointed at it, the `shoal` CLI, and raw requests the
+//! CLIs never send (malformed bodies, odd headers) through the `shoal` CLI's
+//! own HTTP client ([`Client::raw`]).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use shoal_cli::client::{self, ApiError, Client, Host, Response};
+
 use crate::{bin, free_port, Proc, StoreCluster};
+
+/// How long a raw request waits for its answer.
+const RAW_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A running `shoal-api` with its own data dir (so its own node ID).
 pub struct Api {
@@ -65,7 +69,7 @@ impl Run {
     }
 }
 
-/// A raw HTTP response.
+/// A raw HTTP response, its body as text (for assertions and messages).
 #[derive(Debug, Clone)]
 pub struct RawResponse {
     pub status: u16,
@@ -73,12 +77,19 @@ pub struct RawResponse {
     pub body: String,
 }
 
+impl From<Response> for RawResponse {
+    fn from(r: Response) -> RawResponse {
+        RawResponse {
+            status: r.status,
+            body: String::from_utf8_lossy(&r.body).into_owned(),
+            headers: r.headers,
+        }
+    }
+}
+
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        client::header(&self.headers, name)
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -192,89 +203,31 @@ impl Api {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
-    pub fn try_raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> std::io::Result<RawResponse> {
+    pub fn try_raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<RawResponse, ApiError> {
         raw_request(self.port, method, path, body, &[])
+    }
+
+    /// The CLI's client for this API over its unix socket (as `shoal` talks to it).
+    pub fn unix_client(&self) -> Client {
+        Client::new(Host::Unix(self.socket().display().to_string())).with_timeout(RAW_TIMEOUT)
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`), reading
-/// the whole response.
+/// One request on a fresh connection to `127.0.0.1:port`, as given (see
+/// [`Client::raw`]), reading the whole response.
 pub fn raw_request(
     port: u16,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
     headers: &[(&str, &str)],
-) -> std::io::Result<RawResponse> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let has_len = headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding"));
-    if let (Some(b), false) = (body, has_len) {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    if let Some(b) = body {
-        // The server may refuse (and close) before reading a large body.
-        let _ = s.write_all(b);
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    parse_response(&buf)
+) -> Result<RawResponse, ApiError> {
+    tcp_client(port).raw(method, path, headers, body).map(RawResponse::from)
 }
 
-fn parse_response(buf: &[u8]) -> std::io::Result<RawResponse> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no header end"))?;
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| bad("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let raw_body = &buf[split + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(raw_body) } else { raw_body.to_vec() };
-    Ok(RawResponse {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(pos) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..pos]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = pos + 2;
-        let end = (start + size).min(b.len());
-        out.extend_from_slice(&b[start..end]);
-        b = &b[(end + 2).min(b.len())..];
-    }
-    out
+/// The CLI's client for the API on `127.0.0.1:port`.
+fn tcp_client(port: u16) -> Client {
+    Client::new(Host::Tcp(format!("127.0.0.1:{port}"))).with_timeout(RAW_TIMEOUT)
 }
 
 /// A store cluster of one replica and one API on it.

@@ -145,12 +145,9 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// `"<human> ago"` for an RFC 3339 timestamp.
-pub fn ago(ts: &str) -> String {
-    match ts.parse::<DateTime<Utc>>() {
-        Ok(t) => format!("{} ago", human_duration((Utc::now() - t).num_seconds()).to_lowercase()),
-        Err(_) => String::new(),
-    }
+/// `"<human> ago"` for a past time.
+pub fn ago(t: DateTime<Utc>) -> String {
+    format!("{} ago", human_duration((Utc::now() - t).num_seconds()).to_lowercase())
 }
 
 /// Go's `units.BytesSize` (binary units, 4 significant digits): `64MiB`.

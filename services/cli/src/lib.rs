@@ -4,9 +4,11 @@
 //! `--tlscert`, `--tlskey`), with the docker CLI's columns, `--pretty`
 //! views, `-q`, `-f` filters and Go-template `--format`.
 //!
-//! - [`client`]: a small blocking HTTP/1.1 client (unix socket, TCP, TLS over TCP);
+//! - [`client`]: a small blocking HTTP/1.1 client (unix socket, TCP, TLS over
+//!   TCP), typed JSON calls, and raw requests (the cross-process tests use it too);
 //! - [`format`]: tables, templates, durations and sizes as docker prints them;
-//! - [`commands`]: the command line and what each command sends and prints;
+//! - [`commands`]: the command line, one module per Docker noun (`swarm`,
+//!   `node`, `service`, `network`, `task`) reading the shared typed model;
 //! - [`up`]: `shoal up`, a supervised one-machine cluster (nats-server and every shoal process).
 #![forbid(unsafe_code)]
 
