@@ -64,7 +64,11 @@ pub async fn find<T: StoreObject>(state: &AppState, key: &str, what: &str) -> Ap
     if let Some(o) = state.store.get::<T>(key).await? {
         return Ok(o);
     }
-    let mut by_name: Vec<T> = state.store.list(ListFilter::default().name(key)).await?;
+    // Tasks have no name to look up.
+    let mut by_name: Vec<T> = match T::KIND {
+        Kind::Task => Vec::new(),
+        _ => state.store.list(ListFilter::default().name(key)).await?,
+    };
     if by_name.len() == 1 {
         return Ok(by_name.remove(0));
     }
