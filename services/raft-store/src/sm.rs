@@ -46,7 +46,7 @@ pub const DEDUP_WINDOW: u64 = 50_000;
 pub const DEDUP_BYTES: usize = 16 << 20;
 /// At most this much (record bodies plus a per-change allowance) is kept in
 /// the history, whatever the window.
-pub const HISTORY_BYTES: usize = 16 << 20;
+pub const HISTORY_BYTES: usize = 8 << 20;
 
 /// Memory a batch holds in the history, roughly: bodies plus a fixed part per change.
 fn history_size(batch: &EventBatch) -> usize {
