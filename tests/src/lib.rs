@@ -228,6 +228,10 @@ impl StoreCluster {
                 cmd.args([flag, value]);
             }
         }
+        // The allocator's options (`MIMALLOC_*`, for measuring memory) pass through.
+        for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")) {
+            cmd.env(k, v);
+        }
         for (k, v) in self.env.get(&id).into_iter().flatten() {
             cmd.env(k, v);
         }
@@ -268,6 +272,11 @@ impl StoreCluster {
         self.spawn(id);
     }
 
+    /// The PID of replica `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<i32> {
+        self.procs.get(&id).map(|p| p.pid().as_raw())
+    }
+
     pub fn pause(&self, id: u64) {
         self.procs[&id].signal(Signal::SIGSTOP);
     }
@@ -301,6 +310,36 @@ impl StoreCluster {
         })
         .await
     }
+}
+
+/// Resident memory of a process in MiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_mb(pid: i32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Bytes of the files under `dir`, in MiB.
+pub fn dir_mb(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    walk(dir) as f64 / (1024.0 * 1024.0)
 }
 
 /// Prints the tail of every `*.log` in `dir` (for a failing test's output).

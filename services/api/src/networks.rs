@@ -15,7 +15,6 @@ use shoal_shared::{envelope, subjects, ErrorCode};
 
 use crate::error::{clip, ApiError, ApiResult};
 use crate::filters::Filters;
-use crate::objects::lookup;
 use crate::read_body;
 use crate::spec::decode;
 use crate::state::AppState;
@@ -103,8 +102,7 @@ struct CreateRequest {
 }
 
 async fn find(state: &AppState, key: &str) -> ApiResult<Network> {
-    let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
-    lookup(all, key, "network", |n| n.spec.name.clone())
+    crate::objects::find::<Network>(state, key, "network").await
 }
 
 pub async fn list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {

@@ -32,16 +32,22 @@ pub fn lookup<T: StoreObject>(all: Vec<T>, key: &str, what: &str, name_of: impl 
     if let Some(o) = all.iter().find(|o| o.meta().id == key) {
         return Ok(o.clone());
     }
-    let by_name: Vec<&T> = all.iter().filter(|o| name_of(o) == key).collect();
+    let by_name: Vec<T> = all.iter().filter(|o| name_of(o) == key).cloned().collect();
     if by_name.len() == 1 {
         return Ok(by_name[0].clone());
     }
-    let by_prefix: Vec<&T> = all.iter().filter(|o| o.meta().id.starts_with(key)).collect();
+    let by_prefix: Vec<T> = all.into_iter().filter(|o| o.meta().id.starts_with(key)).collect();
+    by_unique_prefix(by_prefix, by_name.len(), key, what)
+}
+
+/// The last step of the lookup rule: the one object whose ID starts with
+/// `key`; when none does, several objects of that name are ambiguous.
+fn by_unique_prefix<T>(mut by_prefix: Vec<T>, named: usize, key: &str, what: &str) -> ApiResult<T> {
+    let shown = crate::error::clip(key);
     match by_prefix.len() {
-        1 => Ok(by_prefix[0].clone()),
-        0 if by_name.len() > 1 => Err(ApiError::bad_request(format!(
-            "{what} {shown} is ambiguous ({} matches found)",
-            by_name.len()
+        1 => Ok(by_prefix.remove(0)),
+        0 if named > 1 => Err(ApiError::bad_request(format!(
+            "{what} {shown} is ambiguous ({named} matches found)"
         ))),
         0 => Err(ApiError::not_found(format!("{what} {shown} not found"))),
         n => Err(ApiError::bad_request(format!(
@@ -50,33 +56,49 @@ pub fn lookup<T: StoreObject>(all: Vec<T>, key: &str, what: &str, name_of: impl 
     }
 }
 
+/// [`lookup`] through the store's indexes instead of a list of everything:
+/// the exact ID (`Get`), then the name (the name index; `T::name` is the
+/// name Docker looks up), then the ID prefix (a key-prefix scan).
+pub async fn find<T: StoreObject>(state: &AppState, key: &str, what: &str) -> ApiResult<T> {
+    if key.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "{what} {} not found",
+            crate::error::clip(key)
+        )));
+    }
+    if let Some(o) = state.store.get::<T>(key).await? {
+        return Ok(o);
+    }
+    // Tasks have no name to look up.
+    let mut by_name: Vec<T> = match T::KIND {
+        Kind::Task => Vec::new(),
+        _ => state.store.list(ListFilter::default().name(key)).await?,
+    };
+    if by_name.len() == 1 {
+        return Ok(by_name.remove(0));
+    }
+    let by_prefix: Vec<T> = state.store.list(ListFilter::default().id_prefix(key)).await?;
+    by_unique_prefix(by_prefix, by_name.len(), key, what)
+}
+
 // ---------------------------------------------------------------- nodes
 
 /// The IDs that filter references (ID, name or unique prefix) name; a reference
 /// that names nothing matches nothing, as in Docker's task filters.
-fn resolve_ids<'a, T: StoreObject>(
-    all: &[T],
+async fn resolve_ids<'a, T: StoreObject>(
+    state: &AppState,
     keys: impl Iterator<Item = &'a str>,
     what: &str,
-    name_of: impl Fn(&T) -> String + Copy,
 ) -> ApiResult<Vec<String>> {
     let mut ids = Vec::new();
     for key in keys {
-        match lookup(all.to_vec(), key, what, name_of) {
+        match find::<T>(state, key, what).await {
             Ok(o) => ids.push(o.meta().id.clone()),
             Err(e) if e.status == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e),
         }
     }
     Ok(ids)
-}
-
-fn node_name(n: &Node) -> String {
-    if n.spec.name.is_empty() {
-        n.description.hostname.clone()
-    } else {
-        n.spec.name.clone()
-    }
 }
 
 /// A node as Docker shows it: no store-only `Spec.Membership`; `Leader` on
@@ -92,11 +114,20 @@ fn node_json(n: &Node, self_id: &str, managers: usize) -> Value {
     serde_json::to_value(&n).unwrap_or(Value::Null)
 }
 
-async fn find_node(state: &AppState, key: &str) -> ApiResult<(Node, Vec<Node>)> {
-    let all: Vec<Node> = state.store.list(ListFilter::default()).await?;
+/// The node `key` names (`self`: this API's node), and the number of managers.
+async fn find_node(state: &AppState, key: &str) -> ApiResult<(Node, usize)> {
     let key = if key == "self" { state.node_id.as_str() } else { key };
-    let n = lookup(all.clone(), key, "node", node_name)?;
-    Ok((n, all))
+    let n = find::<Node>(state, key, "node").await?;
+    let managers = state
+        .store
+        .list_records(
+            &[Kind::Node],
+            ListFilter::default().field("role", NodeRole::Manager.as_str()),
+        )
+        .await?
+        .records
+        .len();
+    Ok((n, managers))
 }
 
 fn managers(all: &[Node]) -> usize {
@@ -133,8 +164,8 @@ pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
 
 pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
     state.manager().await?;
-    let (n, all) = find_node(&state, &path.id).await?;
-    Ok(HttpResponse::Ok().json(node_json(&n, &state.node_id, managers(&all))))
+    let (n, managers) = find_node(&state, &path.id).await?;
+    Ok(HttpResponse::Ok().json(node_json(&n, &state.node_id, managers)))
 }
 
 pub async fn node_update(
@@ -148,8 +179,8 @@ pub async fn node_update(
     let spec: NodeSpec = decode(&body)?;
     let version = parse_version(&q)?;
     state.manager().await?;
-    let (mut n, all) = find_node(&state, &path.id).await?;
-    if n.spec.role == NodeRole::Manager && spec.role == NodeRole::Worker && managers(&all) == 1 {
+    let (mut n, managers) = find_node(&state, &path.id).await?;
+    if n.spec.role == NodeRole::Manager && spec.role == NodeRole::Worker && managers == 1 {
         return Err(ApiError::bad_request(
             "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm",
         ));
@@ -200,8 +231,7 @@ pub async fn node_delete(
 // ---------------------------------------------------------------- services
 
 async fn find_service(state: &AppState, key: &str) -> ApiResult<Service> {
-    let all: Vec<Service> = state.store.list(ListFilter::default()).await?;
-    lookup(all, key, "service", |s| s.spec.name.clone())
+    find(state, key, "service").await
 }
 
 /// `ServiceStatus` from the tasks in the store: running = tasks running;
@@ -300,18 +330,14 @@ pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<Htt
         &["id", "name", "label", "mode", "runtime"],
     )?;
     state.manager().await?;
-    let all: Vec<Service> = state.store.list(ListFilter::default()).await?;
-    let with_status = flag(&q, "status");
-    let tasks: Vec<Task> = if with_status {
-        state.store.list(ListFilter::default()).await?
-    } else {
-        Vec::new()
-    };
-    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in &tasks {
-        by_service.entry(t.service_id.as_str()).or_default().push(t);
+    // ID prefixes narrow what the store reads; the other filters apply here.
+    let mut store_filter = ListFilter::default();
+    for p in f.get("id") {
+        store_filter = store_filter.id_prefix(p.clone());
     }
-    let out: Vec<Service> = all
+    let all: Vec<Service> = state.store.list(store_filter).await?;
+    let listed = all.len();
+    let selected: Vec<Service> = all
         .into_iter()
         .filter(|s| {
             f.any_prefix("id", &s.meta.id)
@@ -320,6 +346,26 @@ pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<Htt
                 && f.any_eq("mode", s.spec.mode_name())
                 && f.any_eq("runtime", runtime_of(&s.spec.task_template))
         })
+        .collect();
+    let with_status = flag(&q, "status");
+    // The tasks of the services shown: all tasks only when all services are shown.
+    let tasks: Vec<Task> = match (with_status, selected.len()) {
+        (false, _) | (true, 0) => Vec::new(),
+        (true, n) if n == listed && !f.has("id") => state.store.list(ListFilter::default()).await?,
+        (true, _) => {
+            let mut by_service = ListFilter::default();
+            for s in &selected {
+                by_service = by_service.field("service", s.meta.id.clone());
+            }
+            state.store.list(by_service).await?
+        }
+    };
+    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in &tasks {
+        by_service.entry(t.service_id.as_str()).or_default().push(t);
+    }
+    let out: Vec<Service> = selected
+        .into_iter()
         .map(|mut s| {
             if with_status {
                 let ts = by_service.get(s.meta.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
@@ -453,12 +499,11 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     let states: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
     f.check_values("desired-state", &states)?;
     state.manager().await?;
-    let services: Vec<Service> = state.store.list(ListFilter::default()).await?;
     let mut store_filter = ListFilter::default();
     // Resolve service and node references (name, ID or prefix) to IDs.
     if f.has("service") {
         let keys = f.get("service").iter().map(String::as_str);
-        let ids = resolve_ids(&services, keys, "service", |s| s.spec.name.clone())?;
+        let ids = resolve_ids::<Service>(&state, keys, "service").await?;
         if ids.is_empty() {
             return Ok(HttpResponse::Ok().json(Vec::<Task>::new()));
         }
@@ -467,7 +512,6 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
         }
     }
     if f.has("node") {
-        let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
         let keys = f.get("node").iter().map(|k| {
             if k == "self" {
                 state.node_id.as_str()
@@ -475,7 +519,7 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
                 k.as_str()
             }
         });
-        let ids = resolve_ids(&nodes, keys, "node", node_name)?;
+        let ids = resolve_ids::<Node>(&state, keys, "node").await?;
         if ids.is_empty() {
             return Ok(HttpResponse::Ok().json(Vec::<Task>::new()));
         }
@@ -487,8 +531,29 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
         store_filter = store_filter.field("desired-state", s.to_ascii_lowercase());
     }
     let tasks: Vec<Task> = state.store.list(store_filter).await?;
-    let svc_by_id: HashMap<&str, &Service> = services.iter().map(|s| (s.meta.id.as_str(), s)).collect();
     let up_to_date = f.get("_up-to-date").iter().any(|v| v == "true" || v == "1");
+    // The services of these tasks, only when a filter needs them (task names, up to date).
+    let services: Vec<Service> = if (f.has("name") || up_to_date) && !tasks.is_empty() {
+        let mut ids: Vec<&str> = tasks
+            .iter()
+            .map(|t| t.service_id.as_str())
+            .filter(|id| !id.is_empty())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut by_id = ListFilter::default();
+        for id in &ids {
+            by_id = by_id.id_prefix(*id);
+        }
+        if ids.is_empty() {
+            Vec::new()
+        } else {
+            state.store.list(by_id).await?
+        }
+    } else {
+        Vec::new()
+    };
+    let svc_by_id: HashMap<&str, &Service> = services.iter().map(|s| (s.meta.id.as_str(), s)).collect();
     let out: Vec<Task> = tasks
         .iter()
         .filter(|t| {
@@ -508,8 +573,7 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
 
 pub async fn task_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
     state.manager().await?;
-    let all: Vec<Task> = state.store.list(ListFilter::default()).await?;
-    let t = lookup(all, &path.id, "task", |_| String::new())?;
+    let t: Task = find(&state, &path.id, "task").await?;
     Ok(HttpResponse::Ok().json(redact_task(t)))
 }
 

@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "SHOAL_PROPOSALS_IN_FLIGHT", default_value_t = 1)]
     pub proposals_in_flight: usize,
 
+    /// Memory sled may use as its page cache, in MiB (sled's own default is
+    /// 1 GiB, which a busy store fills and never gives back).
+    #[arg(long, env = "SHOAL_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: u64,
+
     /// Length of one Raft tick in milliseconds.
     #[arg(long, env = "SHOAL_TICK_MS", default_value_t = 1000)]
     pub tick_ms: u64,
@@ -63,6 +68,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
+        if self.cache_mb == 0 {
+            p.push("--cache-mb / SHOAL_CACHE_MB: must be at least 1");
+        }
         if self.proposals_in_flight == 0 {
             p.push("--proposals-in-flight / SHOAL_PROPOSALS_IN_FLIGHT: must be at least 1");
         }
@@ -120,6 +128,7 @@ impl Config {
             snapshot_interval: 1000,
             keep_logs: 100,
             proposals_in_flight: 1,
+            cache_mb: 64,
             tick_ms: 100,
             heartbeat_tick: 1,
             election_tick: 5,
@@ -167,6 +176,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.peers, vec![1, 2, 3]);
         assert_eq!(c.snapshot_interval, 10_000);
+        assert_eq!(c.cache_mb, 64);
         assert_eq!(c.heartbeat(), Duration::from_secs(1));
         assert_eq!(c.election_timeout(), Duration::from_secs(3));
     }

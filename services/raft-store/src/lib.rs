@@ -21,6 +21,7 @@
 pub mod actors;
 pub mod codec;
 pub mod config;
+pub mod index;
 pub mod log_store;
 pub mod network;
 pub mod server;

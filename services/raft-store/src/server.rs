@@ -55,6 +55,7 @@ impl Replica {
         let db = sled::Config::new()
             .path(cfg.data_dir.join("store.sled"))
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cfg.cache_mb << 20)
             .open()?;
         let log = LogStore::open(&db)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();

@@ -1,5 +1,6 @@
 //! The replicated state machine: objects, unique-name index and applied-request
-//! ids in the sled tree `sm`; the recent change history in memory.
+//! ids in the sled tree `sm`; the recent change history and the name and
+//! field indexes ([`Indexes`], built from the objects at open) in memory.
 //!
 //! Applying is deterministic: it depends only on the log entries (which carry
 //! the proposer's timestamp), so every replica reaches the same state.
@@ -9,7 +10,7 @@
 //! - `n/<kind>/<name>` → id (services and networks: unique names)
 //! - `d/<index:020>`   → the request ids the entry at `index` applied, with their
 //!   outcome (so a retried request applies once); one key per entry, not per
-//!   transaction, dropped after [`DEDUP_WINDOW`] indexes
+//!   transaction, dropped after [`DEDUP_WINDOW`] indexes or beyond [`DEDUP_BYTES`]
 //! - `m/applied`, `m/membership`, `m/event_index` → state machine metadata
 //!
 //! The change history ([`HISTORY_WINDOW`] indexes, at most [`HISTORY_BYTES`]
@@ -31,15 +32,21 @@ use shoal_shared::{ErrorCode, ShoalError};
 use tokio::sync::mpsc;
 
 use crate::codec;
+use crate::index::Indexes;
 use crate::typ::*;
 
 /// Change-feed history kept for watchers that missed events (in log indexes).
 pub const HISTORY_WINDOW: u64 = 50_000;
 /// How long (in log indexes) a request id is remembered for exactly-once retries.
 pub const DEDUP_WINDOW: u64 = 50_000;
+/// At most this much memory (see [`dedup_size`], about 210 bytes an id) is
+/// held by remembered request ids, whatever the window: about 80,000 ids, far
+/// more than a client retries within its deadline. Every replica must use the
+/// same value (it decides which retries apply again).
+pub const DEDUP_BYTES: usize = 16 << 20;
 /// At most this much (record bodies plus a per-change allowance) is kept in
 /// the history, whatever the window.
-pub const HISTORY_BYTES: usize = 64 << 20;
+pub const HISTORY_BYTES: usize = 8 << 20;
 
 /// Memory a batch holds in the history, roughly: bodies plus a fixed part per change.
 fn history_size(batch: &EventBatch) -> usize {
@@ -70,8 +77,8 @@ fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
     StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
 }
 
-/// What the state machine keeps in memory next to sled. Its lock also makes
-/// a list and the feed position it reports consistent with each other.
+/// What the state machine keeps in memory next to sled, for readers. Its lock
+/// also makes a list and the feed position it reports consistent with each other.
 #[derive(Default)]
 struct Mem {
     /// The feed position: index of the last entry that changed anything.
@@ -79,54 +86,24 @@ struct Mem {
     /// Recent change batches, oldest first.
     history: VecDeque<Arc<EventBatch>>,
     history_bytes: usize,
-    /// Request id → what was remembered of it (loaded from the `d/` keys).
-    dedup: HashMap<String, Remembered>,
-    /// Index → the request ids remembered there (to drop them with their `d/` key).
-    dedup_at: BTreeMap<u64, Vec<String>>,
+    /// Name and field indexes of the records in the tree.
+    indexes: Indexes,
 }
 
 impl Mem {
-    /// Loads the head and the request ids from the tree (the history starts empty).
+    /// Loads the head and builds the indexes from the tree (the history starts empty).
     fn load(tree: &sled::Tree) -> Result<Mem, StorageError> {
-        let mut mem = Mem {
+        let mut indexes = Indexes::default();
+        for kv in tree.scan_prefix("o/") {
+            let (_, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let rec: Record = codec::decode(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            indexes.put(&rec);
+        }
+        Ok(Mem {
             head: Overlay::new(tree).get_value(M_EVENT_INDEX)?.unwrap_or(0),
+            indexes,
             ..Mem::default()
-        };
-        for kv in tree.scan_prefix("d/") {
-            let (k, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let index = std::str::from_utf8(&k[2..])
-                .ok()
-                .and_then(|i| i.parse::<u64>().ok())
-                .ok_or_else(|| sm_err(ErrorVerb::Read, format!("bad key {}", String::from_utf8_lossy(&k))))?;
-            let entries: Vec<(String, Remembered)> = codec::decode(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            mem.remember(index, entries);
-        }
-        Ok(mem)
-    }
-
-    fn remember(&mut self, index: u64, entries: Vec<(String, Remembered)>) {
-        let ids = self.dedup_at.entry(index).or_default();
-        for (id, r) in entries {
-            ids.push(id.clone());
-            self.dedup.insert(id, r);
-        }
-    }
-
-    /// Forgets request ids remembered below `floor`; returns the indexes whose `d/` keys go.
-    fn forget_below(&mut self, floor: u64) -> Vec<u64> {
-        let keep = self.dedup_at.split_off(&floor);
-        let gone = std::mem::replace(&mut self.dedup_at, keep);
-        let mut indexes = Vec::with_capacity(gone.len());
-        for (index, ids) in gone {
-            for id in ids {
-                // Only if a later entry did not remember the same id again.
-                if self.dedup.get(&id).is_some_and(|r| r.index == index) {
-                    self.dedup.remove(&id);
-                }
-            }
-            indexes.push(index);
-        }
-        indexes
+        })
     }
 
     fn push_history(&mut self, batch: Arc<EventBatch>, window: u64, max_bytes: usize) {
@@ -146,6 +123,84 @@ impl Mem {
     fn batch_at(&self, index: u64) -> Option<&EventBatch> {
         let i = self.history.binary_search_by_key(&index, |b| b.index).ok()?;
         self.history.get(i).map(|b| &**b)
+    }
+}
+
+/// The request ids remembered for exactly-once retries (loaded from the `d/`
+/// keys), bounded by a window of indexes and by their size.
+///
+/// Whether an id is remembered when an entry applies is decided entry by
+/// entry ([`Dedup::trim`] before each entry), as a function of the entries
+/// alone, so that every replica decides alike however its entries were
+/// grouped into `apply` calls, and after a restart or a snapshot install
+/// (the `d/` keys hold exactly what is remembered after each call).
+#[derive(Default)]
+struct Dedup {
+    /// Request id → what was remembered of it.
+    ids: HashMap<String, Remembered>,
+    /// Index → the request ids remembered there, and their size.
+    at: BTreeMap<u64, (Vec<String>, usize)>,
+    /// Sum of the sizes in `at`.
+    bytes: usize,
+}
+
+/// Memory one remembered request id holds, roughly: the id (twice), the
+/// error message if refused, and a fixed part for the map entries.
+fn dedup_size(id: &str, r: &Remembered) -> usize {
+    2 * id.len() + r.err.as_ref().map_or(0, |e| e.message.len()) + 160
+}
+
+impl Dedup {
+    fn load(tree: &sled::Tree) -> Result<Dedup, StorageError> {
+        let mut d = Dedup::default();
+        for kv in tree.scan_prefix("d/") {
+            let (k, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let index = std::str::from_utf8(&k[2..])
+                .ok()
+                .and_then(|i| i.parse::<u64>().ok())
+                .ok_or_else(|| sm_err(ErrorVerb::Read, format!("bad key {}", String::from_utf8_lossy(&k))))?;
+            let entries: Vec<(String, Remembered)> = codec::decode(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            for (id, r) in entries {
+                d.remember(index, id, r);
+            }
+        }
+        Ok(d)
+    }
+
+    fn remember(&mut self, index: u64, id: String, r: Remembered) {
+        let size = dedup_size(&id, &r);
+        let (ids, bytes) = self.at.entry(index).or_default();
+        ids.push(id.clone());
+        *bytes += size;
+        self.bytes += size;
+        self.ids.insert(id, r);
+    }
+
+    fn recalled(&self, request_id: &str) -> Option<Remembered> {
+        self.ids.get(request_id).cloned()
+    }
+
+    /// Before the entry at `index` applies: forgets the indexes more than
+    /// `window` behind it, then the oldest ones while more than `max_bytes`
+    /// are held. Returns the indexes forgotten (their `d/` keys go).
+    fn trim(&mut self, index: u64, window: u64, max_bytes: usize) -> Vec<u64> {
+        let floor = index.saturating_sub(window);
+        let mut gone = Vec::new();
+        while let Some(entry) = self.at.first_entry() {
+            if *entry.key() >= floor && self.bytes <= max_bytes {
+                break;
+            }
+            let (at, (ids, bytes)) = entry.remove_entry();
+            self.bytes -= bytes;
+            for id in ids {
+                // Only if a later entry did not remember the same id again.
+                if self.ids.get(&id).is_some_and(|r| r.index == at) {
+                    self.ids.remove(&id);
+                }
+            }
+            gone.push(at);
+        }
+        gone
     }
 }
 
@@ -179,21 +234,31 @@ impl Reader {
         self.get_value(&obj_key(kind, id))
     }
 
-    /// A consistent list of `kinds` and the feed position it reflects.
+    /// A consistent list of `kinds` (each sorted by id) and the feed position
+    /// it reflects. Names and fields are looked up in the indexes, id
+    /// prefixes as key prefixes; only a list with none of them reads a whole kind.
     pub fn list(&self, kinds: &[Kind], filter: &ListFilter) -> Result<ListResult, ShoalError> {
         let mem = self.mem();
         let mut records = Vec::new();
         for &kind in kinds {
-            // Narrow the scan to one id prefix when that is the only id criterion.
-            let prefix = match filter.id_prefixes.as_slice() {
-                [one] => format!("{}{one}", obj_prefix(kind)),
-                _ => obj_prefix(kind),
-            };
-            for kv in self.tree.scan_prefix(prefix.as_bytes()) {
-                let (_, v) = kv.map_err(|e| ShoalError::internal(e.to_string()))?;
-                let rec: Record = codec::decode(&v).map_err(|e| ShoalError::internal(e.to_string()))?;
-                if filter.matches(&rec) {
-                    records.push(rec);
+            if let Some(ids) = mem.indexes.candidates(kind, filter) {
+                for id in ids {
+                    if let Some(rec) = self.get_value::<Record>(&obj_key(kind, &id))? {
+                        if filter.matches(&rec) {
+                            records.push(rec);
+                        }
+                    }
+                }
+                continue;
+            }
+            for p in distinct_prefixes(&filter.id_prefixes) {
+                let prefix = format!("{}{p}", obj_prefix(kind));
+                for kv in self.tree.scan_prefix(prefix.as_bytes()) {
+                    let (_, v) = kv.map_err(|e| ShoalError::internal(e.to_string()))?;
+                    let rec: Record = codec::decode(&v).map_err(|e| ShoalError::internal(e.to_string()))?;
+                    if filter.matches(&rec) {
+                        records.push(rec);
+                    }
                 }
             }
         }
@@ -227,6 +292,24 @@ impl Reader {
             event_index,
         })
     }
+}
+
+/// The id prefixes to scan, sorted, none a prefix of another (so each record
+/// is read once, in id order); no prefixes is one empty prefix (everything).
+fn distinct_prefixes(prefixes: &[String]) -> Vec<&str> {
+    let mut sorted: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    if sorted.is_empty() {
+        return vec![""];
+    }
+    sorted.sort_unstable();
+    let mut out: Vec<&str> = Vec::with_capacity(sorted.len());
+    for p in sorted {
+        // Sorted, a prefix comes right before what it covers.
+        if !out.last().is_some_and(|q| p.starts_with(q)) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Pending key writes (`None` deletes).
@@ -298,25 +381,13 @@ struct Remembered {
     err: Option<ShoalError>,
 }
 
-/// What one `apply` call has done so far, on top of [`Mem`]: request ids it
-/// remembered and change batches it made, in index order.
+/// The change batches one `apply` call made so far, in index order (on top of [`Mem`]'s history).
 #[derive(Default)]
 struct Applied {
-    dedup: HashMap<String, Remembered>,
-    dedup_at: Vec<(u64, Vec<(String, Remembered)>)>,
     batches: Vec<EventBatch>,
 }
 
 impl Applied {
-    /// What is remembered of `request_id` when the entry at `index` applies.
-    /// A request id is forgotten once it is more than the window behind, as a
-    /// pure function of the indexes, so that every replica decides alike
-    /// however its entries were grouped into `apply` calls.
-    fn recalled(&self, mem: &Mem, request_id: &str, index: u64, window: u64) -> Option<Remembered> {
-        let r = self.dedup.get(request_id).or_else(|| mem.dedup.get(request_id))?;
-        (r.index.saturating_add(window) >= index).then(|| r.clone())
-    }
-
     fn batch_at<'a>(&'a self, mem: &'a Mem, index: u64) -> Option<&'a EventBatch> {
         match self.batches.binary_search_by_key(&index, |b| b.index) {
             Ok(i) => Some(&self.batches[i]),
@@ -552,10 +623,13 @@ pub struct StateMachine {
     tree: sled::Tree,
     snap: sled::Tree,
     mem: Arc<RwLock<Mem>>,
+    /// Only `apply` uses it, so it is not behind the readers' lock.
+    dedup: Dedup,
     events: mpsc::UnboundedSender<Arc<EventBatch>>,
     history_window: u64,
     history_bytes: usize,
     dedup_window: u64,
+    dedup_bytes: usize,
 }
 
 impl StateMachine {
@@ -566,12 +640,14 @@ impl StateMachine {
         Ok(StateMachine {
             db: db.clone(),
             mem: Arc::new(RwLock::new(Mem::load(&tree)?)),
+            dedup: Dedup::load(&tree)?,
             tree,
             snap: open_tree("snapshot")?,
             events,
             history_window: HISTORY_WINDOW,
             history_bytes: HISTORY_BYTES,
             dedup_window: DEDUP_WINDOW,
+            dedup_bytes: DEDUP_BYTES,
         })
     }
 
@@ -591,6 +667,12 @@ impl StateMachine {
     #[cfg(test)]
     fn with_history_bytes(mut self, bytes: usize) -> StateMachine {
         self.history_bytes = bytes;
+        self
+    }
+
+    #[cfg(test)]
+    fn with_dedup_bytes(mut self, bytes: usize) -> StateMachine {
+        self.dedup_bytes = bytes;
         self
     }
 
@@ -706,11 +788,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The write lock is taken only to commit the call's results below.
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
         let mut event_index = mem.head;
-        let mut last_index = 0;
         for entry in entries {
             let index = entry.log_id.index;
             let term = entry.log_id.leader_id.term;
-            last_index = index;
+            for gone in self.dedup.trim(index, self.dedup_window, self.dedup_bytes) {
+                ov.remove(dedup_key(gone));
+            }
             ov.put_value(M_APPLIED.into(), &entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::default()),
@@ -723,18 +806,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let mut out = Vec::with_capacity(cmd.txs.len());
                     let mut remembered = Vec::with_capacity(cmd.txs.len());
                     for tx in &cmd.txs {
-                        if let Some(prev) = done.recalled(&mem, &tx.request_id, index, self.dedup_window) {
+                        if let Some(prev) = self.dedup.recalled(&tx.request_id) {
                             out.push(recall(&ov, done.batch_at(&mem, prev.index), tx, prev)?);
                             continue;
                         }
                         let (outcome, r) = apply_tx(&mut ov, tx, index, term, cmd.at, &mut changes)?;
                         out.push(outcome);
-                        done.dedup.insert(tx.request_id.clone(), r.clone());
+                        self.dedup.remember(index, tx.request_id.clone(), r.clone());
                         remembered.push((tx.request_id.clone(), r));
                     }
                     if !remembered.is_empty() {
                         ov.put_value(dedup_key(index), &remembered);
-                        done.dedup_at.push((index, remembered));
                     }
                     if !changes.is_empty() {
                         ov.put_value(M_EVENT_INDEX.into(), &index);
@@ -752,19 +834,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         drop(mem);
-        // Request ids fall out of the window as a function of the index alone
-        // (see `Applied::recalled`); dropping their keys may lag behind.
-        let dedup_floor = last_index.saturating_sub(self.dedup_window);
         let mut mem = self.mem_mut();
-        for (index, entries) in done.dedup_at {
-            mem.remember(index, entries);
-        }
-        for index in mem.forget_below(dedup_floor) {
-            ov.remove(dedup_key(index));
-        }
         let batch = ov.into_batch();
         self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         for b in done.batches {
+            for c in &b.changes {
+                mem.indexes.apply(c);
+            }
             let b = Arc::new(b);
             mem.push_history(b.clone(), self.history_window, self.history_bytes);
             let _ = self.events.send(b);
@@ -817,6 +893,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.tree.apply_batch(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
             *mem = Mem::load(&self.tree)?;
         }
+        self.dedup = Dedup::load(&self.tree)?;
         save_snapshot(&self.db, &self.snap, meta, &bytes).await?;
         Ok(())
     }
@@ -880,6 +957,276 @@ mod tests {
             fencing_term: None,
             ops,
         }
+    }
+
+    fn task(id: &str, service: &str, node: &str) -> Record {
+        let mut r = Record::blob(id, json!({ "n": id }));
+        r.kind = Kind::Task;
+        r.fields = [("service", service), ("node", node), ("desired-state", "running")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        r
+    }
+
+    fn service(id: &str, name: &str) -> Record {
+        let mut r = Record::blob(id, json!({ "n": id }));
+        r.kind = Kind::Service;
+        r.name = Some(name.into());
+        r
+    }
+
+    /// The indexes held equal those built from the records in the tree.
+    fn assert_indexes_agree(sm: &StateMachine) {
+        let records: Vec<Record> = sm
+            .tree
+            .scan_prefix("o/")
+            .values()
+            .map(|v| codec::decode(&v.unwrap()).unwrap())
+            .collect();
+        let mem = sm.mem.read().unwrap();
+        assert_eq!(mem.indexes, Indexes::build(&records));
+        assert_eq!(mem.indexes.len(), records.len());
+    }
+
+    fn ids_of(res: ListResult) -> Vec<String> {
+        res.records.into_iter().map(|r| r.id).collect()
+    }
+
+    /// Applies creates of `services` services with `tasks` tasks each (on nodes n0, n1).
+    async fn populate(sm: &mut StateMachine, services: usize, tasks: usize) {
+        let mut ops = Vec::new();
+        for s in 0..services {
+            ops.push(Op::Create {
+                record: service(&format!("s{s}"), &format!("web{s}")),
+            });
+            for t in 0..tasks {
+                ops.push(Op::Create {
+                    record: task(&format!("t{s}-{t}"), &format!("s{s}"), &format!("n{}", t % 2)),
+                });
+            }
+        }
+        sm.apply(vec![entry(1, vec![tx("populate", ops)])]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn lists_by_name_and_field_follow_updates_and_deletes() {
+        let (_d, mut sm, _e) = open();
+        populate(&mut sm, 3, 2).await;
+        let r = sm.reader();
+        let by_service = |s: &str| ListFilter::default().field("service", s);
+        assert_eq!(
+            ids_of(r.list(&[Kind::Task], &by_service("s1")).unwrap()),
+            ["t1-0", "t1-1"]
+        );
+        assert_eq!(
+            ids_of(r.list(&[Kind::Task], &by_service("s1").field("node", "n1")).unwrap()),
+            ["t1-1"]
+        );
+        assert_eq!(
+            ids_of(
+                r.list(&[Kind::Service], &ListFilter::default().name("web2").name("web0"))
+                    .unwrap()
+            ),
+            ["s0", "s2"]
+        );
+        assert_indexes_agree(&sm);
+
+        // A task moves to another node and service, a service is renamed, one is deleted.
+        let mut moved = task("t1-0", "s2", "n1");
+        moved.version = 1;
+        let mut renamed = service("s0", "front");
+        renamed.version = 1;
+        let res = sm
+            .apply(vec![entry(
+                2,
+                vec![tx(
+                    "2",
+                    vec![
+                        Op::Update { record: moved },
+                        Op::Update { record: renamed },
+                        Op::Delete {
+                            kind: Kind::Task,
+                            id: "t2-1".into(),
+                            version: None,
+                        },
+                    ],
+                )],
+            )])
+            .await
+            .unwrap();
+        assert!(res[0].0[0].is_ok(), "{:?}", res[0].0[0]);
+        assert_eq!(ids_of(r.list(&[Kind::Task], &by_service("s1")).unwrap()), ["t1-1"]);
+        assert_eq!(
+            ids_of(r.list(&[Kind::Task], &by_service("s2")).unwrap()),
+            ["t1-0", "t2-0"]
+        );
+        assert_eq!(
+            ids_of(
+                r.list(&[Kind::Task], &ListFilter::default().field("node", "n1"))
+                    .unwrap()
+            ),
+            ["t0-1", "t1-0", "t1-1"]
+        );
+        let by_name = |n: &str| ids_of(r.list(&[Kind::Service], &ListFilter::default().name(n)).unwrap());
+        assert!(by_name("web0").is_empty());
+        assert_eq!(by_name("front"), ["s0"]);
+        assert_indexes_agree(&sm);
+    }
+
+    #[tokio::test]
+    async fn lists_by_name_field_or_id_prefixes_read_only_what_they_return() {
+        let (_d, mut sm, _e) = open();
+        populate(&mut sm, 3, 2).await;
+        // Records a whole-kind scan would trip over: lists that read them fail.
+        for k in ["o/task/zzz", "o/service/zzz", "o/node/zzz"] {
+            sm.tree.insert(k, b"not a record".to_vec()).unwrap();
+        }
+        let r = sm.reader();
+        assert!(
+            r.list(&[Kind::Task], &ListFilter::default()).is_err(),
+            "a full scan reads it"
+        );
+        let tasks = r
+            .list(&[Kind::Task], &ListFilter::default().field("service", "s0"))
+            .unwrap();
+        assert_eq!(ids_of(tasks), ["t0-0", "t0-1"]);
+        let svc = r.list(&[Kind::Service], &ListFilter::default().name("web1")).unwrap();
+        assert_eq!(ids_of(svc), ["s1"]);
+        // Several id prefixes: each scanned alone, a prefix covered by another once.
+        let f = ListFilter::default().id_prefix("t2").id_prefix("t0-1").id_prefix("t0");
+        assert_eq!(
+            ids_of(r.list(&[Kind::Task], &f).unwrap()),
+            ["t0-0", "t0-1", "t2-0", "t2-1"]
+        );
+        let f = ListFilter::default().id_prefix("s1").id_prefix("n");
+        assert_eq!(ids_of(r.list(&[Kind::Service, Kind::Node], &f).unwrap()), ["s1"]);
+        assert_eq!(r.get(Kind::Service, "s2").unwrap().map(|r| r.id), Some("s2".into()));
+    }
+
+    #[tokio::test]
+    async fn indexes_come_back_on_reopen_and_with_an_installed_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_at = || {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let (tx, rx) = mpsc::unbounded_channel();
+            (db.clone(), StateMachine::open(&db, tx).unwrap(), rx)
+        };
+        let snap = {
+            let (db, mut sm, _e) = open_at();
+            populate(&mut sm, 4, 3).await;
+            let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            db.flush().unwrap();
+            snap
+        };
+        let (_db, sm, _e) = open_at();
+        assert_indexes_agree(&sm);
+        let f = ListFilter::default().field("service", "s3");
+        assert_eq!(
+            ids_of(sm.reader().list(&[Kind::Task], &f).unwrap()),
+            ["t3-0", "t3-1", "t3-2"]
+        );
+
+        // A replica with other objects installs the snapshot: its indexes are the snapshot's.
+        let (_d2, mut other, _e2) = open();
+        other
+            .apply(vec![entry(
+                1,
+                vec![tx(
+                    "x",
+                    vec![
+                        Op::Create {
+                            record: task("t9", "s3", "n0"),
+                        },
+                        Op::Create {
+                            record: service("s9", "web3"),
+                        },
+                    ],
+                )],
+            )])
+            .await
+            .unwrap();
+        other.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        assert_indexes_agree(&other);
+        assert_eq!(
+            ids_of(other.reader().list(&[Kind::Task], &f).unwrap()),
+            ["t3-0", "t3-1", "t3-2"]
+        );
+        let f = ListFilter::default().name("web3");
+        assert_eq!(ids_of(other.reader().list(&[Kind::Service], &f).unwrap()), ["s3"]);
+    }
+
+    #[tokio::test]
+    async fn request_ids_and_history_stay_bounded_under_churn() {
+        // Create and delete objects, one small transaction per request, as a
+        // busy cluster does: what is held stays within the configured bytes.
+        let (_d, sm, _e) = open();
+        let dedup_bytes = 64 << 10;
+        let history_bytes = 32 << 10;
+        let mut sm = sm
+            .with_windows(1_000_000, 1_000_000)
+            .with_history_bytes(history_bytes)
+            .with_dedup_bytes(dedup_bytes);
+        let mut index = 0;
+        for round in 0..20 {
+            let mut entries = Vec::new();
+            for i in 0..100 {
+                index += 1;
+                let txs = (0..4)
+                    .map(|j| tx(&format!("c{round}-{i}-{j}"), vec![create(&format!("o{i}-{j}"), None)]))
+                    .collect();
+                entries.push(entry(index, txs));
+            }
+            for i in 0..100 {
+                index += 1;
+                let txs = (0..4)
+                    .map(|j| {
+                        tx(
+                            &format!("d{round}-{i}-{j}"),
+                            vec![Op::Delete {
+                                kind: Kind::Blob,
+                                id: format!("o{i}-{j}"),
+                                version: None,
+                            }],
+                        )
+                    })
+                    .collect();
+                entries.push(entry(index, txs));
+            }
+            let res = sm.apply(entries).await.unwrap();
+            assert!(res.iter().all(|r| r.0.iter().all(Result::is_ok)));
+            let per_entry = 4 * dedup_size(
+                "c00-00-0",
+                &Remembered {
+                    index,
+                    term: 1,
+                    err: None,
+                },
+            );
+            assert!(sm.dedup.bytes <= dedup_bytes + per_entry, "{} bytes", sm.dedup.bytes);
+            assert!(sm.mem.read().unwrap().history_bytes <= history_bytes);
+        }
+        // 16,000 request ids went through; a few hundred are remembered, and
+        // the keys in the tree are exactly those remembered.
+        let held = sm.dedup.ids.len();
+        assert!((100..=400).contains(&held), "{held} request ids held");
+        let keys = sm.tree.scan_prefix("d/").count();
+        assert_eq!(keys, sm.dedup.at.len());
+        assert_eq!(Dedup::load(&sm.tree).unwrap().ids.len(), held);
+        // The most recent is still recalled, the oldest not.
+        let res = sm
+            .apply(vec![entry(
+                index + 1,
+                vec![
+                    tx("d19-99-3", vec![create("again", None)]),
+                    tx("c0-0-0", vec![create("o0-0", None)]),
+                ],
+            )])
+            .await
+            .unwrap();
+        assert_eq!(res[0].0[0].as_ref().unwrap().index, index, "recalled");
+        assert_eq!(res[0].0[1].as_ref().unwrap().index, index + 1, "applied anew");
+        assert!(sm.tree.scan_prefix("o/").count() <= 2);
     }
 
     #[tokio::test]
@@ -1145,6 +1492,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replicas_decide_alike_when_request_ids_are_bounded_by_size() {
+        // Room for three entries' request ids: the fourth entry back is
+        // forgotten, entry by entry, however the entries are grouped.
+        let entries = || -> Vec<Entry> {
+            (1..=12)
+                .map(|i| {
+                    let id = format!("r{}", i % 4);
+                    entry(i, vec![tx(&id, vec![create(&format!("o{i}"), None)])])
+                })
+                .collect()
+        };
+        let room = 3 * dedup_size(
+            "r0",
+            &Remembered {
+                index: 1,
+                term: 1,
+                err: None,
+            },
+        );
+        let (_d1, one, _e1) = open();
+        let mut one = one.with_dedup_bytes(room);
+        let (_d2, all, _e2) = open();
+        let mut all = all.with_dedup_bytes(room);
+        let mut by_one = Vec::new();
+        for e in entries() {
+            by_one.extend(one.apply(vec![e]).await.unwrap());
+        }
+        let by_all = all.apply(entries()).await.unwrap();
+        assert_eq!(by_one, by_all);
+        assert_eq!(one.dump().unwrap().entries.len(), all.dump().unwrap().entries.len());
+        for (a, b) in one
+            .dump()
+            .unwrap()
+            .entries
+            .iter()
+            .zip(all.dump().unwrap().entries.iter())
+        {
+            assert_eq!(a, b);
+        }
+        let indexes: Vec<u64> = [3usize, 7, 11]
+            .iter()
+            .map(|&i| by_one[i].0[0].as_ref().unwrap().index)
+            .collect();
+        assert_eq!(indexes, vec![4, 8, 12], "each time applied anew");
+        assert_eq!(one.dedup.ids.len(), 4);
+    }
+
+    #[tokio::test]
     async fn keys_of_the_earlier_layout_are_dropped_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
@@ -1157,6 +1552,8 @@ mod tests {
         ] {
             tree.insert(k, b"x".to_vec()).unwrap();
         }
+        tree.insert("o/blob/keep", codec::encode(&Record::blob("keep", json!({}))))
+            .unwrap();
         let (tx, _rx) = mpsc::unbounded_channel();
         let _sm = StateMachine::open(&db, tx).unwrap();
         let keys: Vec<String> = tree

@@ -239,9 +239,11 @@ impl StoreObject for Node {
         &mut self.meta
     }
 
-    /// `None` while unset, so nameless objects never collide in the store's name index.
+    /// The name Docker finds a node by: `Spec.Name` when set, else the
+    /// hostname. `None` while unset, so nameless objects never collide in
+    /// the store's name index.
     fn name(&self) -> Option<String> {
-        non_empty(&self.description.hostname)
+        non_empty(&self.spec.name).or_else(|| non_empty(&self.description.hostname))
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
@@ -271,6 +273,9 @@ mod tests {
         assert_eq!(f.get("role").map(String::as_str), Some("worker"));
         assert_eq!(f.get("membership").map(String::as_str), Some("accepted"));
         assert_eq!(n.name().as_deref(), Some("host-a"));
+        n.spec.name = "named".into();
+        assert_eq!(n.name().as_deref(), Some("named"), "a spec name comes first");
+        n.spec.name.clear();
         assert_eq!(n.labels().get("zone").map(String::as_str), Some("a"));
 
         n.spec.role = NodeRole::Manager;
