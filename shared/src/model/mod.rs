@@ -17,15 +17,19 @@
 //! their first field and implement [`StoreObject`](crate::store::StoreObject).
 
 pub mod cluster;
+pub mod defaults;
 pub mod duration;
 pub mod network;
 pub mod node;
+pub mod resources;
 pub mod service;
 pub mod task;
 
 pub use cluster::*;
+pub use defaults::{Defaults, DEFAULTS};
 pub use network::*;
 pub use node::*;
+pub use resources::*;
 pub use service::*;
 pub use task::*;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::service::Resources;
+use super::resources::{Platform, Resources};
 use super::{is_false, non_empty};
 use crate::store::{Kind, Meta, StoreObject};
 
@@ -94,17 +94,6 @@ pub struct NodeSpec {
     /// Store-side only; `None` means accepted (see [`Node::membership`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub membership: Option<Membership>,
-}
-
-/// An OS/architecture pair (`Description.Platform`, `Placement.Platforms`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Platform {
-    /// e.g. `x86_64`, `aarch64`.
-    #[serde(rename = "Architecture", skip_serializing_if = "String::is_empty")]
-    pub architecture: String,
-    #[serde(rename = "OS", skip_serializing_if = "String::is_empty")]
-    pub os: String,
 }
 
 /// One plugin the engine reports (`{"Type": "Network", "Name": "overlay"}`).

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::network::Driver;
-use super::node::Platform;
+use super::resources::{Platform, Resources};
 use super::{is_false, is_zero_i64, is_zero_u32, is_zero_u64, non_empty};
 use crate::store::{Kind, Meta, StoreObject};
 
@@ -99,16 +99,6 @@ pub enum PublishMode {
 }
 
 // ---------------------------------------------------------------- task template
-
-/// `Resources` (Docker's `ResourceObject`): a reservation, or what a node offers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Resources {
-    #[serde(rename = "NanoCPUs", skip_serializing_if = "is_zero_i64")]
-    pub nano_cpus: i64,
-    #[serde(rename = "MemoryBytes", skip_serializing_if = "is_zero_i64")]
-    pub memory_bytes: i64,
-}
 
 /// `Limit`: the most a task's container may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
