@@ -15,12 +15,9 @@ use shoal_shared::ErrorCode;
 
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
-use crate::read_body;
+use crate::request::{flag, parse_version, read_body, IdPath, Manager, Query};
 use crate::spec::{decode, decode_service};
 use crate::state::AppState;
-use crate::swarm::{flag, parse_version};
-
-type Query = web::Query<HashMap<String, String>>;
 
 /// Finds one object by full ID, then exact name, then unique ID prefix
 /// (Docker's lookup rule). `what` is `node`, `service`, ...
@@ -131,15 +128,14 @@ pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     Ok(HttpResponse::Ok().json(out))
 }
 
-pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let (n, all) = find_node(&state, &path.id).await?;
     Ok(HttpResponse::Ok().json(node_json(&n, &state.node_id, managers(&all))))
 }
 
 pub async fn node_update(
     state: web::Data<AppState>,
-    path: web::Path<crate::IdPath>,
+    path: web::Path<IdPath>,
     q: Query,
     req: HttpRequest,
     payload: web::Payload,
@@ -174,10 +170,10 @@ pub async fn node_update(
 
 pub async fn node_delete(
     state: web::Data<AppState>,
-    path: web::Path<crate::IdPath>,
+    path: web::Path<IdPath>,
     q: Query,
+    _: Manager,
 ) -> ApiResult<HttpResponse> {
-    state.manager().await?;
     let (n, _) = find_node(&state, &path.id).await?;
     let force = flag(&q, "force");
     if n.is_manager() {
@@ -371,8 +367,11 @@ pub async fn service_create(
     Ok(HttpResponse::Created().json(json!({"ID": created.meta.id, "Warnings": []})))
 }
 
-pub async fn service_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn service_inspect(
+    state: web::Data<AppState>,
+    path: web::Path<IdPath>,
+    _: Manager,
+) -> ApiResult<HttpResponse> {
     let mut s = find_service(&state, &path.id).await?;
     redact_service(&mut s);
     Ok(HttpResponse::Ok().json(s))
@@ -380,7 +379,7 @@ pub async fn service_inspect(state: web::Data<AppState>, path: web::Path<crate::
 
 pub async fn service_update(
     state: web::Data<AppState>,
-    path: web::Path<crate::IdPath>,
+    path: web::Path<IdPath>,
     q: Query,
     req: HttpRequest,
     payload: web::Payload,
@@ -426,8 +425,11 @@ pub async fn service_update(
     Ok(HttpResponse::Ok().json(json!({"Warnings": []})))
 }
 
-pub async fn service_delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn service_delete(
+    state: web::Data<AppState>,
+    path: web::Path<IdPath>,
+    _: Manager,
+) -> ApiResult<HttpResponse> {
     let s = find_service(&state, &path.id).await?;
     state.store.delete(Kind::Service, &s.meta.id, None).await?;
     tracing::info!(service = %s.meta.id, "service removed");
@@ -506,8 +508,7 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     Ok(HttpResponse::Ok().json(out))
 }
 
-pub async fn task_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn task_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let all: Vec<Task> = state.store.list(ListFilter::default()).await?;
     let t = lookup(all, &path.id, "task", |_| String::new())?;
     Ok(HttpResponse::Ok().json(redact_task(t)))
