@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_shared::id::new_id;
@@ -15,7 +15,7 @@ use shoal_shared::ErrorCode;
 use crate::error::{clip, ApiError, ApiResult};
 use crate::filters::Filters;
 use crate::objects::lookup;
-use crate::request::{read_body, IdPath, Manager, Query};
+use crate::request::{Body, IdPath, Manager, Query};
 use crate::spec::decode;
 use crate::state::AppState;
 
@@ -366,8 +366,7 @@ pub fn decode_network(body: &[u8]) -> ApiResult<NetworkSpec> {
     Ok(spec)
 }
 
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn create(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
     let spec = decode_network(&body)?;
     match state.view().await? {
         crate::state::SwarmView::Active { manager: false, .. } => {

@@ -15,7 +15,7 @@ use shoal_shared::ErrorCode;
 
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
-use crate::request::{flag, parse_version, read_body, IdPath, Manager, Query};
+use crate::request::{flag, parse_version, Body, IdPath, Manager, Query};
 use crate::spec::{decode, decode_service};
 use crate::state::AppState;
 
@@ -137,10 +137,8 @@ pub async fn node_update(
     state: web::Data<AppState>,
     path: web::Path<IdPath>,
     q: Query,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
     let spec: NodeSpec = decode(&body)?;
     let version = parse_version(&q)?;
     state.manager().await?;
@@ -328,12 +326,7 @@ pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<Htt
     Ok(HttpResponse::Ok().json(out))
 }
 
-pub async fn service_create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn service_create(state: web::Data<AppState>, req: HttpRequest, body: Body) -> ApiResult<HttpResponse> {
     let mut spec = decode_service(&body)?;
     set_registry_auth(&req, &mut spec, None);
     state.manager().await?;
@@ -382,9 +375,8 @@ pub async fn service_update(
     path: web::Path<IdPath>,
     q: Query,
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
     let version = parse_version(&q)?;
     let rollback = q.get("rollback").map(String::as_str) == Some("previous");
     let new_spec = if rollback { None } else { Some(decode_service(&body)?) };

@@ -1,5 +1,5 @@
 //! What handlers take from a request: the JSON body within the API's
-//! limits, query parameters, the `{id}` of a path, and [`Manager`], the
+//! limits ([`Body`]), query parameters, the `{id}` of a path, and [`Manager`], the
 //! extractor of handlers that serve managers only.
 
 use std::collections::HashMap;
@@ -133,6 +133,43 @@ pub async fn read_limited(
     Ok(body.freeze())
 }
 
+/// A JSON request body, read by [`read_body`] (the API's size and time
+/// limits, `Content-Type` checked). Put it after the handler's path and query
+/// extractors, so that their errors come first.
+pub struct Body(pub web::Bytes);
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl FromRequest for Body {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = web::Payload::from_request(&req, payload);
+        Box::pin(async move {
+            let state = app_state(&req)?;
+            let payload = payload
+                .await
+                .map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+            read_body(&req, payload, &state).await.map(Body)
+        })
+    }
+}
+
+/// The API's shared state, as every handler gets it.
+fn app_state(req: &HttpRequest) -> ApiResult<web::Data<AppState>> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("the API's state is not configured"))
+}
+
 /// The swarm's cluster, for a handler that serves managers only: Docker's
 /// 503 (`This node is not a swarm manager...`) otherwise. Put it after the
 /// handler's other extractors: they are checked first, as the handlers did
@@ -146,10 +183,7 @@ impl FromRequest for Manager {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal("the API's state is not configured"))?;
-            state.manager().await.map(Manager)
-        })
+        let state = app_state(req);
+        Box::pin(async move { state?.manager().await.map(Manager) })
     }
 }

@@ -11,7 +11,7 @@ use shoal_shared::model::{
 use shoal_shared::store::{Kind, ListFilter, Op, StoreObject, TxRequest};
 
 use crate::error::{ApiError, ApiResult, ALREADY_IN_SWARM, NOT_IN_SWARM};
-use crate::request::{flag, parse_version, read_body, Query};
+use crate::request::{flag, parse_version, Body, Query};
 use crate::spec::decode;
 use crate::state::{AppState, SwarmView, API_VERSION, MIN_API_VERSION};
 use crate::{certs, host};
@@ -258,8 +258,7 @@ fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availab
 }
 
 /// `POST /swarm/init`.
-pub async fn init(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
     let r: InitRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
     match state.view().await? {
@@ -364,8 +363,7 @@ fn write_ca_key(state: &AppState, key: &str) -> ApiResult<()> {
 
 /// `POST /swarm/join`: the store is shared over NATS, so joining is checking
 /// the token against the cluster's and adding this host's Node object.
-pub async fn join(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn join(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
     let r: JoinRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
     if matches!(state.view().await?, SwarmView::Active { .. }) {
@@ -469,13 +467,7 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
 }
 
 /// `POST /swarm/update?version=&rotateWorkerToken=&rotateManagerToken=`.
-pub async fn update(
-    state: web::Data<AppState>,
-    q: Query,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn update(state: web::Data<AppState>, q: Query, body: Body) -> ApiResult<HttpResponse> {
     let spec_req: Value = decode(&body)?;
     if !spec_req.is_object() {
         return Err(ApiError::bad_request(
