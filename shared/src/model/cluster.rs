@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::defaults::DEFAULTS;
+use super::is_zero_u64;
 use super::network::Driver;
 use super::node::TlsInfo;
-use super::{is_zero_u64, non_empty};
-use crate::store::{Kind, Meta, StoreObject};
+use crate::store::Meta;
 
 /// The only cluster's name.
 pub const DEFAULT_CLUSTER_NAME: &str = "default";
@@ -174,32 +174,14 @@ impl Cluster {
     }
 }
 
-impl StoreObject for Cluster {
-    const KIND: Kind = Kind::Cluster;
-
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn meta_mut(&mut self) -> &mut Meta {
-        &mut self.meta
-    }
-
-    /// `None` while unset, so nameless objects never collide in the store's name index.
-    fn name(&self) -> Option<String> {
-        non_empty(&self.spec.name)
-    }
-
-    fn labels(&self) -> BTreeMap<String, String> {
-        self.spec.labels.clone()
-    }
-}
+store_object!(Cluster, Cluster, spec_named);
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::store::{Kind, StoreObject};
 
     #[test]
     fn default_cluster_serializes_dockers_defaults() {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::resources::{Platform, Resources};
 use super::{is_false, non_empty};
-use crate::store::{Kind, Meta, StoreObject};
+use crate::store::Meta;
 
 /// `Spec.Role`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -217,17 +217,8 @@ impl Node {
     }
 }
 
-impl StoreObject for Node {
-    const KIND: Kind = Kind::Node;
-
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn meta_mut(&mut self) -> &mut Meta {
-        &mut self.meta
-    }
-
+store_object! {
+    Node, Node,
     /// `None` while unset, so nameless objects never collide in the store's name index.
     fn name(&self) -> Option<String> {
         non_empty(&self.description.hostname)
@@ -250,6 +241,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::store::StoreObject;
 
     #[test]
     fn new_node_indexes_role_membership_and_hostname() {

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::network::Driver;
 use super::resources::{Platform, Resources};
-use super::{is_false, is_zero_i64, is_zero_u32, is_zero_u64, non_empty};
-use crate::store::{Kind, Meta, StoreObject};
+use super::{is_false, is_zero_i64, is_zero_u32, is_zero_u64};
+use crate::store::Meta;
 
 // ---------------------------------------------------------------- enums
 
@@ -575,26 +575,8 @@ impl Service {
     }
 }
 
-impl StoreObject for Service {
-    const KIND: Kind = Kind::Service;
-
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn meta_mut(&mut self) -> &mut Meta {
-        &mut self.meta
-    }
-
-    /// `None` while unset, so nameless objects never collide in the store's name index.
-    fn name(&self) -> Option<String> {
-        non_empty(&self.spec.name)
-    }
-
-    fn labels(&self) -> BTreeMap<String, String> {
-        self.spec.labels.clone()
-    }
-
+store_object! {
+    Service, Service, spec_named,
     fn fields(&self) -> BTreeMap<String, String> {
         BTreeMap::from([("mode".to_string(), self.spec.mode_name().to_string())])
     }
@@ -605,7 +587,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::{Record, Version};
+    use crate::store::{Kind, Record, StoreObject, Version};
 
     fn web_spec() -> ServiceSpec {
         ServiceSpec {
