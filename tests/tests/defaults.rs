@@ -141,34 +141,21 @@ fn docker_defaults() -> Option<(Value, Value, Value)> {
     if !active {
         engine(home.path(), &["swarm", "init", "--advertise-addr", "127.0.0.1"]).ok();
     }
-    engine(
-        home.path(),
-        &[
-            "service",
-            "create",
-            "--name",
-            "d0",
-            "--no-resolve-image",
-            "-d",
-            "busybox",
-            "sleep",
-            "1",
-        ],
-    )
-    .ok();
-    let service = json_of(engine(
-        home.path(),
-        &["service", "inspect", "--format", "{{json .Spec}}", "d0"],
-    ));
-    let swarm = json_of(engine(home.path(), &["info", "--format", "{{json .Swarm.Cluster}}"]));
-    Some((service, swarm["Spec"].clone(), swarm))
+    Some(create_and_inspect(|args| engine(home.path(), args)))
 }
 
 /// What shoal-api stores for the same commands.
 fn shoal_defaults() -> (Value, Value, Value) {
     let (_store, api) = single_manager();
     api.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]).ok();
-    api.docker(&[
+    create_and_inspect(|args| api.docker(args))
+}
+
+/// Runs `docker service create --name d0 busybox sleep 1` (no image lookup,
+/// not waiting) through `docker`, and reads back `(service Spec, cluster
+/// Spec, cluster)`.
+fn create_and_inspect(docker: impl Fn(&[&str]) -> Run) -> (Value, Value, Value) {
+    docker(&[
         "service",
         "create",
         "--name",
@@ -180,9 +167,9 @@ fn shoal_defaults() -> (Value, Value, Value) {
         "1",
     ])
     .ok();
-    let service = json_of(api.docker(&["service", "inspect", "--format", "{{json .Spec}}", "d0"]));
-    let swarm = json_of(api.docker(&["info", "--format", "{{json .Swarm.Cluster}}"]));
-    (service, swarm["Spec"].clone(), swarm)
+    let service = json_of(docker(&["service", "inspect", "--format", "{{json .Spec}}", "d0"]));
+    let cluster = json_of(docker(&["info", "--format", "{{json .Swarm.Cluster}}"]));
+    (service, cluster["Spec"].clone(), cluster)
 }
 
 #[test]
