@@ -163,33 +163,41 @@ impl Defaults {
         }
     }
 
-    /// Fills what a restart policy leaves unset (condition, delay, attempts;
-    /// an absent policy becomes the default one). The window stays unset.
-    pub fn fill_restart_policy(&self, rp: &mut Option<RestartPolicy>) {
+    /// The restart policy a task runs with: what `rp` sets, Docker's
+    /// default for what it leaves unset (condition, delay, attempts; the
+    /// window stays unset), the default policy for none.
+    pub fn restart_policy_of(&self, rp: Option<&RestartPolicy>) -> RestartPolicy {
         let d = &self.restart_policy;
-        let rp = rp.get_or_insert_with(|| d.clone());
-        rp.condition = rp.condition.or(d.condition);
-        rp.delay = rp.delay.or(d.delay);
-        rp.max_attempts = rp.max_attempts.or(d.max_attempts);
+        match rp {
+            None => d.clone(),
+            Some(rp) => RestartPolicy {
+                condition: rp.condition.or(d.condition),
+                delay: rp.delay.or(d.delay),
+                max_attempts: rp.max_attempts.or(d.max_attempts),
+                window: rp.window,
+            },
+        }
     }
 
-    /// Fills what an update or rollback config leaves unset (failure action,
-    /// monitor, failure ratio, order; an absent config becomes `default`).
-    /// `Parallelism` is always given (0 means all at once); `Delay` stays
-    /// unset (0).
-    pub fn fill_update_config(cfg: &mut Option<UpdateConfig>, default: &UpdateConfig) {
-        let c = cfg.get_or_insert_with(|| default.clone());
-        c.failure_action = c.failure_action.or(default.failure_action);
-        c.monitor = c.monitor.or(default.monitor);
-        c.max_failure_ratio = c.max_failure_ratio.or(default.max_failure_ratio);
-        c.order = c.order.or(default.order);
+    /// The update config a rolling update runs with: what `cfg` sets,
+    /// Docker's default for what it leaves unset (failure action, monitor,
+    /// failure ratio, order), the default config for none. `Parallelism` is
+    /// always given (0 means all at once); `Delay` stays unset (0).
+    pub fn update_config_of(&self, cfg: Option<&UpdateConfig>) -> UpdateConfig {
+        filled_update(cfg, &self.update_config)
+    }
+
+    /// [`Defaults::update_config_of`] for a rollback.
+    pub fn rollback_config_of(&self, cfg: Option<&UpdateConfig>) -> UpdateConfig {
+        filled_update(cfg, &self.rollback_config)
     }
 
     /// What the API fills in a service spec it accepts: the replica count
     /// of a replicated (or mode-less) service, the restart policy, the
-    /// update and rollback configs, and the endpoint mode. What the docker
-    /// CLI always sends (stop grace period, resources, placement) is not
-    /// added here: readers fall back to [`DEFAULTS`] for those.
+    /// update and rollback configs, and the endpoint mode. Resources and
+    /// placement (which the docker CLI sends) and the stop grace period
+    /// (which Docker's engine stores though the CLI does not send it) are
+    /// left as given: readers fall back to [`DEFAULTS`] for them.
     pub fn fill_service(&self, spec: &mut ServiceSpec) {
         if spec.mode.global.is_none() {
             spec.mode
@@ -198,13 +206,29 @@ impl Defaults {
                 .replicas
                 .get_or_insert(self.replicas);
         }
-        self.fill_restart_policy(&mut spec.task_template.restart_policy);
-        Defaults::fill_update_config(&mut spec.update_config, &self.update_config);
-        Defaults::fill_update_config(&mut spec.rollback_config, &self.rollback_config);
+        let tt = &mut spec.task_template;
+        tt.restart_policy = Some(self.restart_policy_of(tt.restart_policy.as_ref()));
+        spec.update_config = Some(self.update_config_of(spec.update_config.as_ref()));
+        spec.rollback_config = Some(self.rollback_config_of(spec.rollback_config.as_ref()));
         spec.endpoint_spec
             .get_or_insert_with(EndpointSpec::default)
             .mode
             .get_or_insert(self.endpoint_mode);
+    }
+}
+
+/// `cfg` with `default`'s values where it has none; `default` for no `cfg`.
+fn filled_update(cfg: Option<&UpdateConfig>, default: &UpdateConfig) -> UpdateConfig {
+    match cfg {
+        None => default.clone(),
+        Some(c) => UpdateConfig {
+            parallelism: c.parallelism,
+            delay: c.delay,
+            failure_action: c.failure_action.or(default.failure_action),
+            monitor: c.monitor.or(default.monitor),
+            max_failure_ratio: c.max_failure_ratio.or(default.max_failure_ratio),
+            order: c.order.or(default.order),
+        },
     }
 }
 
@@ -270,5 +294,16 @@ mod tests {
         let rp = spec.task_template.restart_policy.unwrap();
         assert_eq!(rp.condition, Some(RestartCondition::None));
         assert_eq!(rp.delay, Some(Duration::from_secs(5)));
+
+        // What readers (the scheduler) get for a spec without any.
+        assert_eq!(DEFAULTS.restart_policy_of(None), DEFAULTS.restart_policy);
+        assert_eq!(DEFAULTS.update_config_of(None), DEFAULTS.update_config);
+        assert_eq!(DEFAULTS.rollback_config_of(None), DEFAULTS.rollback_config);
+        let window = RestartPolicy {
+            window: Some(Duration::from_secs(60)),
+            ..RestartPolicy::default()
+        };
+        let rp = DEFAULTS.restart_policy_of(Some(&window));
+        assert_eq!((rp.window, rp.max_attempts), (Some(Duration::from_secs(60)), Some(0)));
     }
 }
