@@ -256,41 +256,16 @@ impl Orch {
 
 /// A service spec with Docker's defaults filled in, running `command` with the process executor.
 pub fn service_spec(name: &str, replicas: Option<u64>, command: &[&str]) -> ServiceSpec {
-    let update = UpdateConfig {
-        parallelism: 1,
-        delay: Some(Duration::ZERO),
-        failure_action: Some(FailureAction::Pause),
-        monitor: Some(Duration::from_secs(5)),
-        max_failure_ratio: Some(0.0),
-        order: Some(UpdateOrder::StopFirst),
+    let mut spec = DEFAULTS.service_spec();
+    spec.name = name.into();
+    let cs = spec.task_template.container_spec.get_or_insert_with(Default::default);
+    cs.image = "busybox:1".into();
+    cs.command = command.iter().map(|s| s.to_string()).collect();
+    spec.mode = match replicas {
+        Some(n) => ServiceMode::replicated(n),
+        None => ServiceMode::global(),
     };
-    ServiceSpec {
-        name: name.into(),
-        task_template: TaskSpec {
-            container_spec: Some(ContainerSpec {
-                image: "busybox:1".into(),
-                command: command.iter().map(|s| s.to_string()).collect(),
-                stop_grace_period: Some(Duration::from_secs(10)),
-                ..ContainerSpec::default()
-            }),
-            resources: Some(ResourceRequirements::default()),
-            restart_policy: Some(RestartPolicy {
-                condition: Some(RestartCondition::Any),
-                delay: Some(Duration::from_secs(5)),
-                max_attempts: Some(0),
-                window: None,
-            }),
-            placement: Some(Placement::default()),
-            ..TaskSpec::default()
-        },
-        mode: match replicas {
-            Some(n) => ServiceMode::replicated(n),
-            None => ServiceMode::global(),
-        },
-        update_config: Some(update.clone()),
-        rollback_config: Some(update),
-        ..ServiceSpec::default()
-    }
+    spec
 }
 
 /// Tasks that are wanted running and run, per node ID.

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use shoal_shared::model::{Task, TaskSpec};
+use shoal_shared::model::{Task, TaskSpec, DEFAULTS};
 
-/// Default `StopGracePeriod`.
-pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Default `StopGracePeriod` (Docker's, from [`DEFAULTS`]).
+pub const DEFAULT_STOP_GRACE: Duration = DEFAULTS.stop_grace_period;
 
 /// A process identity: PID and start time (clock ticks since boot), so a
 /// restarted agent never mistakes a recycled PID for its task.

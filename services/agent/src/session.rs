@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use shoal_shared::dispatch::{AssignmentKind, Assignments, StatusUpdate};
+use shoal_shared::model::DEFAULTS;
 
 /// What to do with an assignment message.
 #[derive(Debug, PartialEq)]
@@ -46,7 +47,7 @@ impl Default for Session {
         Session {
             id: None,
             last_seq: None,
-            period: Duration::from_secs(5),
+            period: DEFAULTS.heartbeat_period,
             last_heartbeat: None,
             registering: false,
             syncing: false,

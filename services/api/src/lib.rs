@@ -10,7 +10,11 @@
 //!   (inactive / manager / worker), read from the Cluster and Node objects;
 //! - [`swarm`]: `/_ping`, `/version`, `/info`, `/swarm/*`;
 //! - [`objects`]: `/nodes`, `/services`, `/tasks`;
-//! - [`networks`]: `/networks` (Docker's flat shape) and `/distribution`;
+//! - [`networks`]: `/networks` (Docker's flat shape);
+//! - [`distribution`]: `/distribution` (answered by the agents) and `/auth`;
+//! - [`request`]: request bodies within limits, query parameters, `{id}`
+//!   paths, and the [`request::Manager`] extractor;
+//! - [`host`]: this host's description; [`certs`]: root CA, join tokens, `TLSInfo`;
 //! - [`spec`]: body decoding that names the bad field, service spec
 //!   validation with Docker's defaults;
 //! - [`filters`]: Docker's `filters` query parameter;
@@ -20,7 +24,9 @@
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 
+pub mod certs;
 pub mod config;
+pub mod distribution;
 pub mod error;
 pub mod filters;
 pub mod host;
@@ -29,6 +35,7 @@ pub mod networks;
 pub mod objects;
 #[cfg(test)]
 mod proptests;
+pub mod request;
 pub mod spec;
 pub mod state;
 pub mod swarm;
@@ -41,112 +48,13 @@ use std::task::{Context, Poll};
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use futures::future::LocalBoxFuture;
-use futures::StreamExt;
 
 pub use config::Config;
-use error::{ApiError, ApiResult};
+use error::ApiError;
 use state::AppState;
-
-/// Checks that a request with a body says it is JSON, as Docker's `CheckForJSON`
-/// does: no `Content-Type` is fine only without a body.
-pub fn check_json_content_type(req: &HttpRequest) -> ApiResult<()> {
-    let headers = req.headers();
-    let ct = match headers.get(CONTENT_TYPE) {
-        None => "",
-        Some(v) => v
-            .to_str()
-            .map_err(|_| ApiError::bad_request("malformed Content-Type header: mime: invalid media parameter"))?,
-    };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let chunked = headers
-        .get(TRANSFER_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    if ct.is_empty() && declared == 0 && !chunked {
-        return Ok(());
-    }
-    let media = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    if media.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "malformed Content-Type header ({}): mime: no media type",
-            error::clip(ct)
-        )));
-    }
-    if media != "application/json" {
-        return Err(ApiError::bad_request(format!(
-            "unsupported Content-Type header ({}): must be 'application/json'",
-            error::clip(ct)
-        )));
-    }
-    Ok(())
-}
-
-/// Reads a JSON request body within the API's limits: its `Content-Type`
-/// must say JSON, it may be at most `--max-body` bytes, and it must arrive
-/// within `--body-timeout-ms` (a client that sends headers and then trickles
-/// or stalls gets 408, and its connection is closed).
-pub async fn read_body(req: &HttpRequest, payload: web::Payload, state: &AppState) -> ApiResult<web::Bytes> {
-    check_json_content_type(req)?;
-    read_limited(req, payload, state.max_body, state.body_timeout).await
-}
-
-/// Reads a request body of at most `limit` bytes within `timeout`. A declared
-/// length over the limit is refused before reading anything; a streamed body
-/// is cut off at the limit; a body still incomplete at the deadline gets 408.
-pub async fn read_limited(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> ApiResult<web::Bytes> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    };
-    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
-        let len = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::bad_request("invalid Content-Length"))?;
-        if len > limit {
-            return Err(too_large());
-        }
-    }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut body = web::BytesMut::new();
-    loop {
-        let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "request body not received in time: the whole body must arrive within {} ms",
-                        timeout.as_millis()
-                    ),
-                ))
-            }
-        };
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
 
 /// Docker's API version check for a `/v{version}/` path that names a route:
 /// a version above [`state::API_VERSION`] is too new, one below
@@ -191,12 +99,6 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
         }
     }
     std::cmp::Ordering::Equal
-}
-
-/// The `{id}` of a path (also under `/v{api_version}/`, whose extra parameter is ignored).
-#[derive(Debug, serde::Deserialize)]
-pub struct IdPath {
-    pub id: String,
 }
 
 /// Docker's answer for a path it has no route for, or a method a path does not take.
@@ -313,8 +215,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/networks/create", web::post().to(networks::create))
         .route("/networks/{id}", web::get().to(networks::inspect))
         .route("/networks/{id}", web::delete().to(networks::delete))
-        .route("/distribution/{id:.*}/json", web::get().to(networks::distribution))
-        .route("/auth", web::post().to(networks::auth));
+        .route("/distribution/{id:.*}/json", web::get().to(distribution::distribution))
+        .route("/auth", web::post().to(distribution::auth));
 }
 
 /// Loads the TLS server config from PEM files; with `ca`, clients must

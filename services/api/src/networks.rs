@@ -1,25 +1,22 @@
 //! `/networks`: swarm-scoped overlay networks, in Docker's flat `Network`
 //! resource shape, rendered from the store's `model::Network`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shoal_shared::dispatch::{ImageAnswer, ImageQuery};
 use shoal_shared::id::new_id;
-use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec, Node, NodeState, OVERLAY_DRIVER};
+use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec, OVERLAY_DRIVER};
 use shoal_shared::store::{Kind, ListFilter};
-use shoal_shared::{envelope, subjects, ErrorCode};
+use shoal_shared::ErrorCode;
 
 use crate::error::{clip, ApiError, ApiResult};
 use crate::filters::Filters;
-use crate::read_body;
+use crate::request::{Body, IdPath, Manager, Query};
 use crate::spec::decode;
 use crate::state::AppState;
-
-type Query = web::Query<HashMap<String, String>>;
 
 /// Docker's `/networks` shape for a store network.
 pub fn network_json(n: &Network) -> Value {
@@ -148,7 +145,7 @@ pub async fn list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespons
     Ok(HttpResponse::Ok().json(out))
 }
 
-pub async fn inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>, q: Query) -> ApiResult<HttpResponse> {
+pub async fn inspect(state: web::Data<AppState>, path: web::Path<IdPath>, q: Query) -> ApiResult<HttpResponse> {
     if let Some(scope) = q.get("scope").filter(|s| !s.is_empty() && s.as_str() != "swarm") {
         return Err(ApiError::not_found(format!(
             "network {} not found (scope {scope})",
@@ -367,8 +364,7 @@ pub fn decode_network(body: &[u8]) -> ApiResult<NetworkSpec> {
     Ok(spec)
 }
 
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn create(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
     let spec = decode_network(&body)?;
     match state.view().await? {
         crate::state::SwarmView::Active { manager: false, .. } => {
@@ -388,8 +384,7 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::
     Ok(HttpResponse::Created().json(json!({"Id": created.meta.id, "Warning": ""})))
 }
 
-pub async fn delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn delete(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let n = find(&state, &path.id).await?;
     if n.spec.ingress {
         return Err(ApiError::new(
@@ -423,65 +418,6 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) 
     state.store.delete(Kind::Network, &n.meta.id, None).await?;
     Ok(HttpResponse::NoContent().finish())
 }
-
-/// `GET /distribution/{name}/json`: answered by the agents, from their
-/// engines' image stores (or their registries). Without credentials every
-/// agent is asked and the first that knows the image answers; with the
-/// client's `X-Registry-Auth`, only this node's agent is asked. Once every
-/// ready node has said it does not know the image (or after
-/// [`DISTRIBUTION_TIMEOUT`]), a 404 the CLI turns into its usual
-/// "could not be accessed on a registry to record its digest" warning.
-pub async fn distribution(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<crate::IdPath>,
-) -> ApiResult<HttpResponse> {
-    let query = ImageQuery {
-        image: path.id.clone(),
-        registry_auth: req
-            .headers()
-            .get("X-Registry-Auth")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
-    };
-    // With credentials, only this node's agent is asked (they reach no other node).
-    let (subject, expected) = match query.registry_auth {
-        Some(_) => (subjects::agent_image_query_on(&state.node_id), 1),
-        None => {
-            let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
-            let ready = nodes.iter().filter(|n| n.status.state == NodeState::Ready).count();
-            (subjects::agent_image_query(), ready.max(1))
-        }
-    };
-    let asked =
-        envelope::first_ok::<_, ImageAnswer>(state.store.nats(), subject, &query, expected, DISTRIBUTION_TIMEOUT)
-            .await?;
-    match asked {
-        Some(a) => {
-            tracing::debug!(image = %query.image, node = %a.node_id, "distribution answered by an agent");
-            Ok(HttpResponse::Ok().json(a.inspect))
-        }
-        None => Err(ApiError::not_found(format!(
-            "no such image: {}: no node has it and no registry a node can reach knows it",
-            query.image
-        ))),
-    }
-}
-
-/// `POST /auth`: shoal does not check registry logins on the managers. The
-/// CLI keeps credentials on the client side; `--with-registry-auth` then
-/// sends them with each service create/update.
-pub async fn auth() -> ApiResult<HttpResponse> {
-    Err(ApiError::new(
-        actix_web::http::StatusCode::NOT_IMPLEMENTED,
-        "shoal does not check registry logins: run docker login against the local engine (without DOCKER_HOST); \
-         the CLI stores the credentials and --with-registry-auth sends them to shoal",
-    ))
-}
-
-/// How long `/distribution` waits for an agent that knows the image.
-pub const DISTRIBUTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

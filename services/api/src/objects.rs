@@ -15,12 +15,9 @@ use shoal_shared::ErrorCode;
 
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
-use crate::read_body;
+use crate::request::{flag, parse_version, Body, IdPath, Manager, Query};
 use crate::spec::{decode, decode_service};
 use crate::state::AppState;
-use crate::swarm::{flag, parse_version};
-
-type Query = web::Query<HashMap<String, String>>;
 
 /// Finds one object by full ID, then exact name, then unique ID prefix
 /// (Docker's lookup rule). `what` is `node`, `service`, ...
@@ -162,20 +159,17 @@ pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     Ok(HttpResponse::Ok().json(out))
 }
 
-pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let (n, managers) = find_node(&state, &path.id).await?;
     Ok(HttpResponse::Ok().json(node_json(&n, &state.node_id, managers)))
 }
 
 pub async fn node_update(
     state: web::Data<AppState>,
-    path: web::Path<crate::IdPath>,
+    path: web::Path<IdPath>,
     q: Query,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
     let spec: NodeSpec = decode(&body)?;
     let version = parse_version(&q)?;
     state.manager().await?;
@@ -205,10 +199,10 @@ pub async fn node_update(
 
 pub async fn node_delete(
     state: web::Data<AppState>,
-    path: web::Path<crate::IdPath>,
+    path: web::Path<IdPath>,
     q: Query,
+    _: Manager,
 ) -> ApiResult<HttpResponse> {
-    state.manager().await?;
     let (n, _) = find_node(&state, &path.id).await?;
     let force = flag(&q, "force");
     if n.is_manager() {
@@ -378,12 +372,7 @@ pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<Htt
     Ok(HttpResponse::Ok().json(out))
 }
 
-pub async fn service_create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn service_create(state: web::Data<AppState>, req: HttpRequest, body: Body) -> ApiResult<HttpResponse> {
     let mut spec = decode_service(&body)?;
     set_registry_auth(&req, &mut spec, None);
     state.manager().await?;
@@ -417,8 +406,11 @@ pub async fn service_create(
     Ok(HttpResponse::Created().json(json!({"ID": created.meta.id, "Warnings": []})))
 }
 
-pub async fn service_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn service_inspect(
+    state: web::Data<AppState>,
+    path: web::Path<IdPath>,
+    _: Manager,
+) -> ApiResult<HttpResponse> {
     let mut s = find_service(&state, &path.id).await?;
     redact_service(&mut s);
     Ok(HttpResponse::Ok().json(s))
@@ -426,12 +418,11 @@ pub async fn service_inspect(state: web::Data<AppState>, path: web::Path<crate::
 
 pub async fn service_update(
     state: web::Data<AppState>,
-    path: web::Path<crate::IdPath>,
+    path: web::Path<IdPath>,
     q: Query,
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
     let version = parse_version(&q)?;
     let rollback = q.get("rollback").map(String::as_str) == Some("previous");
     let new_spec = if rollback { None } else { Some(decode_service(&body)?) };
@@ -472,8 +463,11 @@ pub async fn service_update(
     Ok(HttpResponse::Ok().json(json!({"Warnings": []})))
 }
 
-pub async fn service_delete(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn service_delete(
+    state: web::Data<AppState>,
+    path: web::Path<IdPath>,
+    _: Manager,
+) -> ApiResult<HttpResponse> {
     let s = find_service(&state, &path.id).await?;
     state.store.delete(Kind::Service, &s.meta.id, None).await?;
     tracing::info!(service = %s.meta.id, "service removed");
@@ -571,8 +565,7 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     Ok(HttpResponse::Ok().json(out))
 }
 
-pub async fn task_inspect(state: web::Data<AppState>, path: web::Path<crate::IdPath>) -> ApiResult<HttpResponse> {
-    state.manager().await?;
+pub async fn task_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let t: Task = find(&state, &path.id, "task").await?;
     Ok(HttpResponse::Ok().json(redact_task(t)))
 }

@@ -1,14 +1,10 @@
 //! Request bodies: strict JSON decoding that names the bad field, and
-//! service spec validation with Docker's defaults filled in (done here, once).
-
-use std::time::Duration;
+//! service spec validation with Docker's defaults ([`DEFAULTS`]) filled in
+//! (done here, once).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use shoal_shared::model::{
-    EndpointMode, EndpointSpec, FailureAction, PublishMode, ReplicatedService, RestartCondition, RestartPolicy,
-    ServiceSpec, UpdateConfig, UpdateOrder,
-};
+use shoal_shared::model::{EndpointMode, EndpointSpec, PublishMode, ServiceSpec, UpdateConfig, DEFAULTS};
 
 use crate::error::{clip, ApiError, ApiResult};
 
@@ -101,39 +97,6 @@ fn strip_nulls(v: &mut serde_json::Value) {
         serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
         _ => {}
     }
-}
-
-/// Docker's restart default: condition any, delay 5 s, no attempt limit.
-fn default_restart() -> RestartPolicy {
-    RestartPolicy {
-        condition: Some(RestartCondition::Any),
-        delay: Some(Duration::from_secs(5)),
-        max_attempts: Some(0),
-        window: None,
-    }
-}
-
-/// Docker's update (and rollback) defaults: one at a time, pause on failure,
-/// monitor 5 s, stop-first.
-fn default_update() -> UpdateConfig {
-    UpdateConfig {
-        parallelism: 1,
-        delay: None,
-        failure_action: Some(FailureAction::Pause),
-        monitor: Some(Duration::from_secs(5)),
-        max_failure_ratio: Some(0.0),
-        order: Some(UpdateOrder::StopFirst),
-    }
-}
-
-fn fill_update(cfg: &mut Option<UpdateConfig>) {
-    let d = default_update();
-    let c = cfg.get_or_insert_with(default_update);
-    c.failure_action
-        .get_or_insert(d.failure_action.unwrap_or(FailureAction::Pause));
-    c.monitor.get_or_insert(d.monitor.unwrap_or_default());
-    c.max_failure_ratio.get_or_insert(0.0);
-    c.order.get_or_insert(UpdateOrder::StopFirst);
 }
 
 /// Whether `name` is a valid service name (a DNS label: letters, digits, `-`, `_`, `.`; 63 at most).
@@ -248,11 +211,8 @@ pub fn validate_service(spec: &mut ServiceSpec) -> ApiResult<()> {
             "TaskTemplate.ContainerSpec.Image: image reference must be provided",
         ));
     }
-    match (&spec.mode.replicated, &spec.mode.global) {
-        (Some(_), Some(_)) => return Err(invalid("Mode: only one of Replicated or Global may be set")),
-        (None, None) => spec.mode.replicated = Some(ReplicatedService { replicas: Some(1) }),
-        (Some(r), None) if r.replicas.is_none() => spec.mode.replicated = Some(ReplicatedService { replicas: Some(1) }),
-        _ => {}
+    if spec.mode.replicated.is_some() && spec.mode.global.is_some() {
+        return Err(invalid("Mode: only one of Replicated or Global may be set"));
     }
     if let Some(n) = spec.mode.replicated.as_ref().and_then(|r| r.replicas) {
         if n > MAX_REPLICAS {
@@ -308,14 +268,7 @@ pub fn validate_service(spec: &mut ServiceSpec) -> ApiResult<()> {
     validate_update(spec.update_config.as_ref())?;
     validate_update(spec.rollback_config.as_ref())?;
     validate_ports(spec.endpoint_spec.as_ref())?;
-    let rp = spec.task_template.restart_policy.get_or_insert_with(default_restart);
-    rp.condition.get_or_insert(RestartCondition::Any);
-    rp.delay.get_or_insert(Duration::from_secs(5));
-    rp.max_attempts.get_or_insert(0);
-    fill_update(&mut spec.update_config);
-    fill_update(&mut spec.rollback_config);
-    let ep = spec.endpoint_spec.get_or_insert_with(EndpointSpec::default);
-    ep.mode.get_or_insert(EndpointMode::Vip);
+    DEFAULTS.fill_service(spec);
     Ok(())
 }
 
@@ -338,6 +291,10 @@ pub fn decode_service(body: &[u8]) -> ApiResult<ServiceSpec> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use shoal_shared::model::{FailureAction, RestartCondition, UpdateOrder};
+
     use super::*;
 
     #[test]

@@ -133,8 +133,14 @@ impl AppState {
 
     /// The cluster, or Docker's 503 when this node is not a manager of a swarm.
     pub async fn manager(&self) -> ApiResult<Ctx> {
+        self.manager_or(NO_SWARM_MANAGER).await
+    }
+
+    /// [`AppState::manager`], saying `inactive` (Docker's 503 words) when
+    /// there is no swarm.
+    pub async fn manager_or(&self, inactive: &str) -> ApiResult<Ctx> {
         match self.view().await? {
-            SwarmView::Inactive => Err(ApiError::unavailable(NO_SWARM_MANAGER)),
+            SwarmView::Inactive => Err(ApiError::unavailable(inactive)),
             SwarmView::Active { manager: false, .. } => Err(ApiError::unavailable(NOT_MANAGER)),
             SwarmView::Active { cluster, .. } => Ok(Ctx { cluster: *cluster }),
         }

@@ -1,7 +1,5 @@
 //! `/_ping`, `/version`, `/info` and the `/swarm` endpoints.
 
-use std::collections::HashMap;
-
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -12,17 +10,11 @@ use shoal_shared::model::{
 };
 use shoal_shared::store::{Kind, ListFilter, Op, StoreObject, TxRequest};
 
-use crate::error::{ApiError, ApiResult, ALREADY_IN_SWARM, NOT_IN_SWARM, NOT_MANAGER};
+use crate::error::{ApiError, ApiResult, ALREADY_IN_SWARM, NOT_IN_SWARM};
+use crate::request::{flag, parse_version, Body, Query};
 use crate::spec::decode;
 use crate::state::{AppState, SwarmView, API_VERSION, MIN_API_VERSION};
-use crate::{host, read_body};
-
-type Query = web::Query<HashMap<String, String>>;
-
-/// Whether a boolean query parameter is set (`1`, `true`).
-pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {
-    q.get(key).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
+use crate::{certs, host};
 
 pub async fn ping(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let swarm = state.ping_swarm_header().await;
@@ -245,16 +237,6 @@ fn ip_of(addr: &str) -> Option<String> {
 }
 
 /// This host as a new Node object.
-/// The cluster's `TLSInfo`: the root CA and, base64 as Docker writes them, its subject and public key.
-fn tls_info(ca_pem: &str, ca_der: &[u8]) -> TlsInfo {
-    let (subject, key) = host::issuer_and_key(ca_der).unwrap_or_default();
-    TlsInfo {
-        trust_root: ca_pem.to_string(),
-        cert_issuer_subject: host::base64(&subject),
-        cert_issuer_public_key: host::base64(&key),
-    }
-}
-
 fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availability, tls: &TlsInfo) -> Node {
     let mut node = Node::new(state.node_id.clone(), host::hostname(), role);
     node.description = host::description();
@@ -276,8 +258,7 @@ fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availab
 }
 
 /// `POST /swarm/init`.
-pub async fn init(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
     let r: InitRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
     match state.view().await? {
@@ -293,17 +274,17 @@ pub async fn init(state: web::Data<AppState>, req: HttpRequest, payload: web::Pa
         .or_else(|| ip_of(&r.listen_addr).filter(|ip| ip != "0.0.0.0" && ip != "::"))
         .unwrap_or_else(|| state.advertise_addr.clone());
     let spec = merged_spec(&SwarmSpec::default_spec(), r.spec.as_ref())?;
-    let (ca_pem, ca_der, ca_key) = host::new_root_ca().map_err(|e| ApiError::internal(format!("root CA: {e}")))?;
+    let (ca_pem, ca_der, ca_key) = certs::new_root_ca().map_err(|e| ApiError::internal(format!("root CA: {e}")))?;
     write_ca_key(&state, &ca_key)?;
     let mut cluster = Cluster::new(
         new_id(),
         JoinTokens {
-            worker: host::join_token(&ca_der),
-            manager: host::join_token(&ca_der),
+            worker: certs::join_token(&ca_der),
+            manager: certs::join_token(&ca_der),
         },
     );
     cluster.spec = spec;
-    cluster.tls_info = tls_info(&ca_pem, &ca_der);
+    cluster.tls_info = certs::tls_info(&ca_pem, &ca_der);
     if !r.default_addr_pool.is_empty() {
         cluster.default_addr_pool = r.default_addr_pool.clone();
     }
@@ -382,8 +363,7 @@ fn write_ca_key(state: &AppState, key: &str) -> ApiResult<()> {
 
 /// `POST /swarm/join`: the store is shared over NATS, so joining is checking
 /// the token against the cluster's and adding this host's Node object.
-pub async fn join(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn join(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
     let r: JoinRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
     if matches!(state.view().await?, SwarmView::Active { .. }) {
@@ -487,13 +467,7 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
 }
 
 /// `POST /swarm/update?version=&rotateWorkerToken=&rotateManagerToken=`.
-pub async fn update(
-    state: web::Data<AppState>,
-    q: Query,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload, &state).await?;
+pub async fn update(state: web::Data<AppState>, q: Query, body: Body) -> ApiResult<HttpResponse> {
     let spec_req: Value = decode(&body)?;
     if !spec_req.is_object() {
         return Err(ApiError::bad_request(
@@ -512,12 +486,12 @@ pub async fn update(
     let rotate_w = flag(&q, "rotateWorkerToken");
     let rotate_m = flag(&q, "rotateManagerToken");
     if rotate_w || rotate_m {
-        let der = pem_to_der(&cluster.tls_info.trust_root);
+        let der = certs::pem_to_der(&cluster.tls_info.trust_root);
         if rotate_w {
-            cluster.join_tokens.worker = host::join_token(&der);
+            cluster.join_tokens.worker = certs::join_token(&der);
         }
         if rotate_m {
-            cluster.join_tokens.manager = host::join_token(&der);
+            cluster.join_tokens.manager = certs::join_token(&der);
         }
     }
     state.store.update(&cluster).await?;
@@ -530,29 +504,9 @@ pub async fn unlock_key(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(json!({"UnlockKey": ""})))
 }
 
-/// The `version` query parameter (required for writes to versioned objects).
-pub fn parse_version(q: &HashMap<String, String>) -> ApiResult<u64> {
-    q.get("version")
-        .ok_or_else(|| ApiError::bad_request("version: the version query parameter is required"))?
-        .parse::<u64>()
-        .map_err(|_| ApiError::bad_request("version: invalid version: not an unsigned integer"))
-}
-
-/// The DER bytes of the first PEM block (for the token digest); empty if none.
-fn pem_to_der(pem: &str) -> Vec<u8> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-        .map(|c| c.to_vec())
-        .unwrap_or_default()
-}
-
 /// For `/swarm` endpoints: Docker says "not part of a swarm" before init.
 async fn swarm_manager(state: &AppState) -> ApiResult<crate::state::Ctx> {
-    match state.view().await? {
-        SwarmView::Inactive => Err(ApiError::unavailable(NOT_IN_SWARM)),
-        SwarmView::Active { manager: false, .. } => Err(ApiError::unavailable(NOT_MANAGER)),
-        SwarmView::Active { cluster, .. } => Ok(crate::state::Ctx { cluster: *cluster }),
-    }
+    state.manager_or(NOT_IN_SWARM).await
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shoal_shared::dispatch::{AssignmentKind, Assignments, StatusUpdate};
-use shoal_shared::model::{Node, NodeDescription, NodeRole, NodeState, Task, TaskState, TaskStatus};
+use shoal_shared::model::{Node, NodeDescription, NodeRole, NodeState, Task, TaskState, TaskStatus, DEFAULTS};
 use shoal_shared::store::{Op, StoreObject};
 
-/// Default `Spec.Dispatcher.HeartbeatPeriod`.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Default `Spec.Dispatcher.HeartbeatPeriod` (Docker's, from [`DEFAULTS`]).
+pub const DEFAULT_HEARTBEAT: Duration = DEFAULTS.heartbeat_period;
 /// Heartbeat periods a node may miss before it is down.
 pub const GRACE_PERIODS: u32 = 3;
 /// The message of a node marked down for missing heartbeats.

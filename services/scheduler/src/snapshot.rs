@@ -3,7 +3,7 @@
 //! writes by the shared follower kit ([`shoal_shared::store::mirror`]):
 //! versions, tombstones pruned as the feed passes them, a reset on relist.
 
-use shoal_shared::model::{Cluster, Node, Service, Task};
+use shoal_shared::model::{Cluster, Node, Service, Task, DEFAULTS};
 use shoal_shared::store::mirror::{Followed, Mirror, Table};
 use shoal_shared::store::{Kind, Record};
 
@@ -75,6 +75,6 @@ impl Snapshot {
     pub fn history_limit(&self) -> i64 {
         self.cluster()
             .and_then(|c| c.spec.orchestration.task_history_retention_limit)
-            .unwrap_or(5)
+            .unwrap_or(DEFAULTS.task_history_retention_limit)
     }
 }

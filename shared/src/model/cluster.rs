@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::defaults::DEFAULTS;
+use super::is_zero_u64;
 use super::network::Driver;
 use super::node::TlsInfo;
-use super::{is_zero_u64, non_empty};
-use crate::store::{Kind, Meta, StoreObject};
+use crate::store::Meta;
 
 /// The only cluster's name.
 pub const DEFAULT_CLUSTER_NAME: &str = "default";
@@ -118,31 +119,9 @@ pub struct SwarmSpec {
 
 impl SwarmSpec {
     /// The settings of a fresh `docker swarm init`, with shoal's Raft ticks
-    /// (heartbeat 1, election 3).
+    /// (heartbeat 1, election 3): [`super::Defaults::swarm_spec`].
     pub fn default_spec() -> SwarmSpec {
-        SwarmSpec {
-            name: DEFAULT_CLUSTER_NAME.into(),
-            labels: BTreeMap::new(),
-            orchestration: OrchestrationConfig {
-                task_history_retention_limit: Some(5),
-            },
-            raft: RaftConfig {
-                snapshot_interval: 10_000,
-                keep_old_snapshots: Some(0),
-                log_entries_for_slow_followers: 500,
-                election_tick: 3,
-                heartbeat_tick: 1,
-            },
-            dispatcher: DispatcherConfig {
-                heartbeat_period: Some(Duration::from_secs(5)),
-            },
-            ca_config: CaConfig {
-                node_cert_expiry: Some(Duration::from_secs(90 * 24 * 3600)),
-                ..CaConfig::default()
-            },
-            task_defaults: TaskDefaults::default(),
-            encryption_config: EncryptionConfig::default(),
-        }
+        DEFAULTS.swarm_spec()
     }
 }
 
@@ -187,40 +166,22 @@ impl Cluster {
             spec: SwarmSpec::default_spec(),
             tls_info: TlsInfo::default(),
             root_rotation_in_progress: false,
-            default_addr_pool: vec!["10.0.0.0/8".into()],
-            subnet_size: 24,
-            data_path_port: 4789,
+            default_addr_pool: vec![DEFAULTS.default_addr_pool.into()],
+            subnet_size: DEFAULTS.subnet_size,
+            data_path_port: DEFAULTS.data_path_port,
             join_tokens,
         }
     }
 }
 
-impl StoreObject for Cluster {
-    const KIND: Kind = Kind::Cluster;
-
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn meta_mut(&mut self) -> &mut Meta {
-        &mut self.meta
-    }
-
-    /// `None` while unset, so nameless objects never collide in the store's name index.
-    fn name(&self) -> Option<String> {
-        non_empty(&self.spec.name)
-    }
-
-    fn labels(&self) -> BTreeMap<String, String> {
-        self.spec.labels.clone()
-    }
-}
+store_object!(Cluster, Cluster, spec_named);
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::store::{Kind, StoreObject};
 
     #[test]
     fn default_cluster_serializes_dockers_defaults() {

@@ -16,16 +16,57 @@
 //! [`Network`]) embed the store's [`Meta`](crate::store::Meta) flattened as
 //! their first field and implement [`StoreObject`](crate::store::StoreObject).
 
+/// Implements [`StoreObject`](crate::store::StoreObject) for a model type
+/// whose store [`Meta`](crate::store::Meta) is its `meta` field, with the
+/// trait items written after the kind (name, labels, fields) added as they
+/// are. `spec_named` adds the name and labels of its `spec` (`spec.name`,
+/// `None` while empty, and `spec.labels`).
+macro_rules! store_object {
+    ($ty:ty, $kind:ident, spec_named $(, $($item:tt)*)?) => {
+        store_object!($ty, $kind,
+            /// `None` while unset, so nameless objects never collide in the store's name index.
+            fn name(&self) -> Option<String> {
+                $crate::model::non_empty(&self.spec.name)
+            }
+
+            fn labels(&self) -> std::collections::BTreeMap<String, String> {
+                self.spec.labels.clone()
+            }
+
+            $($($item)*)?
+        );
+    };
+    ($ty:ty, $kind:ident $(, $($item:tt)*)?) => {
+        impl $crate::store::StoreObject for $ty {
+            const KIND: $crate::store::Kind = $crate::store::Kind::$kind;
+
+            fn meta(&self) -> &$crate::store::Meta {
+                &self.meta
+            }
+
+            fn meta_mut(&mut self) -> &mut $crate::store::Meta {
+                &mut self.meta
+            }
+
+            $($($item)*)?
+        }
+    };
+}
+
 pub mod cluster;
+pub mod defaults;
 pub mod duration;
 pub mod network;
 pub mod node;
+pub mod resources;
 pub mod service;
 pub mod task;
 
 pub use cluster::*;
+pub use defaults::{Defaults, DEFAULTS};
 pub use network::*;
 pub use node::*;
+pub use resources::*;
 pub use service::*;
 pub use task::*;
 

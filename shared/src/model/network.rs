@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_false, non_empty};
-use crate::store::{Kind, Meta, StoreObject};
+use super::is_false;
+use crate::store::Meta;
 
 /// The driver shoal uses for every swarm-scoped network.
 pub const OVERLAY_DRIVER: &str = "overlay";
@@ -143,32 +143,14 @@ impl Network {
     }
 }
 
-impl StoreObject for Network {
-    const KIND: Kind = Kind::Network;
-
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn meta_mut(&mut self) -> &mut Meta {
-        &mut self.meta
-    }
-
-    /// `None` while unset, so nameless objects never collide in the store's name index.
-    fn name(&self) -> Option<String> {
-        non_empty(&self.spec.name)
-    }
-
-    fn labels(&self) -> BTreeMap<String, String> {
-        self.spec.labels.clone()
-    }
-}
+store_object!(Network, Network, spec_named);
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::store::{Kind, StoreObject};
 
     #[test]
     fn overlay_spec_serializes_with_docker_names_and_record_carries_name_and_labels() {

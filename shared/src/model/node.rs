@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::service::Resources;
+use super::resources::{Platform, Resources};
 use super::{is_false, non_empty};
-use crate::store::{Kind, Meta, StoreObject};
+use crate::store::Meta;
 
 /// `Spec.Role`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -94,17 +94,6 @@ pub struct NodeSpec {
     /// Store-side only; `None` means accepted (see [`Node::membership`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub membership: Option<Membership>,
-}
-
-/// An OS/architecture pair (`Description.Platform`, `Placement.Platforms`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Platform {
-    /// e.g. `x86_64`, `aarch64`.
-    #[serde(rename = "Architecture", skip_serializing_if = "String::is_empty")]
-    pub architecture: String,
-    #[serde(rename = "OS", skip_serializing_if = "String::is_empty")]
-    pub os: String,
 }
 
 /// One plugin the engine reports (`{"Type": "Network", "Name": "overlay"}`).
@@ -228,17 +217,8 @@ impl Node {
     }
 }
 
-impl StoreObject for Node {
-    const KIND: Kind = Kind::Node;
-
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn meta_mut(&mut self) -> &mut Meta {
-        &mut self.meta
-    }
-
+store_object! {
+    Node, Node,
     /// The name Docker finds a node by: `Spec.Name` when set, else the
     /// hostname. `None` while unset, so nameless objects never collide in
     /// the store's name index.
@@ -263,6 +243,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::store::StoreObject;
 
     #[test]
     fn new_node_indexes_role_membership_and_hostname() {

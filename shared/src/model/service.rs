@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::network::Driver;
-use super::node::Platform;
-use super::{is_false, is_zero_i64, is_zero_u32, is_zero_u64, non_empty};
-use crate::store::{Kind, Meta, StoreObject};
+use super::resources::{Platform, Resources};
+use super::{is_false, is_zero_i64, is_zero_u32, is_zero_u64};
+use crate::store::Meta;
 
 // ---------------------------------------------------------------- enums
 
@@ -99,16 +99,6 @@ pub enum PublishMode {
 }
 
 // ---------------------------------------------------------------- task template
-
-/// `Resources` (Docker's `ResourceObject`): a reservation, or what a node offers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Resources {
-    #[serde(rename = "NanoCPUs", skip_serializing_if = "is_zero_i64")]
-    pub nano_cpus: i64,
-    #[serde(rename = "MemoryBytes", skip_serializing_if = "is_zero_i64")]
-    pub memory_bytes: i64,
-}
 
 /// `Limit`: the most a task's container may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -585,26 +575,8 @@ impl Service {
     }
 }
 
-impl StoreObject for Service {
-    const KIND: Kind = Kind::Service;
-
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn meta_mut(&mut self) -> &mut Meta {
-        &mut self.meta
-    }
-
-    /// `None` while unset, so nameless objects never collide in the store's name index.
-    fn name(&self) -> Option<String> {
-        non_empty(&self.spec.name)
-    }
-
-    fn labels(&self) -> BTreeMap<String, String> {
-        self.spec.labels.clone()
-    }
-
+store_object! {
+    Service, Service, spec_named,
     fn fields(&self) -> BTreeMap<String, String> {
         BTreeMap::from([("mode".to_string(), self.spec.mode_name().to_string())])
     }
@@ -615,7 +587,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::{Record, Version};
+    use crate::store::{Kind, Record, StoreObject, Version};
 
     fn web_spec() -> ServiceSpec {
         ServiceSpec {

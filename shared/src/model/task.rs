@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::network::Network;
 use super::service::{PortConfig, TaskSpec};
 use crate::error::ShoalError;
-use crate::store::{zero_time, Kind, Meta, StoreObject, Version};
+use crate::store::{zero_time, Meta, Version};
 
 /// A task's state, in SwarmKit's order: a task only moves to a later state.
 /// Also used for `DesiredState` (which is only ever `ready`, `running`,
@@ -279,17 +279,8 @@ impl Task {
     }
 }
 
-impl StoreObject for Task {
-    const KIND: Kind = Kind::Task;
-
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn meta_mut(&mut self) -> &mut Meta {
-        &mut self.meta
-    }
-
+store_object! {
+    Task, Task,
     fn labels(&self) -> BTreeMap<String, String> {
         self.labels.clone()
     }
@@ -316,6 +307,7 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorCode;
+    use crate::store::StoreObject;
 
     #[test]
     fn states_are_ordered_as_in_swarmkit() {

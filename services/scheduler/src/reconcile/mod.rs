@@ -47,7 +47,7 @@ mod work;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use shoal_shared::model::{FailureAction, Service, Task, TaskSpec, TaskState, UpdateConfig, UpdateOrder};
+use shoal_shared::model::{Service, Task, TaskSpec, TaskState};
 use shoal_shared::store::{Op, StoreObject};
 
 pub use plan::{DeleteReason, Intent, Plan, ServiceChange, StopReason};
@@ -77,18 +77,6 @@ pub fn group_of(t: &Task) -> Group {
     match t.slot {
         Some(s) => Group::Slot(s),
         None => Group::Node(t.node_id.clone()),
-    }
-}
-
-/// Docker's default update (and rollback) config.
-pub fn default_update_config() -> UpdateConfig {
-    UpdateConfig {
-        parallelism: 1,
-        delay: Some(Duration::ZERO),
-        failure_action: Some(FailureAction::Pause),
-        monitor: Some(Duration::from_secs(5)),
-        max_failure_ratio: Some(0.0),
-        order: Some(UpdateOrder::StopFirst),
     }
 }
 

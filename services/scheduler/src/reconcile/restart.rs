@@ -5,9 +5,8 @@
 //! delay, max attempts within a window), as SwarmKit's restart supervisor does.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use shoal_shared::model::{RestartCondition, TaskState};
+use shoal_shared::model::{RestartCondition, TaskState, DEFAULTS};
 
 use super::plan::StopReason;
 use super::work::Work;
@@ -43,7 +42,7 @@ pub(super) fn apply_restart_policy(w: &mut Work, groups: &BTreeMap<Group, Vec<St
             if !is_live(t) || !t.status.state.is_terminal() {
                 continue;
             }
-            let rp = t.spec.restart_policy.clone().unwrap_or_default();
+            let rp = DEFAULTS.restart_policy_of(t.spec.restart_policy.as_ref());
             let cond = rp.condition.unwrap_or(RestartCondition::Any);
             let mut should = match cond {
                 RestartCondition::None => false,
@@ -66,7 +65,7 @@ pub(super) fn apply_restart_policy(w: &mut Work, groups: &BTreeMap<Group, Vec<St
             if !should {
                 continue;
             }
-            let at = t.status.timestamp + td(rp.delay.unwrap_or(Duration::from_secs(5)));
+            let at = t.status.timestamp + td(rp.delay.unwrap_or_default());
             if w.now >= at {
                 w.restart(id);
             } else {

@@ -52,8 +52,8 @@ pub fn service(id: &str, replicas: Option<u64>) -> Service {
         },
         ..ServiceSpec::default()
     };
-    spec.update_config = Some(super::default_update_config());
-    spec.rollback_config = Some(super::default_update_config());
+    spec.update_config = Some(DEFAULTS.update_config.clone());
+    spec.rollback_config = Some(DEFAULTS.rollback_config.clone());
     Service::new(id, spec)
 }
 

@@ -6,10 +6,9 @@
 //! with `RollbackConfig`), as SwarmKit's updater does.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use shoal_shared::model::{FailureAction, Task, TaskState, UpdateOrder, UpdateState, UpdateStatus};
+use shoal_shared::model::{FailureAction, Task, TaskState, UpdateOrder, UpdateState, UpdateStatus, DEFAULTS};
 
 use super::plan::{ServiceChange, StopReason};
 use super::work::Work;
@@ -27,11 +26,10 @@ pub(super) fn update(
     let state = svc.update_status.as_ref().and_then(|u| u.state);
     let rolling_back = matches!(state, Some(UpdateState::RollbackStarted | UpdateState::RollbackPaused));
     let cfg = if rolling_back {
-        svc.spec.rollback_config.clone()
+        DEFAULTS.rollback_config_of(svc.spec.rollback_config.as_ref())
     } else {
-        svc.spec.update_config.clone()
-    }
-    .unwrap_or_else(super::default_update_config);
+        DEFAULTS.update_config_of(svc.spec.update_config.as_ref())
+    };
     let template = &svc.spec.task_template;
     let current = |t: &Task| t.spec == *template;
 
@@ -179,7 +177,7 @@ pub(super) fn update(
     }
 
     if dirty.is_empty() && in_flight == 0 {
-        let monitor = td(cfg.monitor.unwrap_or(Duration::from_secs(5)));
+        let monitor = td(cfg.monitor.unwrap_or_default());
         let done_at = last_running.map_or(now, |l| l + monitor);
         if now < done_at {
             w.wake(done_at);

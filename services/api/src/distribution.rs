@@ -1,0 +1,71 @@
+//! `/distribution` and `/auth`: what the CLI asks about images and
+//! registries before it writes a service.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use shoal_shared::dispatch::{ImageAnswer, ImageQuery};
+use shoal_shared::model::{Node, NodeState};
+use shoal_shared::store::ListFilter;
+use shoal_shared::{envelope, subjects};
+
+use crate::error::{ApiError, ApiResult};
+use crate::request::IdPath;
+use crate::state::AppState;
+
+/// `GET /distribution/{name}/json`: answered by the agents, from their
+/// engines' image stores (or their registries). Without credentials every
+/// agent is asked and the first that knows the image answers; with the
+/// client's `X-Registry-Auth`, only this node's agent is asked. Once every
+/// ready node has said it does not know the image (or after
+/// [`DISTRIBUTION_TIMEOUT`]), a 404 the CLI turns into its usual
+/// "could not be accessed on a registry to record its digest" warning.
+pub async fn distribution(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<IdPath>,
+) -> ApiResult<HttpResponse> {
+    let query = ImageQuery {
+        image: path.id.clone(),
+        registry_auth: req
+            .headers()
+            .get("X-Registry-Auth")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+    };
+    // With credentials, only this node's agent is asked (they reach no other node).
+    let (subject, expected) = match query.registry_auth {
+        Some(_) => (subjects::agent_image_query_on(&state.node_id), 1),
+        None => {
+            let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
+            let ready = nodes.iter().filter(|n| n.status.state == NodeState::Ready).count();
+            (subjects::agent_image_query(), ready.max(1))
+        }
+    };
+    let asked =
+        envelope::first_ok::<_, ImageAnswer>(state.store.nats(), subject, &query, expected, DISTRIBUTION_TIMEOUT)
+            .await?;
+    match asked {
+        Some(a) => {
+            tracing::debug!(image = %query.image, node = %a.node_id, "distribution answered by an agent");
+            Ok(HttpResponse::Ok().json(a.inspect))
+        }
+        None => Err(ApiError::not_found(format!(
+            "no such image: {}: no node has it and no registry a node can reach knows it",
+            query.image
+        ))),
+    }
+}
+
+/// `POST /auth`: shoal does not check registry logins on the managers. The
+/// CLI keeps credentials on the client side; `--with-registry-auth` then
+/// sends them with each service create/update.
+pub async fn auth() -> ApiResult<HttpResponse> {
+    Err(ApiError::new(
+        actix_web::http::StatusCode::NOT_IMPLEMENTED,
+        "shoal does not check registry logins: run docker login against the local engine (without DOCKER_HOST); \
+         the CLI stores the credentials and --with-registry-auth sends them to shoal",
+    ))
+}
+
+/// How long `/distribution` waits for an agent that knows the image.
+pub const DISTRIBUTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
