@@ -76,6 +76,29 @@ pub fn env_var(pid: i32, key: &str) -> Option<String> {
         .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_string))
 }
 
+/// This host's name (`/proc/sys/kernel/hostname`, else `/etc/hostname`, else `localhost`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Total memory from `/proc/meminfo`, in bytes (0 when unknown).
+pub fn mem_total_bytes() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<i64>().ok()))
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +123,8 @@ mod tests {
         assert!(s.start_time > 0);
         assert!(std::env::var("PATH").is_ok_and(|p| env_var(me, "PATH") == Some(p)));
         assert!(env_var(me, "SHOAL_NO_SUCH_VARIABLE").is_none());
+        assert!(mem_total_bytes() > 0);
+        assert!(!hostname().is_empty());
     }
 
     fn parent_from_status() -> i32 {

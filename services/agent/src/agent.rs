@@ -429,16 +429,7 @@ pub fn describe(config: &crate::Config, engine: Option<&EngineFacts>) -> NodeDes
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as i64)
         .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<i64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0);
+    let mem = shoal_shared::procfs::mem_total_bytes();
     let flag_labels = config
         .labels
         .iter()

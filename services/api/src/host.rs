@@ -4,27 +4,11 @@
 
 use shoal_shared::model::{EngineDescription, NodeDescription, Platform, PluginDescription, Resources};
 
-/// This host's name (`/proc/sys/kernel/hostname`, else `/etc/hostname`, else `localhost`).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
+pub use shoal_shared::procfs::hostname;
 
-/// Total memory from `/proc/meminfo`, in bytes (0 when unknown).
+/// Total memory, in bytes (0 when unknown).
 pub fn memory_bytes() -> i64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<i64>().ok()))
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    shoal_shared::procfs::mem_total_bytes()
 }
 
 /// CPUs available to this process.

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use shoal_shared::dispatch::{AgentRequest, AgentResponse};
 use shoal_shared::envelope::{self, Reply};
 use shoal_shared::model::{Cluster, Node, Task};
-use shoal_shared::store::mirror::{Acting, Followed, GetState, Mirror, Table};
+use shoal_shared::store::mirror::{Acting, GetState, Mirror, Table};
 use shoal_shared::store::{Kind, Op, Record, StoreClient, StoreObject, TxOutcome, TxRequest, WatchEvent};
 use shoal_shared::{subjects, ErrorCode, ShoalError};
 
@@ -52,28 +52,11 @@ impl Follow {
     }
 }
 
-impl Mirror for Follow {
-    fn table(&mut self, kind: Kind) -> Option<&mut dyn Followed> {
-        match kind {
-            Kind::Node => Some(&mut self.nodes),
-            Kind::Task => Some(&mut self.tasks),
-            Kind::Cluster => Some(&mut self.clusters),
-            _ => None,
-        }
-    }
-
-    fn kinds(&self) -> &'static [Kind] {
-        &KINDS
-    }
-
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn set_position(&mut self, index: u64) {
-        self.position = index;
-    }
-}
+shoal_shared::mirror_tables!(Follow, position, KINDS, [
+    Node => nodes,
+    Task => tasks,
+    Cluster => clusters,
+]);
 
 /// The nodes whose assignments the records change (tasks carry their node as a field).
 fn nodes_of<'a>(records: impl Iterator<Item = &'a Record>) -> BTreeSet<String> {

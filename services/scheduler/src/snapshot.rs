@@ -4,7 +4,7 @@
 //! versions, tombstones pruned as the feed passes them, a reset on relist.
 
 use shoal_shared::model::{Cluster, Node, Service, Task, DEFAULTS};
-use shoal_shared::store::mirror::{Followed, Mirror, Table};
+use shoal_shared::store::mirror::{Mirror, Table};
 use shoal_shared::store::{Kind, Record};
 
 /// Everything the reconcile functions read.
@@ -20,29 +20,12 @@ pub struct Snapshot {
 /// The kinds the scheduler follows.
 pub const KINDS: [Kind; 4] = [Kind::Cluster, Kind::Node, Kind::Service, Kind::Task];
 
-impl Mirror for Snapshot {
-    fn table(&mut self, kind: Kind) -> Option<&mut dyn Followed> {
-        match kind {
-            Kind::Node => Some(&mut self.nodes),
-            Kind::Service => Some(&mut self.services),
-            Kind::Task => Some(&mut self.tasks),
-            Kind::Cluster => Some(&mut self.clusters),
-            _ => None,
-        }
-    }
-
-    fn kinds(&self) -> &'static [Kind] {
-        &KINDS
-    }
-
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn set_position(&mut self, index: u64) {
-        self.position = index;
-    }
-}
+shoal_shared::mirror_tables!(Snapshot, position, KINDS, [
+    Node => nodes,
+    Service => services,
+    Task => tasks,
+    Cluster => clusters,
+]);
 
 impl Snapshot {
     /// A snapshot holding exactly `records`.

@@ -311,6 +311,36 @@ pub trait Mirror {
     }
 }
 
+/// Implements [`Mirror`] for a struct of tables: its position field, the
+/// constant listing its kinds, and which field holds which kind, e.g.
+/// `shoal_shared::mirror_tables!(Follow, position, KINDS, [Node => nodes, Task => tasks]);`
+#[macro_export]
+macro_rules! mirror_tables {
+    ($ty:ty, $pos:ident, $kinds:expr, [$($kind:ident => $field:ident),+ $(,)?]) => {
+        impl $crate::store::mirror::Mirror for $ty {
+            fn table(&mut self, kind: $crate::store::Kind) -> Option<&mut dyn $crate::store::mirror::Followed> {
+                match kind {
+                    $($crate::store::Kind::$kind => Some(&mut self.$field),)+
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+
+            fn kinds(&self) -> &'static [$crate::store::Kind] {
+                &$kinds
+            }
+
+            fn position(&self) -> u64 {
+                self.$pos
+            }
+
+            fn set_position(&mut self, index: u64) {
+                self.$pos = index;
+            }
+        }
+    };
+}
+
 /// Whether this process acts: its store replica leads, in `term`. Writes
 /// carry the term as their fence, so a process that lost leadership
 /// without knowing cannot write.
@@ -447,24 +477,8 @@ mod tests {
         }
     }
 
-    impl Mirror for Follow {
-        fn table(&mut self, kind: Kind) -> Option<&mut dyn Followed> {
-            match kind {
-                Kind::Task => Some(&mut self.tasks),
-                Kind::Node => Some(&mut self.nodes),
-                _ => None,
-            }
-        }
-        fn kinds(&self) -> &'static [Kind] {
-            &[Kind::Task, Kind::Node]
-        }
-        fn position(&self) -> u64 {
-            self.position
-        }
-        fn set_position(&mut self, index: u64) {
-            self.position = index;
-        }
-    }
+    const KINDS: [Kind; 2] = [Kind::Task, Kind::Node];
+    crate::mirror_tables!(Follow, position, KINDS, [Task => tasks, Node => nodes]);
 
     fn task(id: &str, service: &str, node: &str, version: u64) -> Record {
         let mut t = Task::new(id, service, TaskSpec::default());

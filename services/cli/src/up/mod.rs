@@ -218,7 +218,7 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
     let bin = |n: &str| bin_dir.join(n);
     let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
     let path = |p: PathBuf| p.into_os_string();
-    let hostname = hostname();
+    let hostname = shoal_shared::procfs::hostname();
     let mut children = vec![Child::new("nats", &nats, vec!["-c".into(), path(nats_conf)], 2, &logs)];
     let mut store_args = os(&["--replica-id", "1", "--init", "--nats-url", &nats_url]);
     store_args.extend(["--data-dir".into(), path(data_dir.join("store"))]);
@@ -351,15 +351,6 @@ fn node_id(dir: &Path) -> Result<String, String> {
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Waits for the API, initializes the swarm unless told not to or already
