@@ -11,6 +11,9 @@
 //!   its unit, by `Environment=`, an `EnvironmentFile=` or `ExecStart`;
 //!   `ExecStart` flags are real and its `${VAR}`s are set;
 //! - `k8s-free-deploy/README.md` names every flag variable of every unit's binary.
+//! - `k8s-free-deploy/install` into a staging root: a second run changes
+//!   nothing and keeps edited configuration; `--role worker` switches the
+//!   enabled target.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -339,4 +342,75 @@ fn env_examples_name_real_flags_and_set_required_ones() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Runs `k8s-free-deploy/install` into a staging root; returns its output.
+fn install(root: &Path, role: &str) -> String {
+    let built = bin("shoal-api").parent().expect("bin dir").to_path_buf();
+    let out = Command::new(deploy_dir().join("install"))
+        .args(["--role", role, "--bin-dir"])
+        .arg(&built)
+        .arg("--root")
+        .arg(root)
+        .output()
+        .expect("run install");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "install --role {role} failed:\n{said}");
+    said
+}
+
+/// Whether `wants` holds the enable symlink of `unit` (it points at the
+/// unit's path on the installed host, not in the staging root).
+fn enabled(wants: &Path, unit: &str) -> bool {
+    wants.join(unit).symlink_metadata().is_ok()
+}
+
+#[test]
+fn install_is_idempotent_keeps_config_and_switches_roles() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let first = install(root, "manager");
+    for path in [
+        "usr/local/bin/shoal-agent",
+        "etc/systemd/system/shoal-manager.target",
+        "etc/shoal/shoal.env",
+        "etc/shoal/nats.conf",
+        "var/lib/shoal/node-id",
+    ] {
+        assert!(root.join(path).exists(), "{path} missing after:\n{first}");
+    }
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    assert!(enabled(&wants, "shoal-manager.target"), "{first}");
+    let node_id = std::fs::read_to_string(root.join("var/lib/shoal/node-id")).expect("node-id");
+    let env = std::fs::read_to_string(root.join("etc/shoal/shoal.env")).expect("shoal.env");
+    assert!(
+        env.lines().any(|l| l == format!("SHOAL_NODE_ID={}", node_id.trim())),
+        "{env}"
+    );
+
+    // Again, with a configuration edited meanwhile: nothing replaced, nothing lost.
+    let api_env = root.join("etc/shoal/api.env");
+    std::fs::write(&api_env, "SHOAL_LISTEN=tcp://127.0.0.1:2999\n").expect("edit api.env");
+    let second = install(root, "manager");
+    assert!(
+        !second.contains("installed"),
+        "second run replaced something:\n{second}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&api_env).expect("api.env"),
+        "SHOAL_LISTEN=tcp://127.0.0.1:2999\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/shoal/shoal.env")).expect("shoal.env"),
+        env
+    );
+
+    // Demoted to a worker: the worker target enabled, the manager target not.
+    let third = install(root, "worker");
+    assert!(enabled(&wants, "shoal-worker.target"), "{third}");
+    assert!(!enabled(&wants, "shoal-manager.target"), "{third}");
 }
