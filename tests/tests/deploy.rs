@@ -2,6 +2,7 @@
 //! - every unit passes `systemd-analyze verify` without a word (its
 //!   `/usr/local/bin/` ExecStart paths pointed at the built binaries), and a
 //!   deliberately broken unit does not;
+//! - every `shoal-*` unit a unit depends on is one of the shipped units;
 //! - the example env files name only real variables: each `SHOAL_*` set (or
 //!   shown commented) in a file is a flag variable (`[env: ...]` in `--help`)
 //!   of a binary whose unit reads that file, or a telemetry variable every
@@ -413,4 +414,33 @@ fn install_is_idempotent_keeps_config_and_switches_roles() {
     let third = install(root, "worker");
     assert!(enabled(&wants, "shoal-worker.target"), "{third}");
     assert!(!enabled(&wants, "shoal-manager.target"), "{third}");
+}
+
+#[test]
+fn units_refer_only_to_shipped_shoal_units() {
+    // systemd-analyze accepts a dependency on a unit that does not exist (it
+    // may be installed later), so a misspelt shoal-* name must be caught here.
+    let files = unit_files();
+    let shipped: BTreeSet<String> = files
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().to_string())
+        .collect();
+    let mut problems = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("unit");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            if !["Wants", "Requires", "After", "Before", "PartOf", "BindsTo", "WantedBy"].contains(&key) {
+                continue;
+            }
+            for name in value.split_whitespace().filter(|n| n.starts_with("shoal-")) {
+                if !shipped.contains(name) {
+                    problems.push(format!("{}: {key}={name} is not a shipped unit", path.display()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
