@@ -3,6 +3,7 @@
 //!   `/usr/local/bin/` ExecStart paths pointed at the built binaries), and a
 //!   deliberately broken unit does not;
 //! - every `shoal-*` unit a unit depends on is one of the shipped units;
+//! - `etc/nats.conf` passes `nats-server -t`;
 //! - the example env files name only real variables: each `SHOAL_*` set (or
 //!   shown commented) in a file is a flag variable (`[env: ...]` in `--help`)
 //!   of a binary whose unit reads that file, or a telemetry variable every
@@ -11,7 +12,7 @@
 //! - every required flag of each binary (its `--help` usage line) is set for
 //!   its unit, by `Environment=`, an `EnvironmentFile=` or `ExecStart`;
 //!   `ExecStart` flags are real and its `${VAR}`s are set;
-//! - `k8s-free-deploy/README.md` names every flag variable of every unit's binary.
+//! - `k8s-free-deploy/README.md` names every flag variable of every unit's binary;
 //! - `k8s-free-deploy/install` into a staging root: a second run changes
 //!   nothing and keeps edited configuration; `--role worker` switches the
 //!   enabled target.
@@ -443,4 +444,21 @@ fn units_refer_only_to_shipped_shoal_units() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn nats_conf_is_valid_for_nats_server() {
+    let conf = deploy_dir().join("etc/nats.conf");
+    let out = Command::new(shoal_tests::which("nats-server"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("run nats-server -t");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && said.contains("is valid"), "{said}");
 }
