@@ -294,7 +294,10 @@ impl Agent {
         let lost = self.executor.lost_reason().to_string();
         let ids: Vec<String> = self.tasks.keys().cloned().collect();
         for id in ids {
-            let found = mine.remove(&id);
+            let found = mine.remove(&id).or_else(|| {
+                let handle = self.tasks[&id].handle.as_ref()?;
+                self.executor.probe(handle, &id)
+            });
             match &found {
                 Some(f) if f.running => match f.handle.container_id() {
                     Some(c) => tracing::info!(task = %id, container = %c, "agent: re-adopted running container"),

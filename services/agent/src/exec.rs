@@ -141,6 +141,14 @@ pub trait Executor: Send + Sync {
     /// Ends and removes found work that belongs to no task of this node.
     fn discard(&self, found: Found) -> BoxFuture<'static, ()>;
 
+    /// Looks at one piece of work the agent remembers but [`Executor::find`]
+    /// did not return (e.g. a process whose environment this agent may not
+    /// read, or one started before tasks carried their IDs): what it is now,
+    /// if the executor can tell from the handle alone.
+    fn probe(&self, _handle: &Handle, _task_id: &str) -> Option<Found> {
+        None
+    }
+
     /// The reason given when a task's work is gone after an agent restart.
     fn lost_reason(&self) -> &'static str;
 }

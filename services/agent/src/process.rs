@@ -96,6 +96,19 @@ impl Executor for ProcessExecutor {
     fn lost_reason(&self) -> &'static str {
         "task: process ended while the agent was not running"
     }
+
+    fn probe(&self, handle: &Handle, task_id: &str) -> Option<Found> {
+        match handle {
+            Handle::Process(p) if alive(p) => Some(Found {
+                task_id: task_id.to_string(),
+                handle: handle.clone(),
+                running: true,
+                started: true,
+                exit_code: None,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The running task processes of `node_id`, one per task: the process
@@ -295,6 +308,9 @@ mod tests {
         .unwrap();
         let found = find_processes(&node);
         assert_eq!(found.len(), 1, "{found:?}");
+        // The remembered handle alone tells the same (for processes whose
+        // environment cannot be read).
+        assert_eq!(ex.probe(&started.handle, "tfind1"), Some(found[0].clone()));
         assert_eq!(found[0].task_id, "tfind1");
         assert_eq!(found[0].handle, Handle::Process(root), "the shell, not its children");
         assert!(found[0].running);
