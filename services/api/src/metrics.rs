@@ -79,7 +79,9 @@ where
 {
     let started = Instant::now();
     let method = req.method().to_string();
-    let http_req = req.request().clone();
+    // Matched against the resource map before routing (a clone of the
+    // request kept across the call would stop the router from filling it in).
+    let route = route_label(req.match_pattern());
     let fut = srv.call(req);
     Box::pin(async move {
         let res = fut.await;
@@ -87,7 +89,7 @@ where
             Ok(r) => r.status().as_u16(),
             Err(e) => e.as_response_error().status_code().as_u16(),
         };
-        record(&method, route_label(http_req.match_pattern()), status, started);
+        record(&method, route, status, started);
         res
     })
 }
