@@ -140,6 +140,9 @@ impl Scheduler {
                     tracing::info!(?acting, "scheduler: leadership changed");
                     if acting.is_some() {
                         act.trigger(ctx);
+                    } else {
+                        // Only the acting scheduler reports the cluster's tasks.
+                        crate::metrics::clear();
                     }
                 }
             })

@@ -16,7 +16,7 @@ pub struct Metrics {
     pub pass_seconds: Histogram,
     /// Passes run.
     pub passes: Counter,
-    /// Tasks by observed state in the snapshot of the last pass.
+    /// Tasks by observed state in the snapshot of the last pass (0 while not acting).
     pub tasks: Family<Labels, Gauge>,
     /// Tasks the last pass could not place.
     pub pending_tasks: Gauge,
@@ -64,4 +64,13 @@ pub fn count_tasks(snap: &Snapshot) {
     for (s, n) in TaskState::ALL.iter().zip(counts) {
         m.tasks.get_or_create(&vec![("state", s.as_str().to_string())]).set(n);
     }
+}
+
+/// Zeroes the task gauges (a scheduler that stops acting no longer reports them).
+pub fn clear() {
+    let m = metrics();
+    for s in TaskState::ALL {
+        m.tasks.get_or_create(&vec![("state", s.as_str().to_string())]).set(0);
+    }
+    m.pending_tasks.set(0);
 }
