@@ -7,9 +7,11 @@
 //! - [`envelope`]: how a message is encoded and how W3C trace context rides in NATS headers;
 //! - [`error`]: error codes that say whether to retry;
 //! - [`config`] and [`telemetry`]: common flags, `SHOAL_*` variables and tracing setup;
+//! - [`metrics`]: the Prometheus registry and the `/metrics` server (`--metrics-addr`);
 //! - [`process`]: what every service binary does around its `run` (runtime, signals, exit).
 //!
-//! It does not depend on actix: services adapt these types to their actors.
+//! It does not depend on actix actors: services adapt these types to theirs
+//! (only [`metrics`] runs a small actix-web server).
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -17,6 +19,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod id;
+pub mod metrics;
 pub mod model;
 pub mod process;
 pub mod procfs;

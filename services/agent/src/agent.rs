@@ -320,6 +320,7 @@ impl Agent {
     // --- The session with the dispatcher. ---
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::count_phases(self.tasks.values());
         if self.adopting {
             return;
         }
@@ -418,8 +419,11 @@ impl Agent {
                 if matches!(res, Ok(AgentResponse::UnknownSession)) {
                     act.session.unknown(&session_id);
                 }
-                act.session
-                    .reports_sent(matches!(res, Ok(AgentResponse::StatusOk)), updates);
+                let ok = matches!(res, Ok(AgentResponse::StatusOk));
+                if ok {
+                    crate::metrics::metrics().reports_sent.inc_by(updates.len() as u64);
+                }
+                act.session.reports_sent(ok, updates);
             })
             .spawn(ctx);
     }
@@ -506,7 +510,7 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
             node_id,
             description,
             nats,
-            executor,
+            executor: Arc::new(crate::metrics::Timed(executor)),
             db,
             tasks,
             children: HashMap::new(),

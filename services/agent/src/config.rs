@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use shoal_shared::config::{NatsArgs, Problems};
+use shoal_shared::metrics::MetricsArgs;
 
 /// How the agent runs tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,6 +21,9 @@ pub enum ExecutorKind {
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// The node's name (its hostname as the swarm sees it).
     #[arg(long, env = "SHOAL_NODE_NAME")]
@@ -55,6 +59,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
+        self.metrics.validate(&mut p);
         if self.node_name.trim().is_empty() {
             p.push("--node-name / SHOAL_NODE_NAME: must not be empty");
         }
@@ -99,6 +104,7 @@ impl Config {
             nats: NatsArgs {
                 nats_url: nats_url.to_string(),
             },
+            metrics: MetricsArgs::default(),
             node_name: node_name.to_string(),
             data_dir,
             node_id: None,

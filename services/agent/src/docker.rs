@@ -555,6 +555,11 @@ impl Executor for DockerExecutor {
     fn lost_reason(&self) -> &'static str {
         "task: container removed while the agent was not running"
     }
+
+    /// Containers carry their labels, so [`Executor::find`] sees all of them.
+    fn probe(&self, _handle: &Handle, _task_id: &str) -> Option<Found> {
+        None
+    }
 }
 
 #[cfg(test)]

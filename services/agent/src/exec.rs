@@ -145,9 +145,7 @@ pub trait Executor: Send + Sync {
     /// did not return (e.g. a process whose environment this agent may not
     /// read, or one started before tasks carried their IDs): what it is now,
     /// if the executor can tell from the handle alone.
-    fn probe(&self, _handle: &Handle, _task_id: &str) -> Option<Found> {
-        None
-    }
+    fn probe(&self, handle: &Handle, task_id: &str) -> Option<Found>;
 
     /// The reason given when a task's work is gone after an agent restart.
     fn lost_reason(&self) -> &'static str;

@@ -14,6 +14,7 @@
 //! - [`docker`]: the `docker` executor (bollard);
 //! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
 //! - [`image`]: answers the API's image lookups from the node's engine;
+//! - [`metrics`]: tasks by phase, executor operation latency, reports sent;
 //! - [`agent`]: the actix actor, a thin shell performing the controller's effects.
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod db;
 pub mod docker;
 pub mod exec;
 pub mod image;
+pub mod metrics;
 pub mod process;
 pub mod session;
 
@@ -34,6 +36,7 @@ pub use config::Config;
 /// Runs the agent until `shutdown` completes. Must be called inside an actix
 /// `System`. Tasks keep running after the agent stops.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    metrics::metrics();
     let nats = config
         .nats
         .connect(&format!("shoal-agent-{}", config.node_name))

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use shoal_shared::config::{NatsArgs, Problems};
+use shoal_shared::metrics::MetricsArgs;
 
 /// Which kind of node this API answers for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -23,6 +24,9 @@ pub enum Role {
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// This host's node ID; when absent it is read from (or created in) `<data-dir>/node-id`.
     #[arg(long, env = "SHOAL_NODE_ID")]
@@ -99,6 +103,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
+        self.metrics.validate(&mut p);
         match self.tcp_addr() {
             Err(e) => p.push(e),
             Ok(Some(addr)) if !addr.ip().is_loopback() && (self.tls_cert.is_none() || self.tls_key.is_none()) => {
@@ -175,6 +180,7 @@ impl Config {
             nats: NatsArgs {
                 nats_url: nats_url.to_string(),
             },
+            metrics: MetricsArgs::default(),
             node_id: None,
             data_dir,
             listen: format!("tcp://127.0.0.1:{port}"),

@@ -18,7 +18,8 @@
 //! - [`spec`]: body decoding that names the bad field, service spec
 //!   validation with Docker's defaults;
 //! - [`filters`]: Docker's `filters` query parameter;
-//! - [`error`]: Docker's status codes and words.
+//! - [`error`]: Docker's status codes and words;
+//! - [`metrics`]: requests by route pattern and status, and their latency.
 //!
 //! Every route is served both bare and under `/v{version}/`.
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod distribution;
 pub mod error;
 pub mod filters;
 pub mod host;
+pub mod metrics;
 pub mod names;
 pub mod networks;
 pub mod objects;
@@ -258,6 +260,7 @@ fn tls_config(
 /// Runs the API until `shutdown` completes. Must be called inside an actix `System`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate().map_err(|m| anyhow::anyhow!(m))?;
+    metrics::metrics();
     let node_id = config.resolve_node_id()?;
     let nats = config.nats.connect(&format!("shoal-api-{node_id}")).await?;
     let store = shoal_shared::store::StoreClient::new(nats);
@@ -285,6 +288,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .service(web::scope("/v{api_version:[0-9.]+}").configure(routes))
             .default_service(web::to(not_found))
             .wrap_fn(gate)
+            .wrap_fn(metrics::observe)
     })
     // Request heads must arrive within 5 s (408), bodies within --body-timeout-ms
     // (`read_body`); idle keep-alive connections close after 5 s, and a closing

@@ -186,10 +186,17 @@ impl StreamHandler<Incoming> for DispatcherActor {
         let resp: Result<AgentResponse, ShoalError> =
             envelope::decode::<AgentRequest>(&msg.payload).map(|req| self.answer(req));
         self.outbox.send(reply_to, envelope::encode(&Reply::from(resp)));
+        self.note_sessions();
     }
 }
 
 impl DispatcherActor {
+    /// Sets `shoal_dispatcher_sessions` from the acting logic (0 when not acting).
+    fn note_sessions(&self) {
+        let n = self.logic.as_ref().map_or(0, |l| l.sessions.len());
+        crate::metrics::metrics().sessions.set(n as i64);
+    }
+
     fn period(&self) -> Duration {
         self.follow
             .clusters
@@ -220,6 +227,7 @@ impl DispatcherActor {
             }
             AgentRequest::Heartbeat { node_id, session_id } => {
                 self.heartbeats += 1;
+                crate::metrics::metrics().heartbeats.inc();
                 if logic.heartbeat(&node_id, &session_id, now) {
                     AgentResponse::HeartbeatOk {
                         heartbeat_period: period,
@@ -233,7 +241,10 @@ impl DispatcherActor {
                     return AgentResponse::UnknownSession;
                 }
                 match logic.full(&node_id, self.follow.tasks.by("node", &node_id)) {
-                    Some(assignments) => AgentResponse::Full { assignments },
+                    Some(assignments) => {
+                        crate::metrics::metrics().assignments_pushed.inc();
+                        AgentResponse::Full { assignments }
+                    }
                     None => AgentResponse::UnknownSession,
                 }
             }
@@ -257,6 +268,7 @@ impl DispatcherActor {
             if let Some(a) = logic.increment(&node, self.follow.tasks.by("node", &node)) {
                 self.outbox
                     .send(subjects::agent_assignments(&node), envelope::encode(&a));
+                crate::metrics::metrics().assignments_pushed.inc();
             }
         }
     }
@@ -274,6 +286,7 @@ impl DispatcherActor {
                         Dispatcher::new(Utc::now(), prefix)
                     });
                     act.down.clear();
+                    act.note_sessions();
                 }
             })
             .spawn(ctx);
@@ -291,6 +304,7 @@ impl DispatcherActor {
             tracing::info!(node = %id, "dispatcher: heartbeat failure, node down");
             self.down.insert(id);
         }
+        self.note_sessions();
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -312,6 +326,7 @@ impl DispatcherActor {
         self.flushing = true;
         let client = self.client.clone();
         let n_ops = ops.len();
+        let n_statuses = pending.statuses.len() as u64;
         async move {
             let res = client.tx(TxRequest::new(ops.clone()).fenced(term)).await;
             (ops, res)
@@ -323,6 +338,9 @@ impl DispatcherActor {
                 Ok(out) => {
                     act.writes += 1;
                     act.marked_down += down.len() as u64;
+                    let m = crate::metrics::metrics();
+                    m.nodes_marked_down.inc_by(down.len() as u64);
+                    m.status_updates_written.inc_by(n_statuses);
                     for id in &down {
                         act.down.remove(id);
                     }

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use shoal_shared::config::{LeadershipArgs, NatsArgs, Problems};
+use shoal_shared::metrics::MetricsArgs;
 
 /// shoal's dispatcher (acts only on the store leader's node).
 #[derive(Debug, Clone, Parser)]
@@ -9,6 +10,9 @@ use shoal_shared::config::{LeadershipArgs, NatsArgs, Problems};
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     #[command(flatten)]
     pub leadership: LeadershipArgs,
@@ -27,6 +31,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
+        self.metrics.validate(&mut p);
         self.leadership.validate(&mut p);
         if self.flush_ms == 0 {
             p.push("--flush-ms / SHOAL_FLUSH_MS: must be at least 1");
@@ -40,6 +45,7 @@ impl Config {
             nats: NatsArgs {
                 nats_url: nats_url.to_string(),
             },
+            metrics: MetricsArgs::default(),
             leadership: LeadershipArgs::for_test(store_replica),
             node_id: String::new(),
             flush_ms: 50,

@@ -10,12 +10,14 @@
 //! acts, and its writes carry the leader's term as a fencing token.
 //!
 //! - [`logic`]: sessions, expiry, assignments and status merging (no I/O);
+//! - [`metrics`]: sessions, heartbeats, assignments, status writes, nodes marked down;
 //! - [`actors`]: the actix actor adapting NATS and the store watcher.
 #![forbid(unsafe_code)]
 
 pub mod actors;
 pub mod config;
 pub mod logic;
+pub mod metrics;
 
 use std::future::Future;
 
@@ -23,6 +25,7 @@ pub use config::Config;
 
 /// Runs the dispatcher until `shutdown` completes. Must be called inside an actix `System`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    metrics::metrics();
     let nats = config.nats.connect("shoal-dispatcher").await?;
     let _addr = actors::start(config.clone(), nats).await?;
     tracing::info!(replica = config.leadership.store_replica, "dispatcher ready");

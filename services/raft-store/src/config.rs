@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shoal_shared::config::{NatsArgs, Problems};
+use shoal_shared::metrics::MetricsArgs;
 
 /// shoal's replicated object store (one Raft replica).
 #[derive(Debug, Clone, Parser)]
@@ -12,6 +13,9 @@ use shoal_shared::config::{NatsArgs, Problems};
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// This replica's Raft id (a positive integer, unique in the cluster).
     #[arg(long, env = "SHOAL_REPLICA_ID")]
@@ -68,6 +72,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
+        self.metrics.validate(&mut p);
         if self.cache_mb == 0 {
             p.push("--cache-mb / SHOAL_CACHE_MB: must be at least 1");
         }
@@ -121,6 +126,7 @@ impl Config {
             nats: NatsArgs {
                 nats_url: nats_url.to_string(),
             },
+            metrics: MetricsArgs::default(),
             replica_id,
             data_dir,
             init: true,

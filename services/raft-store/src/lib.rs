@@ -11,6 +11,7 @@
 //! - [`network`]: Raft RPCs as NATS request/reply;
 //! - [`server`]: the replica: store API, leader forwarding, proposal batching,
 //!   change-feed publishing;
+//! - [`metrics`]: term, leadership, indexes, proposals, log flush and snapshot timings;
 //! - [`actors`]: the actix actors that adapt NATS subscriptions to the replica.
 #![forbid(unsafe_code)]
 // openraft's storage traits return its large `StorageError`; the helpers that
@@ -23,6 +24,7 @@ pub mod codec;
 pub mod config;
 pub mod index;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod server;
 pub mod sm;
@@ -34,6 +36,7 @@ pub use config::Config;
 
 /// Runs a replica until `shutdown` completes. Must be called inside an actix `System`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    metrics::metrics();
     let nats = config
         .nats
         .connect(&format!("shoal-raft-store-{}", config.replica_id))

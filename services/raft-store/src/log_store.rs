@@ -116,6 +116,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            crate::metrics::metrics().commit_index.set(c.index as i64);
+        }
         self.put_meta("committed", &committed)
     }
 
@@ -128,6 +131,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = codec::encode(&entry);
@@ -135,6 +139,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.log.apply_batch(batch).map_err(write_err)?;
         let res = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
+        crate::metrics::metrics()
+            .log_flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         callback.log_io_completed(res);
         Ok(())
     }

@@ -300,6 +300,9 @@ impl Replica {
             tokio::spawn(async move {
                 let (txs, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.tx, p.reply)).unzip();
                 let n = txs.len();
+                let m = crate::metrics::metrics();
+                m.proposals.inc();
+                m.batch_size.observe(n as f64);
                 let cmd = Command {
                     at: chrono::Utc::now(),
                     txs,
@@ -353,6 +356,11 @@ impl Replica {
         loop {
             let (now, term) = {
                 let m = metrics.borrow();
+                let g = crate::metrics::metrics();
+                g.term.set(m.current_term as i64);
+                g.is_leader.set((m.state == ServerState::Leader) as i64);
+                g.applied_index.set(m.last_applied.map_or(0, |l| l.index as i64));
+                g.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
                 (m.state == ServerState::Leader, m.current_term)
             };
             self.is_leader.store(now, Ordering::Release);

@@ -728,6 +728,7 @@ pub struct Builder {
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = std::time::Instant::now();
         let data = self.data.take().unwrap_or(SnapshotData { entries: Vec::new() });
         let bytes = codec::encode(&data);
         let snapshot_id = match &self.last_applied {
@@ -745,6 +746,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             snapshot_id,
         };
         save_snapshot(&self.db, &self.snap, &meta, &bytes).await?;
+        crate::metrics::metrics()
+            .snapshot_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(Snapshot {
             meta,
             snapshot: Box::new(std::io::Cursor::new(bytes)),

@@ -140,6 +140,9 @@ impl Scheduler {
                     tracing::info!(?acting, "scheduler: leadership changed");
                     if acting.is_some() {
                         act.trigger(ctx);
+                    } else {
+                        // Only the acting scheduler reports the cluster's tasks.
+                        crate::metrics::clear();
                     }
                 }
             })
@@ -158,18 +161,27 @@ impl Scheduler {
         self.passes += 1;
         let snap = self.snap.clone();
         let now = Utc::now();
-        tokio::task::spawn_blocking(move || reconcile::reconcile(&snap, now, &mut shoal_shared::id::new_id))
-            .into_actor(self)
-            .map(move |plan, act, ctx| match plan {
-                Ok(plan) => act.commit(ctx, term, plan),
-                Err(e) => {
-                    act.busy = false;
-                    act.dirty = true;
-                    tracing::error!(error = %e, "scheduler: a reconcile pass panicked");
-                    act.last_error = Some(format!("reconcile pass failed: {e}"));
-                }
-            })
-            .spawn(ctx);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let plan = reconcile::reconcile(&snap, now, &mut shoal_shared::id::new_id);
+            let m = crate::metrics::metrics();
+            m.pass_seconds.observe(started.elapsed().as_secs_f64());
+            m.passes.inc();
+            m.pending_tasks.set(plan.pending as i64);
+            crate::metrics::count_tasks(&snap);
+            plan
+        })
+        .into_actor(self)
+        .map(move |plan, act, ctx| match plan {
+            Ok(plan) => act.commit(ctx, term, plan),
+            Err(e) => {
+                act.busy = false;
+                act.dirty = true;
+                tracing::error!(error = %e, "scheduler: a reconcile pass panicked");
+                act.last_error = Some(format!("reconcile pass failed: {e}"));
+            }
+        })
+        .spawn(ctx);
     }
 
     /// Commits a pass's operations, then runs the next pass (or waits for the feed on failure).
@@ -201,6 +213,7 @@ impl Scheduler {
                 let snap = Arc::make_mut(&mut act.snap);
                 for (ops, out) in &done {
                     act.ops_written += ops.len() as u64;
+                    crate::metrics::metrics().ops_written.inc_by(ops.len() as u64);
                     snap.apply_outcome(ops, out);
                 }
                 match err {

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use shoal_shared::config::{LeadershipArgs, NatsArgs, Problems};
+use shoal_shared::metrics::MetricsArgs;
 
 /// shoal's orchestrator, allocator and scheduler (acts only on the store leader's node).
 #[derive(Debug, Clone, Parser)]
@@ -9,6 +10,9 @@ use shoal_shared::config::{LeadershipArgs, NatsArgs, Problems};
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     #[command(flatten)]
     pub leadership: LeadershipArgs,
@@ -31,6 +35,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
+        self.metrics.validate(&mut p);
         self.leadership.validate(&mut p);
         if self.max_tx_ops == 0 {
             p.push("--max-tx-ops / SHOAL_MAX_TX_OPS: must be at least 1");
@@ -47,6 +52,7 @@ impl Config {
             nats: NatsArgs {
                 nats_url: nats_url.to_string(),
             },
+            metrics: MetricsArgs::default(),
             leadership: LeadershipArgs::for_test(store_replica),
             node_id: String::new(),
             max_tx_ops: 250,

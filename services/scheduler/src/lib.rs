@@ -9,11 +9,13 @@
 //! - [`snapshot`]: the store state it reads, fed by a watcher and by its own writes;
 //! - [`reconcile`]: one pure pass, snapshot + clock in, store operations out;
 //! - [`placement`]: the filter pipeline and spread;
+//! - [`metrics`]: pass timings, tasks by state, pending tasks, operations written;
 //! - [`actors`]: the actix actor that follows the store and commits the passes.
 #![forbid(unsafe_code)]
 
 pub mod actors;
 pub mod config;
+pub mod metrics;
 pub mod placement;
 pub mod reconcile;
 pub mod snapshot;
@@ -24,6 +26,7 @@ pub use config::Config;
 
 /// Runs the scheduler until `shutdown` completes. Must be called inside an actix `System`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    metrics::metrics();
     let nats = config.nats.connect("shoal-scheduler").await?;
     let _addr = actors::start(config.clone(), nats);
     tracing::info!(replica = config.leadership.store_replica, "scheduler ready");

@@ -73,6 +73,9 @@ pub enum Cmd {
     /// Display swarm-wide information.
     Info,
     /// Run a swarm node on this machine: nats-server and every shoal process, supervised.
+    ///
+    /// Prints `metrics <process> http://ADDR/metrics` for each shoal process
+    /// (Prometheus metrics on a free loopback port), then `DOCKER_HOST=...` when ready.
     Up(Box<crate::up::UpArgs>),
 }
 

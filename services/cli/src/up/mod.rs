@@ -113,6 +113,8 @@ struct Plan {
     nats_port: u16,
     node_id: String,
     children: Vec<Child>,
+    /// Each shoal process and where it serves Prometheus metrics.
+    metrics: Vec<(String, SocketAddr)>,
     no_init: bool,
 }
 
@@ -124,6 +126,7 @@ fn up(args: UpArgs) -> Result<(), String> {
         nats_port,
         node_id,
         mut children,
+        metrics,
         no_init,
     } = plan;
 
@@ -139,6 +142,9 @@ fn up(args: UpArgs) -> Result<(), String> {
         data_dir.join("logs").display()
     );
     eprintln!("shoal up: NATS on nats://127.0.0.1:{nats_port}");
+    for (name, addr) in &metrics {
+        println!("metrics {name} http://{addr}/metrics");
+    }
 
     let stopping = Arc::new(AtomicBool::new(false));
     let ready = {
@@ -219,12 +225,25 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
     let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
     let path = |p: PathBuf| p.into_os_string();
     let hostname = shoal_shared::procfs::hostname();
+    // Every shoal process serves metrics on a free loopback port. The probe
+    // listeners stay open until all ports are chosen, so no two are the same.
+    let mut probes = Vec::new();
+    let mut metrics = Vec::new();
+    let mut metrics_arg = |name: &str| -> Result<Vec<OsString>, String> {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port for metrics: {e}"))?;
+        let addr = l.local_addr().map_err(|e| format!("no free port for metrics: {e}"))?;
+        probes.push(l);
+        metrics.push((name.to_string(), addr));
+        Ok(vec!["--metrics-addr".into(), addr.to_string().into()])
+    };
     let mut children = vec![Child::new("nats", &nats, vec!["-c".into(), path(nats_conf)], 2, &logs)];
     let mut store_args = os(&["--replica-id", "1", "--init", "--nats-url", &nats_url]);
     store_args.extend(["--data-dir".into(), path(data_dir.join("store"))]);
+    store_args.extend(metrics_arg("raft-store")?);
     children.push(Child::new("raft-store", &bin("shoal-raft-store"), store_args, 1, &logs));
     for name in ["scheduler", "dispatcher"] {
-        let a = os(&["--store-replica", "1", "--node-id", &node_id, "--nats-url", &nats_url]);
+        let mut a = os(&["--store-replica", "1", "--node-id", &node_id, "--nats-url", &nats_url]);
+        a.extend(metrics_arg(name)?);
         children.push(Child::new(name, &bin(&format!("shoal-{name}")), a, 0, &logs));
     }
     let mut api_args = os(&["--node-id", &node_id, "--nats-url", &nats_url]);
@@ -236,10 +255,12 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
         "--listen".into(),
         format!("tcp://{api}").into(),
     ]);
+    api_args.extend(metrics_arg("api")?);
     children.push(Child::new("api", &bin("shoal-api"), api_args, 0, &logs));
     let mut agent_args = os(&["--node-id", &node_id, "--node-name", &hostname]);
     agent_args.extend(os(&["--executor", executor.flag(), "--nats-url", &nats_url]));
     agent_args.extend(["--data-dir".into(), path(data_dir.join("agent"))]);
+    agent_args.extend(metrics_arg("agent")?);
     children.push(Child::new("agent", &bin("shoal-agent"), agent_args, 0, &logs));
     for i in 2..args.extra_agents.saturating_add(2) {
         // Its own node: a distinct name, and a node ID the agent keeps in its own data dir.
@@ -253,6 +274,7 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
             &nats_url,
         ]);
         a.extend(["--data-dir".into(), path(data_dir.join(format!("agent-{i}")))]);
+        a.extend(metrics_arg(&format!("agent-{i}"))?);
         children.push(Child::new(&format!("agent-{i}"), &bin("shoal-agent"), a, 0, &logs));
     }
     let plan = Plan {
@@ -261,8 +283,10 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
         nats_port,
         node_id,
         children,
+        metrics,
         no_init: args.no_init,
     };
+    drop(probes);
     Ok((plan, lock))
 }
 
