@@ -26,5 +26,6 @@ pub mod procfs;
 pub mod store;
 pub mod subjects;
 pub mod telemetry;
+pub mod template;
 
 pub use error::{ErrorCode, Result, ShoalError};

@@ -1175,3 +1175,50 @@ async fn rapid_scale_flips_leave_exactly_the_running_tasks_containers() {
     up.docker(&["service", "rm", "flip"]).ok();
     no_containers_left(&up).await;
 }
+
+/// Swarm's placeholders in `--hostname`, `--env` and `--mount` are expanded
+/// per task on the node (issue 15 §8), as SwarmKit's agent does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_env_and_mount_templates_are_expanded_per_task() {
+    let home = temp_home();
+    let data = home.path().join("data");
+    let port = free_port();
+    // Declared before `up`: dropped after it, once no container uses it.
+    let volume = format!("tplvol-{}", std::process::id());
+    let _volume = Volume(format!("{volume}-1"));
+    let up = up_docker(home.path(), "tpl-1", &data, port).await;
+    create(
+        &up,
+        "tpl",
+        &[
+            "--hostname",
+            "{{.Service.Name}}-{{.Task.Slot}}",
+            "--env",
+            "WHERE={{.Node.Hostname}}/{{.Node.Platform.OS}}",
+            "--env",
+            "TASK={{.Task.Name}}",
+            "--mount",
+            &format!("type=volume,source={volume}-{{{{.Task.Slot}}}},target=/data"),
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
+    let node = up.lines(&["node", "ls", "--format", "{{.Hostname}}"]).unwrap()[0].clone();
+    let container = until("the task's container", || the_container(&up, "tpl")).await;
+    let inspect = engine(&[
+        "inspect",
+        "--format",
+        "{{.Config.Hostname}}|{{json .Config.Env}}|{{range .Mounts}}{{.Name}}{{end}}",
+        &container,
+    ])
+    .ok();
+    let out = inspect.stdout.trim().to_string();
+    let parts: Vec<&str> = out.split('|').collect();
+    assert_eq!(parts[0], "tpl-1", "{out}");
+    assert!(parts[1].contains(&format!("WHERE={node}/linux")), "{out}");
+    assert!(parts[1].contains("TASK=tpl.1."), "{out}");
+    assert_eq!(parts[2], format!("{volume}-1"), "{out}");
+    up.docker(&["service", "rm", "tpl"]).ok();
+    no_containers_left(&up).await;
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use shoal_shared::dispatch::{AgentRequest, AgentResponse, Assignments, StatusUpdate};
 use shoal_shared::envelope;
 use shoal_shared::model::{NodeDescription, Task, TaskState};
@@ -26,7 +26,7 @@ use crate::config::ExecutorKind;
 use crate::controller::{self, Effect, Event, Phase, TaskCtl};
 use crate::db::TaskDb;
 use crate::docker::{DockerExecutor, EngineFacts};
-use crate::exec::{Executor, Found};
+use crate::exec::{ExecError, Executor, Found};
 use crate::process::ProcessExecutor;
 use crate::session::{Apply, Due, Session};
 
@@ -159,16 +159,22 @@ impl Agent {
         let task_id = id.to_string();
         match effect {
             Effect::Prepare => {
-                self.executor
-                    .prepare(task)
-                    .into_actor(self)
+                // Swarm's placeholders ({{.Task.Slot}}, ...) are expanded here,
+                // per task; a template that does not parse rejects the task.
+                let work = match crate::template::expand_task(task, &self.description) {
+                    Ok(t) => self.executor.prepare(&t),
+                    Err(e) => futures::future::ready(Err(ExecError::Rejected(e))).boxed(),
+                };
+                work.into_actor(self)
                     .map(move |res, act, ctx| act.feed(ctx, &task_id, Event::Prepared(res)))
                     .spawn(ctx);
             }
             Effect::Start(prepared) => {
-                self.executor
-                    .start(task, prepared)
-                    .into_actor(self)
+                let work = match crate::template::expand_task(task, &self.description) {
+                    Ok(t) => self.executor.start(&t, prepared),
+                    Err(e) => futures::future::ready(Err(ExecError::Failed(e))).boxed(),
+                };
+                work.into_actor(self)
                     .map(move |res, act, ctx| {
                         let res = res.map(|started| {
                             if let Some(child) = started.child {

@@ -13,6 +13,7 @@
 //! - [`process`]: the `process` executor;
 //! - [`docker`]: the `docker` executor (bollard);
 //! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
+//! - [`template`]: Swarm's per-task placeholders in hostname, env and mounts;
 //! - [`image`]: answers the API's image lookups from the node's engine;
 //! - [`metrics`]: tasks by phase, executor operation latency, reports sent;
 //! - [`agent`]: the actix actor, a thin shell performing the controller's effects.
@@ -28,6 +29,7 @@ pub mod image;
 pub mod metrics;
 pub mod process;
 pub mod session;
+pub mod template;
 
 use std::future::Future;
 

@@ -2,8 +2,6 @@
 //! with min width 10 and padding 3), Go templates (`--format`), human
 //! durations and byte sizes.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -34,29 +32,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A serde JSON value as a template value.
-pub fn to_gtmpl(v: &Value) -> gtmpl::Value {
-    match v {
-        Value::Null => gtmpl::Value::Nil,
-        Value::Bool(b) => gtmpl::Value::Bool(*b),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                gtmpl::Value::from(u)
-            } else if let Some(i) = n.as_i64() {
-                gtmpl::Value::from(i)
-            } else {
-                gtmpl::Value::from(n.as_f64().unwrap_or(0.0))
-            }
-        }
-        Value::String(s) => gtmpl::Value::String(s.clone()),
-        Value::Array(a) => gtmpl::Value::Array(a.iter().map(to_gtmpl).collect()),
-        Value::Object(o) => gtmpl::Value::Object(
-            o.iter()
-                .map(|(k, v)| (k.clone(), to_gtmpl(v)))
-                .collect::<HashMap<_, _>>(),
-        ),
-    }
-}
+pub use shoal_shared::template::to_gtmpl;
 
 fn from_gtmpl(v: &gtmpl::Value) -> Value {
     match v {
