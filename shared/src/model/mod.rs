@@ -56,6 +56,7 @@ macro_rules! store_object {
 pub mod cluster;
 pub mod defaults;
 pub mod duration;
+pub mod gotime;
 pub mod network;
 pub mod node;
 pub mod resources;

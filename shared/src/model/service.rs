@@ -518,9 +518,15 @@ pub struct Endpoint {
 pub struct UpdateStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<UpdateState>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::model::gotime::option::serialize"
+    )]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::model::gotime::option::serialize"
+    )]
     pub completed_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,

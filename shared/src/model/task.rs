@@ -143,7 +143,7 @@ pub struct PortStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TaskStatus {
-    #[serde(default = "zero_time")]
+    #[serde(default = "zero_time", serialize_with = "crate::model::gotime::serialize")]
     pub timestamp: DateTime<Utc>,
     #[serde(default)]
     pub state: TaskState,

@@ -80,9 +80,17 @@ pub struct Meta {
     pub id: String,
     #[serde(rename = "Version", default)]
     pub version: Version,
-    #[serde(rename = "CreatedAt", default = "zero_time")]
+    #[serde(
+        rename = "CreatedAt",
+        default = "zero_time",
+        serialize_with = "crate::model::gotime::serialize"
+    )]
     pub created_at: DateTime<Utc>,
-    #[serde(rename = "UpdatedAt", default = "zero_time")]
+    #[serde(
+        rename = "UpdatedAt",
+        default = "zero_time",
+        serialize_with = "crate::model::gotime::serialize"
+    )]
     pub updated_at: DateTime<Utc>,
 }
 
