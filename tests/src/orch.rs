@@ -59,7 +59,7 @@ fn shoal_cmd(name: &str, nats: &str) -> Command {
     let mut cmd = Command::new(bin(name));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SHOAL_LOG", "info")
+        .env("SHOAL_LOG", std::env::var("ORCH_LOG").unwrap_or_else(|_| "info".into()))
         .args(["--nats-url", nats]);
     cmd
 }
