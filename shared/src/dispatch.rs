@@ -68,9 +68,14 @@ pub enum AgentResponse {
         heartbeat_period: Duration,
     },
     /// The heartbeat was accepted; send the next within `heartbeat_period`.
+    /// `sequence` is the last assignment sequence sent in this session: an
+    /// agent still behind it a heartbeat later lost a message (NATS delivers
+    /// at most once) and asks for the full set.
     HeartbeatOk {
         #[serde(with = "crate::model::duration::nanos")]
         heartbeat_period: Duration,
+        #[serde(default)]
+        sequence: u64,
     },
     /// The full assignment set (answer to `Sync`).
     Full { assignments: Assignments },
@@ -120,11 +125,12 @@ mod tests {
         assert_eq!(back, req);
         let resp = AgentResponse::HeartbeatOk {
             heartbeat_period: Duration::from_secs(5),
+            sequence: 7,
         };
         let v = serde_json::to_value(&resp).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"resp": "heartbeat_ok", "heartbeat_period": 5_000_000_000u64})
+            serde_json::json!({"resp": "heartbeat_ok", "heartbeat_period": 5_000_000_000u64, "sequence": 7})
         );
     }
 }

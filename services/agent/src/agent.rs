@@ -340,9 +340,18 @@ impl Agent {
                 };
                 self.request(req)
                     .into_actor(self)
-                    .map(move |res, act, _ctx| match res {
-                        Ok(AgentResponse::HeartbeatOk { heartbeat_period }) => {
-                            act.session.heartbeat_ok(heartbeat_period)
+                    .map(move |res, act, ctx| match res {
+                        Ok(AgentResponse::HeartbeatOk {
+                            heartbeat_period,
+                            sequence,
+                        }) => {
+                            if act.session.heartbeat_ok(heartbeat_period, sequence) {
+                                tracing::info!(
+                                    sequence,
+                                    "agent: assignments still behind the dispatcher's; asking for the full set"
+                                );
+                                act.sync(ctx);
+                            }
                         }
                         Ok(AgentResponse::UnknownSession) => {
                             tracing::info!("agent: session unknown to the dispatcher; registering again");

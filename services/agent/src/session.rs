@@ -40,6 +40,8 @@ pub struct Session {
     syncing: bool,
     sending: bool,
     outbox: Vec<StatusUpdate>,
+    /// The dispatcher's sequence at the last heartbeat, when this agent was behind it.
+    behind: Option<u64>,
 }
 
 impl Default for Session {
@@ -53,6 +55,7 @@ impl Default for Session {
             syncing: false,
             sending: false,
             outbox: Vec::new(),
+            behind: None,
         }
     }
 }
@@ -88,6 +91,7 @@ impl Session {
     /// The dispatcher accepted the registration: a new session, whose full set is to be fetched.
     pub fn registered(&mut self, session_id: String, period: Duration, now: Instant) {
         self.registering = false;
+        self.behind = None;
         self.id = Some(session_id);
         self.period = period;
         self.last_seq = None;
@@ -99,8 +103,17 @@ impl Session {
         self.registering = false;
     }
 
-    pub fn heartbeat_ok(&mut self, period: Duration) {
+    /// A heartbeat answer: the period, and the last assignment sequence the
+    /// dispatcher sent. Whether to ask for the full set: this agent is still
+    /// below the sequence the previous answer named, so a message was lost
+    /// (an increment in flight is never mistaken for one: it has a whole
+    /// heartbeat period to arrive).
+    pub fn heartbeat_ok(&mut self, period: Duration, sequence: u64) -> bool {
         self.period = period;
+        let mine = self.last_seq.unwrap_or(0);
+        let lost = self.behind.is_some_and(|was| mine < was);
+        self.behind = (sequence > mine && !lost).then_some(sequence);
+        lost
     }
 
     /// The dispatcher does not know `session_id`: register again, unless a
@@ -257,6 +270,34 @@ mod tests {
         assert_eq!(s.begin_sync(), None);
         s.sync_done();
         assert_eq!(s.begin_sync().as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn a_lost_last_increment_is_noticed_at_the_next_heartbeat() {
+        let t0 = Instant::now();
+        let mut s = Session::default();
+        s.due(t0);
+        s.registered("s1".into(), Duration::from_secs(1), t0);
+        let p = Duration::from_secs(1);
+        assert!(matches!(
+            s.assignments(assignments("s1", AssignmentKind::Full, 1)),
+            Apply::Full(_)
+        ));
+        assert!(!s.heartbeat_ok(p, 1), "up to date");
+        // Increment 2 is in flight when the heartbeat answers: not yet a loss.
+        assert!(!s.heartbeat_ok(p, 2));
+        assert!(matches!(
+            s.assignments(assignments("s1", AssignmentKind::Incremental, 2)),
+            Apply::Increment(_)
+        ));
+        assert!(!s.heartbeat_ok(p, 2), "it arrived");
+        // Increment 3 is lost and nothing follows it.
+        assert!(!s.heartbeat_ok(p, 3));
+        assert!(
+            s.heartbeat_ok(p, 3),
+            "still behind a period later: ask for the full set"
+        );
+        assert!(!s.heartbeat_ok(p, 3), "asked once, then a period to answer");
     }
 
     #[test]

@@ -231,6 +231,7 @@ impl DispatcherActor {
                 if logic.heartbeat(&node_id, &session_id, now) {
                     AgentResponse::HeartbeatOk {
                         heartbeat_period: period,
+                        sequence: logic.sequence(&node_id),
                     }
                 } else {
                     AgentResponse::UnknownSession

@@ -144,6 +144,11 @@ impl Dispatcher {
         }
     }
 
+    /// The last assignment sequence sent to a node's session.
+    pub fn sequence(&self, node_id: &str) -> u64 {
+        self.sessions.get(node_id).map_or(0, |s| s.sequence)
+    }
+
     /// Queues status updates from a node; `false` when the session is unknown.
     pub fn status(&mut self, node_id: &str, session_id: &str, updates: Vec<StatusUpdate>, now: DateTime<Utc>) -> bool {
         let Some(s) = self.session(node_id, session_id) else {
