@@ -917,6 +917,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 #[cfg(test)]
 mod tests {
+    /// Opens a sled database in `dir`, waiting (up to 10 s) for a handle that
+    /// was just dropped to let go of its file lock: sled's flusher thread
+    /// releases it a moment after the last handle goes.
+    fn reopen(dir: &std::path::Path) -> sled::Db {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => return db,
+                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("open {}: {e}", dir.display()),
+            }
+        }
+    }
+
     use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
     use serde_json::json;
 
@@ -1112,7 +1128,7 @@ mod tests {
     async fn indexes_come_back_on_reopen_and_with_an_installed_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let open_at = || {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = reopen(dir.path());
             let (tx, rx) = mpsc::unbounded_channel();
             (db.clone(), StateMachine::open(&db, tx).unwrap(), rx)
         };
@@ -1381,7 +1397,7 @@ mod tests {
     async fn request_ids_survive_a_restart_and_the_history_restarts_empty() {
         let dir = tempfile::tempdir().unwrap();
         let open_at = || {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = reopen(dir.path());
             let (tx, rx) = mpsc::unbounded_channel();
             (db.clone(), StateMachine::open(&db, tx).unwrap(), rx)
         };
@@ -1546,7 +1562,7 @@ mod tests {
     #[tokio::test]
     async fn keys_of_the_earlier_layout_are_dropped_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = reopen(dir.path());
         let tree = db.open_tree("sm").unwrap();
         for k in [
             "e/00000000000000000001",
