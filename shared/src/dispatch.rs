@@ -55,6 +55,10 @@ impl AgentRequest {
 pub struct StatusUpdate {
     pub task_id: String,
     pub status: TaskStatus,
+    /// The `traceparent` of the agent's span that observed this state: the
+    /// dispatcher's write of it continues the task's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The dispatcher's answer.
@@ -106,6 +110,11 @@ pub struct Assignments {
     pub tasks: Vec<Task>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// Task ID -> `traceparent` of the dispatcher's span that pushed that
+    /// task's change (only for changes made by a traced write): the agent's
+    /// work on the task continues that trace.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub traces: std::collections::BTreeMap<String, String>,
 }
 
 #[cfg(test)]

@@ -92,6 +92,39 @@ pub fn continue_trace(span: &tracing::Span, headers: Option<&HeaderMap>) {
     }
 }
 
+/// The W3C `traceparent` of `span` (`00-<trace>-<span>-<flags>`), to carry
+/// in a message body where one message serves many traces (a store change
+/// batch, an assignment per task, a status report); `None` when tracing
+/// export is off.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace context a [`traceparent`] gave, if any.
+pub fn continue_traceparent(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(tp) = traceparent {
+        let carrier = std::collections::HashMap::from([("traceparent".to_string(), tp.to_string())]);
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Adds a link from `span` to the trace a [`traceparent`] gave: a span that
+/// serves several traces at once (a scheduler pass over many changes, one
+/// write of many status reports) is the child of one and links the others.
+pub fn link_traceparent(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::TraceContextExt;
+    let carrier = std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        span.add_link(sc);
+    }
+}
+
 /// The trace id (32 hex digits) of `span`, or `None` when tracing export is off.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt;

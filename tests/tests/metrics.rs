@@ -125,6 +125,21 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
     ])
     .ok();
 
+    // A task no node can take: pending, counted by its reason.
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "nowhere",
+        "--constraint",
+        "node.labels.shoal-test==absent",
+        "busybox",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+
     let (mut prom, prom_port) = start_prometheus(home.path(), &targets);
     let prom_log = home.path().join("prometheus.log");
     let prom_failed = |prom: &mut Proc| {
@@ -165,6 +180,8 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
         ("shoal_scheduler_tasks{state=\"running\"}", 2.0),
         ("sum(shoal_store_is_leader)", 1.0),
         ("shoal_dispatcher_sessions", 1.0),
+        ("shoal_scheduler_pending_tasks{reason=\"constraints\"}", 1.0),
+        ("sum(shoal_scheduler_pending_tasks)", 1.0),
         ("shoal_agent_tasks{phase=\"running\"}", 2.0),
         // Routes are patterns: the docker CLI's /v1.xx/services/create counts here.
         (
@@ -195,6 +212,7 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
     for q in [
         "sum(shoal_store_log_flush_seconds_count) > 0",
         "sum(shoal_scheduler_pass_seconds_count) > 0",
+        "sum(shoal_dispatcher_heartbeat_lag_seconds_count) > 0",
         "sum(shoal_agent_executor_operation_seconds_count{op=\"start\"}) >= 2",
     ] {
         eventually(CONVERGE, q, || {

@@ -72,6 +72,9 @@ pub struct Agent {
     /// Finding the executor's work again after a restart; no session until done.
     adopting: bool,
     session: Session,
+    /// Task ID -> the `traceparent` its next step continues: the
+    /// dispatcher's push of its change, then this agent's last step of it.
+    traces: HashMap<String, String>,
 }
 
 impl Actor for Agent {
@@ -155,28 +158,58 @@ impl Agent {
         }
     }
 
+    /// A span for one step of task `id`, in the task's trace when it has one;
+    /// the task's later steps (and reports) continue from it.
+    fn step_span(&mut self, id: &str, span: tracing::Span) -> tracing::Span {
+        if let Some(tp) = self.traces.get(id) {
+            envelope::continue_traceparent(&span, Some(tp));
+            if let Some(mine) = envelope::traceparent(&span) {
+                self.traces.insert(id.to_string(), mine);
+            }
+        }
+        span
+    }
+
     fn perform(&mut self, ctx: &mut Context<Self>, id: &str, task: &Task, effect: Effect) {
+        use tracing::Instrument;
         let task_id = id.to_string();
         match effect {
             Effect::Prepare => {
+                let image = task.spec.container_spec.as_ref().map_or("", |c| c.image.as_str());
+                let span = self.step_span(id, tracing::info_span!("agent.prepare", task = %id, image = %image));
                 // Swarm's placeholders ({{.Task.Slot}}, ...) are expanded here,
                 // per task; a template that does not parse rejects the task.
                 let work = match crate::template::expand_task(task, &self.description) {
                     Ok(t) => self.executor.prepare(&t),
                     Err(e) => futures::future::ready(Err(ExecError::Rejected(e))).boxed(),
                 };
-                work.into_actor(self)
+                work.instrument(span)
+                    .into_actor(self)
                     .map(move |res, act, ctx| act.feed(ctx, &task_id, Event::Prepared(res)))
                     .spawn(ctx);
             }
             Effect::Start(prepared) => {
+                let span = self.step_span(
+                    id,
+                    tracing::info_span!("agent.start", task = %id, container_id = tracing::field::Empty, pid = tracing::field::Empty),
+                );
+                let started_span = span.clone();
                 let work = match crate::template::expand_task(task, &self.description) {
                     Ok(t) => self.executor.start(&t, prepared),
                     Err(e) => futures::future::ready(Err(ExecError::Failed(e))).boxed(),
                 };
-                work.into_actor(self)
+                work.instrument(span)
+                    .into_actor(self)
                     .map(move |res, act, ctx| {
                         let res = res.map(|started| {
+                            match &started.handle {
+                                crate::exec::Handle::Container { container_id } => {
+                                    started_span.record("container_id", container_id.as_str());
+                                }
+                                crate::exec::Handle::Process(p) => {
+                                    started_span.record("pid", p.pid);
+                                }
+                            }
                             if let Some(child) = started.child {
                                 act.children.insert(task_id.clone(), child);
                             }
@@ -207,17 +240,23 @@ impl Agent {
                     .spawn(ctx);
             }
             Effect::Stop { handle, grace } => {
-                tracing::info!(task = %id, ?handle, "agent: stopping task");
-                ctx.spawn(self.executor.stop(handle, grace).into_actor(self));
+                let span = self.step_span(id, tracing::info_span!("agent.stop", task = %id));
+                span.in_scope(|| tracing::info!(task = %id, ?handle, "agent: stopping task"));
+                ctx.spawn(self.executor.stop(handle, grace).instrument(span).into_actor(self));
             }
             Effect::Remove => {
-                ctx.spawn(self.executor.remove(task).into_actor(self));
+                let span = self.step_span(id, tracing::info_span!("agent.remove", task = %id));
+                ctx.spawn(self.executor.remove(task).instrument(span).into_actor(self));
             }
-            Effect::Report(status) => self.session.queue(StatusUpdate { task_id, status }),
+            Effect::Report(status) => {
+                let trace = self.traces.get(id).cloned();
+                self.session.queue(StatusUpdate { task_id, status, trace })
+            }
             Effect::RetryAfter(delay) => {
                 ctx.run_later(delay, move |act, ctx| act.feed(ctx, &task_id, Event::RetryDue));
             }
             Effect::Forget => {
+                self.traces.remove(id);
                 self.tasks.remove(id);
                 self.children.remove(id);
                 self.db.remove(id);
@@ -235,9 +274,28 @@ impl Agent {
         }
     }
 
-    fn assignments(&mut self, ctx: &mut Context<Self>, a: Assignments) {
+    fn assignments(&mut self, ctx: &mut Context<Self>, mut a: Assignments) {
+        // A task's work continues the trace it was assigned in, or of a new
+        // intent (its desired state changed); a push that only echoes the
+        // task's own reports back does not move it to another trace.
+        for (id, tp) in std::mem::take(&mut a.traces) {
+            let new_intent = match (self.tasks.get(&id), a.tasks.iter().find(|t| t.meta.id == id)) {
+                (Some(ctl), Some(t)) => ctl.task.desired_state != t.desired_state,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            if new_intent || !self.traces.contains_key(&id) {
+                self.traces.insert(id, tp);
+            }
+        }
         match self.session.assignments(a) {
-            Apply::Full(a) => self.apply_full(ctx, a),
+            Apply::Full(a) => {
+                self.apply_full(ctx, a);
+                if self.session.full_is_stale() {
+                    tracing::info!("agent: newer increments came while the full set was fetched; asking again");
+                    self.sync(ctx);
+                }
+            }
             Apply::Increment(a) => {
                 for t in a.tasks {
                     self.assign(ctx, t);
@@ -531,6 +589,7 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
             children: HashMap::new(),
             adopting: true,
             session: Session::default(),
+            traces: HashMap::new(),
         }
     }))
 }

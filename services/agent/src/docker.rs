@@ -310,11 +310,18 @@ impl DockerExecutor {
             }
             Ok::<(), String>(())
         };
-        match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+        let started = std::time::Instant::now();
+        let res = match tokio::time::timeout(PULL_TIMEOUT, pull).await {
             Ok(Ok(())) => Ok(image),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("pulling {image} did not finish in {}s", PULL_TIMEOUT.as_secs())),
-        }
+        };
+        let outcome = if res.is_ok() { "ok" } else { "failed" };
+        crate::metrics::metrics()
+            .pull_seconds
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .observe(started.elapsed().as_secs_f64());
+        res
     }
 
     /// Preparing: image, then the container (created, not started). Returns the

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub executor_seconds: HistogramFamily,
     /// Task status reports the dispatcher accepted.
     pub reports_sent: Counter,
+    /// Image pulls by outcome (`ok`, `failed`), in seconds.
+    pub pull_seconds: HistogramFamily,
 }
 
 /// The agent's metrics, registered on first use.
@@ -43,6 +45,11 @@ pub fn metrics() -> &'static Metrics {
             "shoal_agent_reports_sent",
             "Task status reports the dispatcher accepted.",
             Counter::default(),
+        ),
+        pull_seconds: register(
+            "shoal_agent_image_pull_seconds",
+            "Image pulls from a registry by outcome (ok, failed), in seconds; an image the engine has is not pulled.",
+            histogram_family(SLOW_SECONDS),
         ),
     })
 }

@@ -42,6 +42,9 @@ pub struct Session {
     outbox: Vec<StatusUpdate>,
     /// The dispatcher's sequence at the last heartbeat, when this agent was behind it.
     behind: Option<u64>,
+    /// The highest increment that could not be applied (it came before the
+    /// full set, or after a gap): a full set older than it is stale.
+    ahead: Option<u64>,
 }
 
 impl Default for Session {
@@ -56,6 +59,7 @@ impl Default for Session {
             sending: false,
             outbox: Vec::new(),
             behind: None,
+            ahead: None,
         }
     }
 }
@@ -92,6 +96,7 @@ impl Session {
     pub fn registered(&mut self, session_id: String, period: Duration, now: Instant) {
         self.registering = false;
         self.behind = None;
+        self.ahead = None;
         self.id = Some(session_id);
         self.period = period;
         self.last_seq = None;
@@ -155,8 +160,25 @@ impl Session {
                 Apply::Increment(a)
             }
             (AssignmentKind::Incremental, Some(l)) if a.sequence <= l => Apply::Ignore,
-            (AssignmentKind::Incremental, _) => Apply::Resync,
+            (AssignmentKind::Incremental, _) => {
+                self.ahead = self.ahead.max(Some(a.sequence));
+                Apply::Resync
+            }
         }
+    }
+
+    /// After a full set was applied: whether an increment newer than it
+    /// came (and was dropped) while it was being fetched, so the set is
+    /// already stale and must be fetched again. A gap noticed while a fetch
+    /// is in flight asks for nothing itself (one fetch at a time); without
+    /// this, the increments that raced a fetch were lost until a heartbeat
+    /// noticed.
+    pub fn full_is_stale(&mut self) -> bool {
+        let stale = self.ahead.is_some_and(|h| self.last_seq.is_none_or(|l| l < h));
+        if !stale {
+            self.ahead = None;
+        }
+        stale
     }
 
     pub fn queue(&mut self, update: StatusUpdate) {
@@ -196,6 +218,7 @@ mod tests {
             kind,
             tasks: Vec::new(),
             removed: Vec::new(),
+            traces: Default::default(),
         }
     }
 
@@ -203,6 +226,7 @@ mod tests {
         StatusUpdate {
             task_id: id.into(),
             status: TaskStatus::default(),
+            trace: None,
         }
     }
 
@@ -270,6 +294,48 @@ mod tests {
         assert_eq!(s.begin_sync(), None);
         s.sync_done();
         assert_eq!(s.begin_sync().as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn increments_that_race_the_full_set_make_it_stale() {
+        let t0 = Instant::now();
+        let mut s = Session::default();
+        s.due(t0);
+        s.registered("s1".into(), Duration::from_secs(5), t0);
+        assert_eq!(
+            s.begin_sync().as_deref(),
+            Some("s1"),
+            "registration fetches the full set"
+        );
+        // The dispatcher answered with sequence 1, then sent increments 2 and
+        // 3; both arrive before the answer (another subscription).
+        assert_eq!(
+            s.assignments(assignments("s1", AssignmentKind::Incremental, 2)),
+            Apply::Resync
+        );
+        assert_eq!(s.begin_sync(), None, "a fetch is in flight");
+        assert_eq!(
+            s.assignments(assignments("s1", AssignmentKind::Incremental, 3)),
+            Apply::Resync
+        );
+        s.sync_done();
+        assert!(matches!(
+            s.assignments(assignments("s1", AssignmentKind::Full, 1)),
+            Apply::Full(_)
+        ));
+        assert!(s.full_is_stale(), "increments 2 and 3 were dropped: fetch again");
+        assert_eq!(s.begin_sync().as_deref(), Some("s1"));
+        s.sync_done();
+        assert!(matches!(
+            s.assignments(assignments("s1", AssignmentKind::Full, 4)),
+            Apply::Full(_)
+        ));
+        assert!(!s.full_is_stale(), "the new set is newer than every dropped increment");
+        assert!(matches!(
+            s.assignments(assignments("s1", AssignmentKind::Incremental, 5)),
+            Apply::Increment(_)
+        ));
+        assert!(!s.full_is_stale(), "forgotten once caught up");
     }
 
     #[test]

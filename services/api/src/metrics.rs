@@ -7,6 +7,7 @@
 
 use std::sync::OnceLock;
 use std::time::Instant;
+use tracing::Instrument;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
@@ -82,16 +83,35 @@ where
     // Matched against the resource map before routing (a clone of the
     // request kept across the call would stop the router from filling it in).
     let route = route_label(req.match_pattern());
-    let fut = srv.call(req);
-    Box::pin(async move {
-        let res = fut.await;
-        let status = match &res {
-            Ok(r) => r.status().as_u16(),
-            Err(e) => e.as_response_error().status_code().as_u16(),
-        };
-        record(&method, route, status, started);
-        res
-    })
+    // The root of a request's trace (or the child of the caller's, when it
+    // sends W3C `traceparent`): every store request the handler makes, and
+    // everything they cause in other processes, hangs below it.
+    let span = tracing::info_span!(
+        "api.request",
+        http.method = %method,
+        http.route = route.as_str(),
+        http.status_code = tracing::field::Empty
+    );
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    shoal_shared::envelope::continue_traceparent(&span, traceparent.as_deref());
+    let fut = span.in_scope(|| srv.call(req));
+    Box::pin(
+        async move {
+            let res = fut.await;
+            let status = match &res {
+                Ok(r) => r.status().as_u16(),
+                Err(e) => e.as_response_error().status_code().as_u16(),
+            };
+            tracing::Span::current().record("http.status_code", status);
+            record(&method, route, status, started);
+            res
+        }
+        .instrument(span),
+    )
 }
 
 #[cfg(test)]

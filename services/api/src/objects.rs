@@ -19,24 +19,6 @@ use crate::request::{flag, parse_version, Body, IdPath, Manager, Query};
 use crate::spec::{decode, decode_service};
 use crate::state::AppState;
 
-/// Finds one object by full ID, then exact name, then unique ID prefix
-/// (Docker's lookup rule). `what` is `node`, `service`, ...
-pub fn lookup<T: StoreObject>(all: Vec<T>, key: &str, what: &str, name_of: impl Fn(&T) -> String) -> ApiResult<T> {
-    let shown = crate::error::clip(key);
-    if key.is_empty() {
-        return Err(ApiError::not_found(format!("{what} {shown} not found")));
-    }
-    if let Some(o) = all.iter().find(|o| o.meta().id == key) {
-        return Ok(o.clone());
-    }
-    let by_name: Vec<T> = all.iter().filter(|o| name_of(o) == key).cloned().collect();
-    if by_name.len() == 1 {
-        return Ok(by_name[0].clone());
-    }
-    let by_prefix: Vec<T> = all.into_iter().filter(|o| o.meta().id.starts_with(key)).collect();
-    by_unique_prefix(by_prefix, by_name.len(), key, what)
-}
-
 /// The last step of the lookup rule: the one object whose ID starts with
 /// `key`; when none does, several objects of that name are ambiguous.
 fn by_unique_prefix<T>(mut by_prefix: Vec<T>, named: usize, key: &str, what: &str) -> ApiResult<T> {
@@ -53,9 +35,10 @@ fn by_unique_prefix<T>(mut by_prefix: Vec<T>, named: usize, key: &str, what: &st
     }
 }
 
-/// [`lookup`] through the store's indexes instead of a list of everything:
-/// the exact ID (`Get`), then the name (the name index; `T::name` is the
-/// name Docker looks up), then the ID prefix (a key-prefix scan).
+/// Finds one object by Docker's lookup rule, through the store's indexes
+/// instead of a list of everything: the exact ID (`Get`), then the name (the
+/// name index; `T::name` is the name Docker looks up), then the ID prefix (a
+/// key-prefix scan). `what` is `node`, `service`, ...
 pub async fn find<T: StoreObject>(state: &AppState, key: &str, what: &str) -> ApiResult<T> {
     if key.is_empty() {
         return Err(ApiError::not_found(format!(
@@ -633,20 +616,21 @@ mod tests {
     }
 
     #[test]
-    fn lookup_takes_id_then_name_then_a_unique_prefix() {
-        let all = vec![svc("abc1", "web"), svc("abd2", "db"), svc("web", "other")];
-        let name = |s: &Service| s.spec.name.clone();
+    fn a_unique_prefix_wins_and_several_of_a_name_are_ambiguous() {
+        let one = by_unique_prefix(vec![svc("abc1", "web")], 0, "abc", "service").unwrap();
+        assert_eq!(one.meta.id, "abc1");
+        let e = by_unique_prefix(vec![svc("abc1", "web"), svc("abd2", "db")], 0, "ab", "service").unwrap_err();
         assert_eq!(
-            lookup(all.clone(), "web", "service", name).unwrap().meta.id,
-            "web",
-            "full ID first"
+            (e.status, e.message.as_str()),
+            (StatusCode::BAD_REQUEST, "service ab is ambiguous (2 matches found)")
         );
-        assert_eq!(lookup(all.clone(), "db", "service", name).unwrap().meta.id, "abd2");
-        assert_eq!(lookup(all.clone(), "abc", "service", name).unwrap().meta.id, "abc1");
-        let e = lookup(all.clone(), "ab", "service", name).unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert_eq!(e.message, "service ab is ambiguous (2 matches found)");
-        let e = lookup(all, "nope", "service", name).unwrap_err();
+        let e = by_unique_prefix(Vec::<Service>::new(), 2, "web", "service").unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::BAD_REQUEST, "service web is ambiguous (2 matches found)"),
+            "two services named web and no ID prefix"
+        );
+        let e = by_unique_prefix(Vec::<Service>::new(), 0, "nope", "service").unwrap_err();
         assert_eq!(
             (e.status, e.message.as_str()),
             (StatusCode::NOT_FOUND, "service nope not found")

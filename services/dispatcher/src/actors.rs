@@ -14,6 +14,7 @@ use shoal_shared::model::{Cluster, Node, Task};
 use shoal_shared::store::mirror::{Acting, GetState, Mirror, Table};
 use shoal_shared::store::{Kind, Op, Record, StoreClient, StoreObject, TxOutcome, TxRequest, WatchEvent};
 use shoal_shared::{subjects, ErrorCode, ShoalError};
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::logic::{Dispatcher, DEFAULT_HEARTBEAT};
@@ -111,7 +112,15 @@ pub struct DispatcherActor {
     heartbeats: u64,
     writes: u64,
     marked_down: u64,
+    /// Task ID -> the trace of the write that last changed it, until its
+    /// change is pushed to its node (bounded: see [`MAX_TRACES`]).
+    task_traces: std::collections::HashMap<String, String>,
+    /// The traces of the status reports the next write carries.
+    status_traces: Vec<String>,
 }
+
+/// Traces remembered at most, of tasks and of status reports.
+const MAX_TRACES: usize = 1024;
 
 impl Actor for DispatcherActor {
     type Context = Context<Self>;
@@ -153,7 +162,19 @@ impl StreamHandler<Feed> for DispatcherActor {
     fn handle(&mut self, Feed(ev): Feed, _ctx: &mut Context<Self>) {
         let touched = match &ev {
             WatchEvent::Reset { .. } => BTreeSet::new(),
-            WatchEvent::Batch(batch) => nodes_of(batch.changes.iter().map(|c| &c.record)),
+            WatchEvent::Batch(batch) => {
+                for c in &batch.changes {
+                    if let (Kind::Task, Some(tp)) = (c.record.kind, &c.trace) {
+                        // Traces of changes never pushed (no session on
+                        // their node) are dropped wholesale when full.
+                        if self.task_traces.len() >= MAX_TRACES {
+                            self.task_traces.clear();
+                        }
+                        self.task_traces.insert(c.record.id.clone(), tp.clone());
+                    }
+                }
+                nodes_of(batch.changes.iter().map(|c| &c.record))
+            }
         };
         self.follow.apply_event(&ev);
         let touched = match ev {
@@ -227,7 +248,13 @@ impl DispatcherActor {
             }
             AgentRequest::Heartbeat { node_id, session_id } => {
                 self.heartbeats += 1;
-                crate::metrics::metrics().heartbeats.inc();
+                let m = crate::metrics::metrics();
+                m.heartbeats.inc();
+                if let Some(s) = logic.sessions.get(&node_id).filter(|s| s.id == session_id) {
+                    let since = (now - s.last_seen).to_std().unwrap_or_default();
+                    m.heartbeat_lag_seconds
+                        .observe(since.saturating_sub(period).as_secs_f64());
+                }
                 if logic.heartbeat(&node_id, &session_id, now) {
                     AgentResponse::HeartbeatOk {
                         heartbeat_period: period,
@@ -254,6 +281,11 @@ impl DispatcherActor {
                 session_id,
                 updates,
             } => {
+                for tp in updates.iter().filter_map(|u| u.trace.as_ref()) {
+                    if self.status_traces.len() < MAX_TRACES && !self.status_traces.contains(tp) {
+                        self.status_traces.push(tp.clone());
+                    }
+                }
                 if logic.status(&node_id, &session_id, updates, now) {
                     AgentResponse::StatusOk
                 } else {
@@ -266,7 +298,18 @@ impl DispatcherActor {
     fn push_increments(&mut self, touched: BTreeSet<String>) {
         let Some(logic) = self.logic.as_mut() else { return };
         for node in touched {
-            if let Some(a) = logic.increment(&node, self.follow.tasks.by("node", &node)) {
+            if let Some(mut a) = logic.increment(&node, self.follow.tasks.by("node", &node)) {
+                // Each traced change is pushed in a span of its write's trace;
+                // the agent continues from that span.
+                for t in &a.tasks {
+                    if let Some(tp) = self.task_traces.remove(&t.meta.id) {
+                        let span = tracing::info_span!("dispatcher.assign", node = %node, task = %t.meta.id);
+                        envelope::continue_traceparent(&span, Some(&tp));
+                        if let Some(mine) = envelope::traceparent(&span) {
+                            a.traces.insert(t.meta.id.clone(), mine);
+                        }
+                    }
+                }
                 self.outbox
                     .send(subjects::agent_assignments(&node), envelope::encode(&a));
                 crate::metrics::metrics().assignments_pushed.inc();
@@ -328,10 +371,18 @@ impl DispatcherActor {
         let client = self.client.clone();
         let n_ops = ops.len();
         let n_statuses = pending.statuses.len() as u64;
+        // The write is a child of the first report's trace and links the others.
+        let span = tracing::info_span!("dispatcher.status", ops = n_ops, statuses = n_statuses);
+        let mut traces = std::mem::take(&mut self.status_traces).into_iter();
+        envelope::continue_traceparent(&span, traces.next().as_deref());
+        for tp in traces {
+            envelope::link_traceparent(&span, &tp);
+        }
         async move {
             let res = client.tx(TxRequest::new(ops.clone()).fenced(term)).await;
             (ops, res)
         }
+        .instrument(span)
         .into_actor(self)
         .map(move |(ops, res): (Vec<Op>, Result<TxOutcome, ShoalError>), act, _ctx| {
             act.flushing = false;
@@ -387,6 +438,8 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<A
             heartbeats: 0,
             writes: 0,
             marked_down: 0,
+            task_traces: Default::default(),
+            status_traces: Vec::new(),
         }
     }))
 }

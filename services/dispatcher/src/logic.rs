@@ -278,6 +278,7 @@ impl Dispatcher {
             kind: AssignmentKind::Full,
             tasks: set,
             removed: Vec::new(),
+            traces: Default::default(),
         })
     }
 
@@ -308,6 +309,7 @@ impl Dispatcher {
             kind: AssignmentKind::Incremental,
             tasks: changed,
             removed,
+            traces: Default::default(),
         })
     }
 }

@@ -4,7 +4,8 @@ use std::sync::OnceLock;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use shoal_shared::metrics::register;
+use prometheus_client::metrics::histogram::Histogram;
+use shoal_shared::metrics::{histogram, register, SLOW_SECONDS};
 
 pub struct Metrics {
     /// Agent sessions open on this (acting) dispatcher.
@@ -17,6 +18,9 @@ pub struct Metrics {
     pub status_updates_written: Counter,
     /// Nodes marked down after missed heartbeats.
     pub nodes_marked_down: Counter,
+    /// How much later than one heartbeat period after the session was last
+    /// heard from a heartbeat arrived (0 when on time).
+    pub heartbeat_lag_seconds: Histogram,
 }
 
 /// The dispatcher's metrics, registered on first use.
@@ -47,6 +51,11 @@ pub fn metrics() -> &'static Metrics {
             "shoal_dispatcher_nodes_marked_down",
             "Nodes marked down after missed heartbeats.",
             Counter::default(),
+        ),
+        heartbeat_lag_seconds: register(
+            "shoal_dispatcher_heartbeat_lag_seconds",
+            "How late a heartbeat came: time since the session was last heard from, beyond one heartbeat period.",
+            histogram(SLOW_SECONDS),
         ),
     })
 }

@@ -220,10 +220,12 @@ mod tests {
         ix.apply(&Change {
             action: Action::Update,
             record: rec(Kind::Service, "s1", Some("front"), &[]),
+            trace: None,
         });
         ix.apply(&Change {
             action: Action::Update,
             record: rec(Kind::Task, "t1", None, &[("service", "s1"), ("node", "n2")]),
+            trace: None,
         });
         assert!(ids(ix.candidates(Kind::Service, &f(&["web"], &[]))).is_empty());
         assert_eq!(ids(ix.candidates(Kind::Service, &f(&["front"], &[]))), ["s1"]);
@@ -231,6 +233,7 @@ mod tests {
         ix.apply(&Change {
             action: Action::Delete,
             record: rec(Kind::Task, "t3", None, &[("service", "s2"), ("node", "n1")]),
+            trace: None,
         });
         assert!(ids(ix.candidates(Kind::Task, &f(&[], &[("node", "n1")]))).is_empty());
         assert_eq!(ix.len(), 4);

@@ -263,7 +263,16 @@ impl Replica {
         }
     }
 
-    async fn write(&self, tx: TxRequest) -> Result<TxOutcome, ShoalError> {
+    async fn write(&self, mut tx: TxRequest) -> Result<TxOutcome, ShoalError> {
+        // The writer's trace goes with the entry: each replica's apply and
+        // the change feed continue it, as children of this span (from the
+        // proposal to its commit and apply on this leader).
+        let span = tracing::info_span!("store.commit", ops = tx.ops.len());
+        tx.trace = envelope::traceparent(&span);
+        self.propose(tx).instrument(span).await
+    }
+
+    async fn propose(&self, tx: TxRequest) -> Result<TxOutcome, ShoalError> {
         let size = tx.ops.len() * 256 + 64;
         let (reply, rx) = oneshot::channel();
         self.proposals

@@ -443,6 +443,10 @@ fn apply_tx(
     at: DateTime<Utc>,
     changes: &mut Vec<Change>,
 ) -> Result<(Result<TxOutcome, ShoalError>, Remembered), StorageError> {
+    // Each replica's apply of a traced write is a span of the writer's trace.
+    let span = tracing::info_span!("store.apply", index, ops = tx.ops.len());
+    shoal_shared::envelope::continue_traceparent(&span, tx.trace.as_deref());
+    let _entered = span.enter();
     match stage_tx(ov, tx, index, term, at)? {
         Ok((staged, outcome, mut tx_changes)) => {
             for (k, v) in staged {
@@ -520,6 +524,7 @@ fn stage_tx(
                 changes.push(Change {
                     action: Action::Create,
                     record: rec,
+                    trace: tx.trace.clone(),
                 });
             }
             Op::Update { record } => {
@@ -556,6 +561,7 @@ fn stage_tx(
                 changes.push(Change {
                     action: Action::Update,
                     record: rec,
+                    trace: tx.trace.clone(),
                 });
             }
             Op::Delete { kind, id, version } => {
@@ -581,6 +587,7 @@ fn stage_tx(
                 changes.push(Change {
                     action: Action::Delete,
                     record: cur,
+                    trace: tx.trace.clone(),
                 });
             }
         }
@@ -975,6 +982,7 @@ mod tests {
         TxRequest {
             request_id: id.into(),
             fencing_term: None,
+            trace: None,
             ops,
         }
     }
@@ -1440,6 +1448,7 @@ mod tests {
             changes: vec![Change {
                 action: Action::Create,
                 record: Record::blob("o01", json!({ "n": "o01" })),
+                trace: None,
             }],
         });
         // Room for three batches of one change each.

@@ -14,6 +14,7 @@ use chrono::Utc;
 use shoal_shared::store::mirror::{commit_fenced, Acting, GetState, Mirror};
 use shoal_shared::store::{Op, StoreClient, TxOutcome, WatchEvent};
 use shoal_shared::{ErrorCode, ShoalError};
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::reconcile;
@@ -53,6 +54,46 @@ pub struct Scheduler {
     passes: u64,
     ops_written: u64,
     last_error: Option<String>,
+    /// The traces of the changes the next pass acts on (see [`Traces`]).
+    traces: Traces,
+}
+
+/// The traces (W3C `traceparent`s) of the writes a pass acts on: the pass is
+/// a child of the first and links the others, so one `docker service create`
+/// reads as one trace through the scheduler. Bounded: a pass after a burst
+/// of changes links the first few.
+#[derive(Debug, Default)]
+struct Traces(Vec<String>);
+
+impl Traces {
+    const MAX: usize = 16;
+
+    fn note(&mut self, ev: &WatchEvent) {
+        if let WatchEvent::Batch(b) = ev {
+            for tp in b.changes.iter().filter_map(|c| c.trace.as_ref()) {
+                if self.0.len() < Self::MAX && !self.0.contains(tp) {
+                    self.0.push(tp.clone());
+                }
+            }
+        }
+    }
+
+    /// The span of a pass over what was noted, which is then forgotten.
+    /// A pass that no traced write caused (a timer, the safety pass) is a
+    /// debug span, so that idle passes don't fill a trace backend.
+    fn pass_span(&mut self, term: u64) -> tracing::Span {
+        let span = if self.0.is_empty() {
+            tracing::debug_span!("scheduler.pass", term, ops = tracing::field::Empty)
+        } else {
+            tracing::info_span!("scheduler.pass", term, ops = tracing::field::Empty)
+        };
+        let mut traces = std::mem::take(&mut self.0).into_iter();
+        shoal_shared::envelope::continue_traceparent(&span, traces.next().as_deref());
+        for tp in traces {
+            shoal_shared::envelope::link_traceparent(&span, &tp);
+        }
+        span
+    }
 }
 
 impl Actor for Scheduler {
@@ -83,6 +124,7 @@ impl Actor for Scheduler {
 
 impl StreamHandler<Feed> for Scheduler {
     fn handle(&mut self, Feed(ev): Feed, ctx: &mut Context<Self>) {
+        self.traces.note(&ev);
         match ev {
             WatchEvent::Reset { index, records } => {
                 let mut snap = Snapshot::default();
@@ -159,6 +201,7 @@ impl Scheduler {
         self.dirty = false;
         self.busy = true;
         self.passes += 1;
+        let span = self.traces.pass_span(term);
         let snap = self.snap.clone();
         let now = Utc::now();
         tokio::task::spawn_blocking(move || {
@@ -167,13 +210,13 @@ impl Scheduler {
             let m = crate::metrics::metrics();
             m.pass_seconds.observe(started.elapsed().as_secs_f64());
             m.passes.inc();
-            m.pending_tasks.set(plan.pending as i64);
+            crate::metrics::count_pending(&plan.pending_by_reason);
             crate::metrics::count_tasks(&snap);
             plan
         })
         .into_actor(self)
         .map(move |plan, act, ctx| match plan {
-            Ok(plan) => act.commit(ctx, term, plan),
+            Ok(plan) => act.commit(ctx, term, plan, span),
             Err(e) => {
                 act.busy = false;
                 act.dirty = true;
@@ -185,8 +228,9 @@ impl Scheduler {
     }
 
     /// Commits a pass's operations, then runs the next pass (or waits for the feed on failure).
-    fn commit(&mut self, ctx: &mut Context<Self>, term: u64, plan: reconcile::Plan) {
+    fn commit(&mut self, ctx: &mut Context<Self>, term: u64, plan: reconcile::Plan, span: tracing::Span) {
         self.wake_at = plan.wake_at;
+        span.record("ops", plan.ops.len());
         if plan.ops.is_empty() {
             self.busy = false;
             if self.dirty {
@@ -206,6 +250,7 @@ impl Scheduler {
         let (max_ops, in_flight) = (self.config.max_tx_ops, self.config.tx_in_flight);
         let client = self.client.clone();
         async move { commit_fenced(&client, plan.ops, term, max_ops, in_flight).await }
+        .instrument(span)
         .into_actor(self)
         .map(
             |(done, err): (Vec<(Vec<Op>, TxOutcome)>, Option<ShoalError>), act, ctx| {
@@ -249,6 +294,7 @@ pub fn start(config: Config, nats: async_nats::Client) -> Addr<Scheduler> {
         passes: 0,
         ops_written: 0,
         last_error: None,
+        traces: Traces::default(),
     }
     .start()
 }

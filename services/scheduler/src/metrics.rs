@@ -18,8 +18,8 @@ pub struct Metrics {
     pub passes: Counter,
     /// Tasks by observed state in the snapshot of the last pass (0 while not acting).
     pub tasks: Family<Labels, Gauge>,
-    /// Tasks the last pass could not place.
-    pub pending_tasks: Gauge,
+    /// Tasks the last pass could not place, by reason.
+    pub pending_tasks: Family<Labels, Gauge>,
     /// Store operations committed.
     pub ops_written: Counter,
 }
@@ -41,8 +41,8 @@ pub fn metrics() -> &'static Metrics {
         ),
         pending_tasks: register(
             "shoal_scheduler_pending_tasks",
-            "Tasks the last pass left pending (no node fits).",
-            Gauge::default(),
+            "Tasks the last pass left pending (no node fits), by the most common reason no node fit.",
+            Family::default(),
         ),
         ops_written: register(
             "shoal_scheduler_ops_written",
@@ -72,5 +72,16 @@ pub fn clear() {
     for s in TaskState::ALL {
         m.tasks.get_or_create(&vec![("state", s.as_str().to_string())]).set(0);
     }
-    m.pending_tasks.set(0);
+    count_pending(&Default::default());
+}
+
+/// Sets `shoal_scheduler_pending_tasks{reason}` (every reason, 0 when none).
+pub fn count_pending(by_reason: &std::collections::BTreeMap<&'static str, usize>) {
+    let m = metrics();
+    for r in crate::placement::PENDING_REASONS {
+        let n = by_reason.get(r).copied().unwrap_or(0);
+        m.pending_tasks
+            .get_or_create(&vec![("reason", r.to_string())])
+            .set(n as i64);
+    }
 }

@@ -94,6 +94,17 @@ impl Filter {
         Filter::HostPorts,
     ];
 
+    /// The metric label of the filter (`shoal_scheduler_pending_tasks{reason}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Filter::Ready => "unavailable",
+            Filter::Resources => "resources",
+            Filter::Constraints => "constraints",
+            Filter::Platform => "platform",
+            Filter::HostPorts => "host_ports",
+        }
+    }
+
     fn explain(self, n: usize) -> String {
         let nodes = if n == 1 {
             "1 node".to_string()
@@ -275,8 +286,21 @@ impl NodeInfo {
     }
 }
 
-/// Explains why no node passed, as SwarmKit does: most common failure first.
-pub fn explain<'a>(nodes: impl Iterator<Item = &'a NodeInfo>, needs: &Needs) -> String {
+/// Every reason label a pending task can have: the filters' labels, and
+/// `no_nodes` when there is no node at all to check.
+pub const PENDING_REASONS: [&str; 6] = [
+    "unavailable",
+    "resources",
+    "constraints",
+    "platform",
+    "host_ports",
+    "no_nodes",
+];
+
+/// Explains why no node passed, as SwarmKit does: most common failure
+/// first. Also returns the reason's label: the most common failure's, or
+/// `no_nodes`.
+pub fn explain<'a>(nodes: impl Iterator<Item = &'a NodeInfo>, needs: &Needs) -> (String, &'static str) {
     let mut counts: BTreeMap<Filter, usize> = BTreeMap::new();
     for n in nodes {
         if let Some(f) = n.check(needs) {
@@ -287,10 +311,11 @@ pub fn explain<'a>(nodes: impl Iterator<Item = &'a NodeInfo>, needs: &Needs) -> 
     // Stable: ties keep pipeline order.
     entries.sort_by_key(|e| std::cmp::Reverse(e.1));
     let parts: Vec<String> = entries.iter().map(|(f, n)| f.explain(*n)).collect();
+    let label = entries.first().map_or("no_nodes", |(f, _)| f.label());
     if parts.is_empty() {
-        "no suitable node".to_string()
+        ("no suitable node".to_string(), label)
     } else {
-        format!("no suitable node ({})", parts.join("; "))
+        (format!("no suitable node ({})", parts.join("; ")), label)
     }
 }
 
@@ -405,11 +430,15 @@ mod tests {
         };
         let needs = Needs::of(&spec, &[]);
         assert_eq!(a.check(&needs), None);
-        let msg = explain([&b, &c, &d].into_iter(), &needs);
+        let (msg, reason) = explain([&b, &c, &d].into_iter(), &needs);
         assert_eq!(
             msg,
             "no suitable node (insufficient resources on 2 nodes; 1 node not available for new tasks)"
         );
-        assert_eq!(explain(std::iter::empty(), &needs), "no suitable node");
+        assert_eq!(reason, "resources", "the most common failure");
+        assert_eq!(
+            explain(std::iter::empty(), &needs),
+            ("no suitable node".to_string(), "no_nodes")
+        );
     }
 }

@@ -263,6 +263,7 @@ impl Sim {
                         err,
                         ..TaskStatus::default()
                     },
+                    trace: None,
                 });
             }
             reports.push((n.clone(), updates));

@@ -496,7 +496,11 @@ mod tests {
             at: Utc::now(),
             changes: changes
                 .into_iter()
-                .map(|(action, record)| Change { action, record })
+                .map(|(action, record)| Change {
+                    action,
+                    record,
+                    trace: None,
+                })
                 .collect(),
         }
     }

@@ -33,6 +33,13 @@ pub struct TxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fencing_term: Option<u64>,
     pub ops: Vec<Op>,
+    /// The W3C `traceparent` of the leader's span for this request, set by
+    /// the store when it accepts the write (clients leave it empty: their
+    /// trace travels in the request's headers). It travels with the log
+    /// entry, so each replica's apply and the change batch the write
+    /// produces continue the writer's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl TxRequest {
@@ -41,6 +48,7 @@ impl TxRequest {
             request_id: crate::id::new_id(),
             fencing_term: None,
             ops,
+            trace: None,
         }
     }
 
@@ -133,6 +141,11 @@ pub struct Change {
     pub action: Action,
     /// The record after the change (for a delete: the last state).
     pub record: Record,
+    /// The `traceparent` of the write that made the change (see
+    /// [`TxRequest::trace`]): a follower acting on it continues that trace.
+    /// One log entry holds several writes, each with its own trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The changes of one applied log entry. `prev_index` is the index of the

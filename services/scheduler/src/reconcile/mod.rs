@@ -182,12 +182,13 @@ fn orchestrate(w: &mut Work, sid: &str, ids: Vec<String>, new_id: &mut dyn FnMut
 
 /// Lowers a pass's work to store operations: changed services, created
 /// tasks, changed tasks, deleted tasks.
-fn lower(w: Work, placed: usize, pending: usize) -> Plan {
+fn lower(w: Work, placed: usize, pending: std::collections::BTreeMap<&'static str, usize>) -> Plan {
     let mut plan = Plan {
         wake_at: w.wake,
         created: w.created.len(),
         placed,
-        pending,
+        pending: pending.values().sum(),
+        pending_by_reason: pending,
         deferred: w.deferred,
         ..Plan::default()
     };

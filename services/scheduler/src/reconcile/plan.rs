@@ -83,6 +83,8 @@ pub struct Plan {
     pub created: usize,
     pub placed: usize,
     pub pending: usize,
+    /// The pending ones by reason (labels of `placement::PENDING_REASONS`).
+    pub pending_by_reason: std::collections::BTreeMap<&'static str, usize>,
     /// Tasks some service still wants created beyond this pass's budget.
     pub deferred: usize,
 }

@@ -4,7 +4,7 @@
 //! resources, host ports), spreading the service's tasks, or left pending
 //! with SwarmKit's explanation.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_shared::model::{PortConfig, Task, TaskState};
 
@@ -14,8 +14,9 @@ use super::work::Work;
 use crate::placement::{self, Needs};
 
 /// Places every task that wants to run and has no node yet (step 6).
-/// Returns (placed, left pending).
-pub(super) fn schedule(w: &mut Work) -> (usize, usize) {
+/// Returns how many were placed, and how many were left pending by reason
+/// (the labels of [`placement::PENDING_REASONS`]).
+pub(super) fn schedule(w: &mut Work) -> (usize, BTreeMap<&'static str, usize>) {
     let deleted = &w.deleted;
     let view: Vec<&Task> = w
         .snap
@@ -44,7 +45,7 @@ pub(super) fn schedule(w: &mut Work) -> (usize, usize) {
     drop(view);
 
     let now = w.now;
-    let (mut placed, mut pending) = (0, 0);
+    let (mut placed, mut pending) = (0, BTreeMap::new());
     // Candidate sets per (service, placement): spread keys of nodes passing the static filters.
     let mut sets: HashMap<(String, String), BTreeSet<placement::SpreadKey>> = HashMap::new();
     for (sid, preset, _, id) in todo {
@@ -93,12 +94,12 @@ pub(super) fn schedule(w: &mut Work) -> (usize, usize) {
                 placed += 1;
             }
             None => {
-                let msg = if preset.is_empty() {
+                let (msg, reason) = if preset.is_empty() {
                     placement::explain(infos.values(), &needs)
                 } else {
                     placement::explain(infos.get(&preset).into_iter(), &needs)
                 };
-                pending += 1;
+                *pending.entry(reason).or_insert(0) += 1;
                 let t = w.task(&id);
                 if t.status.state != TaskState::Pending || t.status.err != msg {
                     w.intents.push(Intent::Pending {
@@ -153,6 +154,11 @@ mod tests {
         k.put(&big);
         k.put(&pinned);
         let plan = k.pass();
+        assert_eq!(
+            plan.pending_by_reason,
+            std::collections::BTreeMap::from([("constraints", 1), ("resources", 1)]),
+            "pending tasks counted by reason"
+        );
         let reasons: Vec<&String> = plan
             .intents
             .iter()
