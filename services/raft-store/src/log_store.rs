@@ -38,7 +38,8 @@ async fn durable(f: impl FnOnce(crate::wal::Done)) -> std::io::Result<()> {
     f(Box::new(move |r| {
         let _ = tx.send(r);
     }));
-    rx.await.unwrap_or_else(|_| Err(std::io::Error::other("wal flusher stopped")))
+    rx.await
+        .unwrap_or_else(|_| Err(std::io::Error::other("wal flusher stopped")))
 }
 
 impl LogStore {

@@ -399,7 +399,6 @@ impl<'a> Overlay<'a> {
     fn remove(&mut self, key: String) {
         self.writes.insert(key, None);
     }
-
 }
 
 /// Applies pending writes to the map.

@@ -102,8 +102,6 @@ struct State {
     /// Taken by the flusher, not yet written (readers look here too).
     writing: Vec<Arc<Chunk>>,
     waiters: Vec<Done>,
-    /// Segments to delete after the next sync.
-    doomed: Vec<u64>,
     failed: Option<String>,
     closed: bool,
 }
@@ -258,13 +256,16 @@ impl Wal {
             pending: Vec::new(),
             writing: Vec::new(),
             waiters: Vec::new(),
-            doomed: Vec::new(),
             failed: None,
             closed: false,
         };
         let last = paths.len().saturating_sub(1);
         for (i, (seq, path)) in paths.iter().enumerate() {
-            let file = OpenOptions::new().read(true).write(true).open(path).map_err(ioe(path))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(ioe(path))?;
             let buf = std::fs::read(path).map_err(ioe(path))?;
             let mut at = 0usize;
             let mut max_index = None;
@@ -482,23 +483,44 @@ impl Wal {
     }
 
     /// Drops the entries up to `index` (`bytes`: the purged log id, kept);
-    /// segments holding only purged entries are removed after the next sync.
+    /// segments holding only purged entries are removed once the purge
+    /// record is on the device (never before: their entries would leave a gap).
     pub fn purge(&self, index: u64, bytes: Vec<u8>, done: Done) {
-        {
+        let doomed: Vec<u64> = {
             let mut st = self.shared.lock();
             st.meta.purged = Some((index, bytes.clone()));
             let keep = st.entries.split_off(&(index + 1));
             st.entries = keep;
             let current = st.current;
-            let doomed: Vec<u64> = st
-                .segments
+            st.segments
                 .iter()
                 .filter(|(&seq, s)| seq != current && s.max_index.is_none_or(|m| m <= index))
                 .map(|(&seq, _)| seq)
-                .collect();
-            st.doomed.extend(doomed);
-        }
-        self.put(K_PURGED, &[&index.to_le_bytes(), &bytes], Some(done));
+                .collect()
+        };
+        let shared = self.shared.clone();
+        let then: Done = Box::new(move |res| {
+            if res.is_ok() && !doomed.is_empty() {
+                let removed: Vec<PathBuf> = {
+                    let mut st = shared.lock();
+                    doomed
+                        .iter()
+                        .filter_map(|seq| st.segments.remove(seq))
+                        .map(|s| s.path)
+                        .collect()
+                };
+                for p in &removed {
+                    if let Err(e) = std::fs::remove_file(p) {
+                        tracing::warn!(file = %p.display(), error = %e, "wal: removing a purged segment");
+                    }
+                }
+                if let Err(e) = sync_dir(&shared.dir) {
+                    tracing::warn!(error = %e, "wal: fsync of the directory after removing segments");
+                }
+            }
+            done(res)
+        });
+        self.put(K_PURGED, &[&index.to_le_bytes(), &bytes], Some(then));
     }
 
     pub fn vote(&self) -> Option<Vec<u8>> {
@@ -529,11 +551,9 @@ impl Wal {
                 return Ok(out);
             }
             for (&index, pos) in st.entries.range(start..end) {
-                let queued = st
-                    .pending
-                    .iter()
-                    .chain(st.writing.iter())
-                    .find(|c| c.seq == pos.seq && c.offset <= pos.offset && pos.offset < c.offset + c.bytes.len() as u64);
+                let queued = st.pending.iter().chain(st.writing.iter()).find(|c| {
+                    c.seq == pos.seq && c.offset <= pos.offset && pos.offset < c.offset + c.bytes.len() as u64
+                });
                 match queued {
                     Some(c) => {
                         let from = (pos.offset - c.offset) as usize;
@@ -618,7 +638,12 @@ fn new_segment(shared: &Shared, st: &mut State, seq: u64, need: u64) -> io::Resu
     }
     let capacity = shared.segment_bytes.max(need + header.len() as u64 + HEADER as u64);
     {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         fs2::FileExt::allocate(&file, capacity)?;
         file.write_all_at(&header, 0)?;
         file.sync_all()?;
@@ -670,33 +695,12 @@ fn flusher(shared: &Shared) {
 
         let mut st = shared.lock();
         st.writing.clear();
-        let doomed = if res.is_ok() {
-            std::mem::take(&mut st.doomed)
-        } else {
-            Vec::new()
-        };
-        let mut removed = Vec::new();
-        for seq in doomed {
-            if let Some(seg) = st.segments.remove(&seq) {
-                removed.push(seg.path);
-            }
-        }
         if let Err(e) = &res {
             // After a failed write or fsync nothing later can be trusted.
             st.failed.get_or_insert_with(|| e.to_string());
             tracing::error!(error = %e, "wal: write or fdatasync failed; the log refuses further writes");
         }
         drop(st);
-        if !removed.is_empty() {
-            for p in &removed {
-                if let Err(e) = std::fs::remove_file(p) {
-                    tracing::warn!(file = %p.display(), error = %e, "wal: removing a purged segment");
-                }
-            }
-            if let Err(e) = sync_dir(&shared.dir) {
-                tracing::warn!(error = %e, "wal: fsync of the directory after removing segments");
-            }
-        }
         for w in waiters {
             w(match &res {
                 Ok(()) => Ok(()),
@@ -873,7 +877,10 @@ mod tests {
         };
         let fifth = record_offsets(&seg)[4];
         flip(&seg, fifth + HEADER + 3);
-        let err = Wal::open_with(dir.path(), 1 << 20).err().expect("must refuse").to_string();
+        let err = Wal::open_with(dir.path(), 1 << 20)
+            .err()
+            .expect("must refuse")
+            .to_string();
         assert!(err.contains(&seg.display().to_string()), "{err}");
         assert!(err.contains(&format!("offset {fifth}")), "{err}");
         assert!(err.contains("checksum mismatch"), "{err}");
