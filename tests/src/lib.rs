@@ -273,6 +273,22 @@ impl StoreCluster {
         self.spawn(id);
     }
 
+    /// Whether replica `id`'s process (last started) has exited.
+    pub fn exited(&mut self, id: u64) -> bool {
+        self.procs.get_mut(&id).is_some_and(|p| p.exited())
+    }
+
+    /// The data dir of replica `id`.
+    pub fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("replica-{id}"))
+    }
+
+    /// The output (log) of replica `id`'s last start.
+    pub fn log_text(&self, id: u64) -> String {
+        let n = self.starts.get(&id).copied().unwrap_or(0);
+        std::fs::read_to_string(self.dir.path().join(format!("replica-{id}.{n}.log"))).unwrap_or_default()
+    }
+
     /// The PID of replica `id`, while it runs.
     pub fn pid(&self, id: u64) -> Option<i32> {
         self.procs.get(&id).map(|p| p.pid().as_raw())

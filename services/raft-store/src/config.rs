@@ -21,7 +21,7 @@ pub struct Config {
     #[arg(long, env = "SHOAL_REPLICA_ID")]
     pub replica_id: u64,
 
-    /// Directory for this replica's sled database (log, vote, state machine, snapshots).
+    /// Directory for this replica's write-ahead log (`wal/`: log, vote) and snapshot file.
     #[arg(long, env = "SHOAL_DATA_DIR")]
     pub data_dir: PathBuf,
 
@@ -49,8 +49,8 @@ pub struct Config {
     #[arg(long, env = "SHOAL_PROPOSALS_IN_FLIGHT", default_value_t = 1)]
     pub proposals_in_flight: usize,
 
-    /// Memory sled may use as its page cache, in MiB (sled's own default is
-    /// 1 GiB, which a busy store fills and never gives back).
+    /// Accepted for compatibility and ignored: the store no longer uses sled
+    /// (its state machine is in memory, its log in the WAL).
     #[arg(long, env = "SHOAL_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
 

@@ -1,12 +1,14 @@
 //! `shoal-raft-store`: shoal's replicated object store.
 //!
 //! Every cluster object lives here. One process is one Raft replica
-//! (openraft), with its log, vote, state machine and snapshots in one sled
-//! database in its data dir. Everything else talks to it over NATS:
+//! (openraft), with its log and vote in a write-ahead log (`<data-dir>/wal/`),
+//! its state machine in memory and its last snapshot in `<data-dir>/snapshot`.
+//! Everything else talks to it over NATS:
 //!
 //! - [`typ`]: what a log entry carries (a batch of transactions) and returns;
 //! - [`codec`]: MessagePack for everything the replica stores or sends to its peers;
-//! - [`log_store`]: the Raft log and vote in sled, fsynced before acknowledging;
+//! - [`wal`]: segment files, CRC-framed records, one flusher batching `fdatasync`s;
+//! - [`log_store`]: the Raft log and vote in the WAL, durable before acknowledged;
 //! - [`sm`]: the deterministic state machine (objects, names, change history, request ids);
 //! - [`network`]: Raft RPCs as NATS request/reply;
 //! - [`server`]: the replica: store API, leader forwarding, proposal batching,
@@ -29,6 +31,7 @@ pub mod network;
 pub mod server;
 pub mod sm;
 pub mod typ;
+pub mod wal;
 
 use std::future::Future;
 

@@ -1,61 +1,62 @@
-//! The Raft log and vote in sled (trees `log` and `raft_meta` of the replica's database).
+//! The Raft log and vote in the replica's write-ahead log ([`crate::wal`]).
 //!
-//! Appends and votes are flushed (fsync) before openraft is told they are durable.
+//! Appends, votes, truncations and purges are reported to openraft only
+//! after the `fdatasync` of the segment holding them.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use tokio::sync::oneshot;
 
 use crate::codec;
 use crate::typ::*;
+use crate::wal::{Wal, WalError};
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    log: sled::Tree,
-    meta: sled::Tree,
+    wal: Wal,
 }
 
-fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl ToString) -> StorageError {
     StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
 }
 
-fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+fn read_err(e: impl ToString) -> StorageError {
     io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
 }
 
-fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+fn write_err(e: impl ToString) -> StorageError {
     io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
 }
 
+/// Runs `f` with a completion callback and waits for it.
+async fn durable(f: impl FnOnce(crate::wal::Done)) -> std::io::Result<()> {
+    let (tx, rx) = oneshot::channel();
+    f(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    rx.await
+        .unwrap_or_else(|_| Err(std::io::Error::other("wal flusher stopped")))
+}
+
 impl LogStore {
-    pub fn open(db: &sled::Db) -> Result<LogStore, sled::Error> {
-        Ok(LogStore {
-            db: db.clone(),
-            log: db.open_tree("log")?,
-            meta: db.open_tree("raft_meta")?,
-        })
+    /// Opens the log in `dir` (recovering a torn tail; refusing mid-log corruption).
+    pub fn open(dir: &Path) -> Result<LogStore, WalError> {
+        Ok(LogStore { wal: Wal::open(dir)? })
     }
 
-    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        match self.meta.get(key).map_err(read_err)? {
-            None => Ok(None),
-            Some(v) => codec::decode(&v).map(Some).map_err(read_err),
-        }
-    }
-
-    fn put_meta<T: Serialize>(&self, key: &str, v: &T) -> Result<(), StorageError> {
-        let bytes = codec::encode(v);
-        self.meta.insert(key, bytes).map_err(write_err)?;
-        Ok(())
+    pub fn from_wal(wal: Wal) -> LogStore {
+        LogStore { wal }
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
-        self.get_meta("purged")
+        match self.wal.purged() {
+            None => Ok(None),
+            Some((_, b)) => codec::decode(&b).map(Some).map_err(read_err),
+        }
     }
 }
 
@@ -69,16 +70,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => i + 1,
             Bound::Unbounded => 0,
         };
-        let mut out = Vec::new();
-        for kv in self.log.range(start.to_be_bytes()..) {
-            let (k, v) = kv.map_err(read_err)?;
-            let idx = u64::from_be_bytes(k.as_ref().try_into().expect("8-byte keys"));
-            if !range.contains(&idx) {
-                break;
-            }
-            out.push(codec::decode(&v).map_err(read_err)?);
-        }
-        Ok(out)
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.wal
+            .read(start, end)
+            .map_err(read_err)?
+            .into_iter()
+            .map(|(_, b)| codec::decode(&b).map_err(read_err))
+            .collect()
     }
 }
 
@@ -87,8 +89,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.last_purged()?;
-        let last = match self.log.last().map_err(read_err)? {
-            Some((_, v)) => Some(codec::decode::<Entry>(&v).map_err(read_err)?.log_id),
+        let last = match self.wal.bounds() {
+            Some((_, last)) => {
+                let e = self.wal.read(last, last + 1).map_err(read_err)?;
+                match e.first() {
+                    Some((_, b)) => Some(codec::decode::<Entry>(b).map_err(read_err)?.log_id),
+                    None => last_purged_log_id,
+                }
+            }
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -102,28 +110,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta("vote", vote)
-            .map_err(|_| io_err(ErrorSubject::Vote, ErrorVerb::Write, std::io::Error::other("vote")))?;
-        self.db
-            .flush_async()
+        let bytes = codec::encode(vote);
+        durable(|d| self.wal.save_vote(bytes, d))
             .await
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        Ok(())
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_meta("vote")
+        match self.wal.vote() {
+            None => Ok(None),
+            Some(b) => codec::decode(&b)
+                .map(Some)
+                .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e)),
+        }
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         if let Some(c) = committed {
             crate::metrics::metrics().commit_index.set(c.index as i64);
         }
-        self.put_meta("committed", &committed)
+        self.wal.save_committed(codec::encode(&committed));
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>("committed")?.flatten())
+        match self.wal.committed() {
+            None => Ok(None),
+            Some(b) => Ok(codec::decode::<Option<LogId>>(&b).map_err(read_err)?),
+        }
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -131,40 +145,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let started = std::time::Instant::now();
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            let bytes = codec::encode(&entry);
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        let res = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
-        crate::metrics::metrics()
-            .log_flush_seconds
-            .observe(started.elapsed().as_secs_f64());
-        callback.log_io_completed(res);
+        let records: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.log_id.index, codec::encode(&e)))
+            .collect();
+        self.wal
+            .append(records, Box::new(move |res| callback.log_io_completed(res)));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(log_id.index.to_be_bytes()..) {
-            let (k, _) = kv.map_err(read_err)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        self.db.flush_async().await.map_err(write_err)?;
-        Ok(())
+        durable(|d| self.wal.truncate(log_id.index, d)).await.map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.put_meta("purged", &log_id)?;
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = kv.map_err(read_err)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        Ok(())
+        let bytes = codec::encode(&log_id);
+        durable(|d| self.wal.purge(log_id.index, bytes, d))
+            .await
+            .map_err(write_err)
     }
 }

@@ -45,21 +45,26 @@ pub struct Replica {
     reader: Reader,
     proposals: mpsc::Sender<Pending>,
     is_leader: Arc<AtomicBool>,
-    db: sled::Db,
     in_flight: usize,
 }
 
 impl Replica {
-    /// Opens the database, starts Raft and every background task of the replica.
+    /// Opens the log and the state machine, starts Raft and every background task of the replica.
     pub async fn start(cfg: &Config, nats: async_nats::Client) -> anyhow::Result<Arc<Replica>> {
-        let db = sled::Config::new()
-            .path(cfg.data_dir.join("store.sled"))
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cfg.cache_mb << 20)
-            .open()?;
-        let log = LogStore::open(&db)?;
+        let legacy = cfg.data_dir.join("store.sled");
+        let wal_dir = cfg.data_dir.join("wal");
+        if legacy.exists() && !wal_dir.exists() {
+            anyhow::bail!(
+                "{} holds a store of an earlier layout (sled); this version keeps its log in {} and \
+                 its state in snapshot files. Remove the data dir's store.sled to start this replica \
+                 empty (it then catches up from its peers), or run the earlier version",
+                legacy.display(),
+                wal_dir.display()
+            );
+        }
+        let log = LogStore::open(&wal_dir)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let sm = StateMachine::open(&db, events_tx)?;
+        let sm = StateMachine::open(&cfg.data_dir, events_tx)?;
         let reader = sm.reader();
 
         let election = cfg.election_timeout().as_millis() as u64;
@@ -87,7 +92,6 @@ impl Replica {
             reader,
             proposals,
             is_leader: Arc::new(AtomicBool::new(false)),
-            db,
             in_flight: cfg.proposals_in_flight,
         });
 
@@ -117,10 +121,9 @@ impl Replica {
         Ok(replica)
     }
 
-    /// Flushes and stops Raft.
+    /// Stops Raft (everything acknowledged is already on disk).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
-        let _ = self.db.flush_async().await;
     }
 
     async fn serve_raft_rpcs(self: Arc<Self>) -> anyhow::Result<()> {

@@ -1,11 +1,15 @@
-//! The replicated state machine: objects, unique-name index and applied-request
-//! ids in the sled tree `sm`; the recent change history and the name and
-//! field indexes ([`Indexes`], built from the objects at open) in memory.
+//! The replicated state machine, in memory (as SwarmKit keeps its whole
+//! state): objects, unique-name index and applied-request ids in one ordered
+//! key-value map ([`Kv`]); the recent change history and the name and field
+//! indexes ([`Indexes`], built from the objects at open) next to it. It is made
+//! durable by snapshot files (see [`snapshot_file`]): on restart the replica
+//! loads the last snapshot and openraft re-applies the committed entries of
+//! the write-ahead log after it.
 //!
 //! Applying is deterministic: it depends only on the log entries (which carry
 //! the proposer's timestamp), so every replica reaches the same state.
 //!
-//! Key layout in sled (all keys are UTF-8, values MessagePack):
+//! Key layout (all keys are UTF-8, values MessagePack):
 //! - `o/<kind>/<id>`   → [`Record`]
 //! - `n/<kind>/<name>` → id (services and networks: unique names)
 //! - `d/<index:020>`   → the request ids the entry at `index` applied, with their
@@ -15,13 +19,18 @@
 //!
 //! The change history ([`HISTORY_WINDOW`] indexes, at most [`HISTORY_BYTES`]
 //! of records) lets a watcher that missed events catch up without relisting. It
-//! is a hint, as the feed is: it lives in memory, so after a restart it starts
-//! empty and a watcher that asks for older events is told to relist. Writing
-//! it to sled cost more than everything else a write does (each batch repeats
-//! every record it changed).
+//! is a hint, as the feed is: after a restart it starts empty and a watcher
+//! that asks for older events is told to relist.
+//!
+//! Snapshots do not hold up writes: the map's keys and values are shared
+//! (`Arc`), so [`RaftStateMachine::get_snapshot_builder`] copies the map's
+//! spine under the readers' lock (no value is copied), and encoding, writing
+//! and `fsync` run on a blocking thread while entries keep applying.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use openraft::storage::RaftStateMachine;
@@ -70,14 +79,55 @@ fn dedup_key(index: u64) -> String {
     format!("d/{index:020}")
 }
 /// Key prefixes of earlier layouts (history, request ids and their index),
-/// removed when a database written by them is opened.
+/// dropped when a snapshot written by them is loaded.
 const LEGACY_PREFIXES: [&str; 3] = ["e/", "r/", "q/"];
+
+/// The state machine's keys and values. Both are shared, so a copy (for a
+/// snapshot) costs the map's nodes, not its contents.
+#[derive(Default, Clone, PartialEq)]
+pub struct Kv {
+    map: BTreeMap<Arc<str>, Arc<[u8]>>,
+}
+
+impl Kv {
+    pub fn get(&self, key: &str) -> Option<&Arc<[u8]>> {
+        self.map.get(key)
+    }
+
+    pub fn insert(&mut self, key: &str, value: Vec<u8>) {
+        self.map.insert(Arc::from(key), Arc::from(value));
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+
+    /// Keys and values under `prefix`, in key order.
+    pub fn scan_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.map
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (&**k, &**v))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.map.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
     StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
 }
 
-/// What the state machine keeps in memory next to sled, for readers. Its lock
+/// What the state machine keeps in memory, for readers and apply. Its lock
 /// also makes a list and the feed position it reports consistent with each other.
 #[derive(Default)]
 struct Mem {
@@ -86,22 +136,24 @@ struct Mem {
     /// Recent change batches, oldest first.
     history: VecDeque<Arc<EventBatch>>,
     history_bytes: usize,
-    /// Name and field indexes of the records in the tree.
+    /// Name and field indexes of the records in `kv`.
     indexes: Indexes,
+    /// The state: objects, names, request ids, metadata.
+    kv: Kv,
 }
 
 impl Mem {
-    /// Loads the head and builds the indexes from the tree (the history starts empty).
-    fn load(tree: &sled::Tree) -> Result<Mem, StorageError> {
+    /// Takes `kv`, loads the head and builds the indexes (the history starts empty).
+    fn load(kv: Kv) -> Result<Mem, StorageError> {
         let mut indexes = Indexes::default();
-        for kv in tree.scan_prefix("o/") {
-            let (_, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let rec: Record = codec::decode(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        for (_, v) in kv.scan_prefix("o/") {
+            let rec: Record = codec::decode(v).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             indexes.put(&rec);
         }
         Ok(Mem {
-            head: Overlay::new(tree).get_value(M_EVENT_INDEX)?.unwrap_or(0),
+            head: Overlay::new(&kv).get_value(M_EVENT_INDEX)?.unwrap_or(0),
             indexes,
+            kv,
             ..Mem::default()
         })
     }
@@ -151,15 +203,13 @@ fn dedup_size(id: &str, r: &Remembered) -> usize {
 }
 
 impl Dedup {
-    fn load(tree: &sled::Tree) -> Result<Dedup, StorageError> {
+    fn load(kv: &Kv) -> Result<Dedup, StorageError> {
         let mut d = Dedup::default();
-        for kv in tree.scan_prefix("d/") {
-            let (k, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let index = std::str::from_utf8(&k[2..])
-                .ok()
-                .and_then(|i| i.parse::<u64>().ok())
-                .ok_or_else(|| sm_err(ErrorVerb::Read, format!("bad key {}", String::from_utf8_lossy(&k))))?;
-            let entries: Vec<(String, Remembered)> = codec::decode(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        for (k, v) in kv.scan_prefix("d/") {
+            let index = k[2..]
+                .parse::<u64>()
+                .map_err(|_| sm_err(ErrorVerb::Read, format!("bad key {k}")))?;
+            let entries: Vec<(String, Remembered)> = codec::decode(v).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             for (id, r) in entries {
                 d.remember(index, id, r);
             }
@@ -207,20 +257,19 @@ impl Dedup {
 /// Read access to the state machine for the store API (get, list, history).
 #[derive(Clone)]
 pub struct Reader {
-    tree: sled::Tree,
     mem: Arc<RwLock<Mem>>,
 }
 
-impl Reader {
-    fn get_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ShoalError> {
-        match self.tree.get(key).map_err(|e| ShoalError::internal(e.to_string()))? {
-            None => Ok(None),
-            Some(v) => codec::decode(&v)
-                .map(Some)
-                .map_err(|e| ShoalError::internal(format!("corrupt {key}: {e}"))),
-        }
+fn get_value<T: serde::de::DeserializeOwned>(kv: &Kv, key: &str) -> Result<Option<T>, ShoalError> {
+    match kv.get(key) {
+        None => Ok(None),
+        Some(v) => codec::decode(v)
+            .map(Some)
+            .map_err(|e| ShoalError::internal(format!("corrupt {key}: {e}"))),
     }
+}
 
+impl Reader {
     fn mem(&self) -> std::sync::RwLockReadGuard<'_, Mem> {
         self.mem.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -230,8 +279,7 @@ impl Reader {
     }
 
     pub fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, ShoalError> {
-        let _g = self.mem();
-        self.get_value(&obj_key(kind, id))
+        get_value(&self.mem().kv, &obj_key(kind, id))
     }
 
     /// A consistent list of `kinds` (each sorted by id) and the feed position
@@ -243,7 +291,7 @@ impl Reader {
         for &kind in kinds {
             if let Some(ids) = mem.indexes.candidates(kind, filter) {
                 for id in ids {
-                    if let Some(rec) = self.get_value::<Record>(&obj_key(kind, &id))? {
+                    if let Some(rec) = get_value::<Record>(&mem.kv, &obj_key(kind, &id))? {
                         if filter.matches(&rec) {
                             records.push(rec);
                         }
@@ -253,9 +301,8 @@ impl Reader {
             }
             for p in distinct_prefixes(&filter.id_prefixes) {
                 let prefix = format!("{}{p}", obj_prefix(kind));
-                for kv in self.tree.scan_prefix(prefix.as_bytes()) {
-                    let (_, v) = kv.map_err(|e| ShoalError::internal(e.to_string()))?;
-                    let rec: Record = codec::decode(&v).map_err(|e| ShoalError::internal(e.to_string()))?;
+                for (_, v) in mem.kv.scan_prefix(&prefix) {
+                    let rec: Record = codec::decode(v).map_err(|e| ShoalError::internal(e.to_string()))?;
                     if filter.matches(&rec) {
                         records.push(rec);
                     }
@@ -317,16 +364,16 @@ type Writes = BTreeMap<String, Option<Vec<u8>>>;
 /// Reads a key through pending writes.
 type ReadFn<'a> = dyn Fn(&Writes, &str) -> Result<Option<Vec<u8>>, StorageError> + 'a;
 
-/// Pending writes of one `apply` call, read through before sled.
+/// Pending writes of one `apply` call, read through before the map.
 struct Overlay<'a> {
-    tree: &'a sled::Tree,
+    kv: &'a Kv,
     writes: Writes,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(tree: &'a sled::Tree) -> Self {
+    fn new(kv: &'a Kv) -> Self {
         Overlay {
-            tree,
+            kv,
             writes: BTreeMap::new(),
         }
     }
@@ -335,11 +382,7 @@ impl<'a> Overlay<'a> {
         if let Some(v) = self.writes.get(key) {
             return Ok(v.clone());
         }
-        Ok(self
-            .tree
-            .get(key)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?
-            .map(|v| v.to_vec()))
+        Ok(self.kv.get(key).map(|v| v.to_vec()))
     }
 
     fn get_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -356,16 +399,15 @@ impl<'a> Overlay<'a> {
     fn remove(&mut self, key: String) {
         self.writes.insert(key, None);
     }
+}
 
-    fn into_batch(self) -> sled::Batch {
-        let mut b = sled::Batch::default();
-        for (k, v) in self.writes {
-            match v {
-                Some(v) => b.insert(k.into_bytes(), v),
-                None => b.remove(k.into_bytes()),
-            }
+/// Applies pending writes to the map.
+fn write_all(kv: &mut Kv, writes: Writes) {
+    for (k, v) in writes {
+        match v {
+            Some(v) => kv.insert(&k, v),
+            None => kv.remove(&k),
         }
-        b
     }
 }
 
@@ -619,19 +661,125 @@ fn claim_name(
     Ok(None)
 }
 
-/// Snapshot file contents: every key of the state machine.
+/// Snapshot contents (as sent to peers): every key of the state machine.
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     entries: Vec<(String, serde_bytes::ByteBuf)>,
 }
 
+/// Encodes a map as [`SnapshotData`] without copying it first.
+struct SnapshotRef<'a>(&'a Kv);
+
+impl Serialize for SnapshotRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Entries<'a>(&'a Kv);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
+            }
+        }
+        let mut st = s.serialize_struct("SnapshotData", 1)?;
+        st.serialize_field("entries", &Entries(self.0))?;
+        st.end()
+    }
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<Kv, StorageError> {
+    let data: SnapshotData = codec::decode(bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    let mut kv = Kv::default();
+    for (k, v) in data.entries {
+        if LEGACY_PREFIXES.iter().any(|p| k.starts_with(p)) {
+            continue;
+        }
+        kv.insert(&k, v.into_vec());
+    }
+    Ok(kv)
+}
+
+/// The replica's snapshot file in its data dir: `snapshot` holds the
+/// latest; a new one is written to `snapshot.tmp`, fsynced, renamed over it,
+/// and the directory fsynced.
+///
+/// Layout: `SHOALSN1 | meta length: u32 LE | meta (MessagePack) | data | crc32: u32 LE`
+/// (the CRC covers everything before it; data is [`SnapshotData`]).
+pub fn snapshot_file(dir: &Path) -> PathBuf {
+    dir.join("snapshot")
+}
+
+const SNAP_MAGIC: &[u8; 8] = b"SHOALSN1";
+
+/// Writes a snapshot durably (blocking) unless the file already holds a
+/// later one; `current` (the file's meta) serializes writers.
+fn save_snapshot(
+    current: &Mutex<Option<SnapshotMeta>>,
+    dir: &Path,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut cur = current.lock().unwrap_or_else(|p| p.into_inner());
+    if cur.as_ref().is_some_and(|c| c.last_log_id > meta.last_log_id) {
+        return Ok(());
+    }
+    write_snapshot_file(dir, meta, data)?;
+    *cur = Some(meta.clone());
+    Ok(())
+}
+
+fn write_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
+    let path = snapshot_file(dir);
+    let tmp = dir.join("snapshot.tmp");
+    let meta_bytes = codec::encode(meta);
+    let mut crc = crc32fast::Hasher::new();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    for part in [
+        &SNAP_MAGIC[..],
+        &(meta_bytes.len() as u32).to_le_bytes(),
+        &meta_bytes,
+        data,
+    ] {
+        crc.update(part);
+        f.write_all(part)?;
+    }
+    f.write_all(&crc.finalize().to_le_bytes())?;
+    let f = f.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads the snapshot file: its meta and data, or `None` if there is none.
+fn read_snapshot_file(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let path = snapshot_file(dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(sm_err(ErrorVerb::Read, format!("{}: {e}", path.display()))),
+    };
+    let bad = |why: &str| sm_err(ErrorVerb::Read, format!("snapshot {}: {why}", path.display()));
+    if bytes.len() < 16 || &bytes[..8] != SNAP_MAGIC {
+        return Err(bad("not a shoal snapshot file"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+        return Err(bad("checksum mismatch"));
+    }
+    let meta_len = u32::from_le_bytes(body[8..12].try_into().unwrap()) as usize;
+    if 12 + meta_len > body.len() {
+        return Err(bad("meta runs past the end"));
+    }
+    let meta: SnapshotMeta = codec::decode(&body[12..12 + meta_len]).map_err(|e| bad(&e.to_string()))?;
+    Ok(Some((meta, body[12 + meta_len..].to_vec())))
+}
+
 pub struct StateMachine {
-    db: sled::Db,
-    tree: sled::Tree,
-    snap: sled::Tree,
+    dir: PathBuf,
     mem: Arc<RwLock<Mem>>,
     /// Only `apply` uses it, so it is not behind the readers' lock.
     dedup: Dedup,
+    /// Meta of the snapshot in the snapshot file.
+    current: Arc<Mutex<Option<SnapshotMeta>>>,
     events: mpsc::UnboundedSender<Arc<EventBatch>>,
     history_window: u64,
     history_bytes: usize,
@@ -640,16 +788,26 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    pub fn open(db: &sled::Db, events: mpsc::UnboundedSender<Arc<EventBatch>>) -> Result<StateMachine, StorageError> {
-        let open_tree = |name: &str| db.open_tree(name).map_err(|e| sm_err(ErrorVerb::Read, e));
-        let tree = open_tree("sm")?;
-        drop_legacy_keys(&tree)?;
+    /// Opens the state machine of the replica whose data dir is `dir`: the
+    /// snapshot file's state, or an empty one.
+    pub fn open(dir: &Path, events: mpsc::UnboundedSender<Arc<EventBatch>>) -> Result<StateMachine, StorageError> {
+        let _ = std::fs::remove_file(dir.join("snapshot.tmp"));
+        let (kv, current) = match read_snapshot_file(dir)? {
+            Some((meta, data)) => {
+                let mut kv = decode_snapshot(&data)?;
+                if let Some(applied) = &meta.last_log_id {
+                    kv.insert(M_APPLIED, codec::encode(applied));
+                }
+                kv.insert(M_MEMBERSHIP, codec::encode(&meta.last_membership));
+                (kv, Some(meta))
+            }
+            None => (Kv::default(), None),
+        };
         Ok(StateMachine {
-            db: db.clone(),
-            mem: Arc::new(RwLock::new(Mem::load(&tree)?)),
-            dedup: Dedup::load(&tree)?,
-            tree,
-            snap: open_tree("snapshot")?,
+            dir: dir.to_path_buf(),
+            dedup: Dedup::load(&kv)?,
+            mem: Arc::new(RwLock::new(Mem::load(kv)?)),
+            current: Arc::new(Mutex::new(current)),
             events,
             history_window: HISTORY_WINDOW,
             history_bytes: HISTORY_BYTES,
@@ -684,60 +842,42 @@ impl StateMachine {
     }
 
     pub fn reader(&self) -> Reader {
-        Reader {
-            tree: self.tree.clone(),
-            mem: self.mem.clone(),
-        }
+        Reader { mem: self.mem.clone() }
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        Overlay::new(&self.tree).get_value(key)
+        let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
+        Overlay::new(&mem.kv).get_value(key)
     }
 
+    /// A copy of the map (its contents shared).
+    fn view(&self) -> Kv {
+        self.mem.read().unwrap_or_else(|p| p.into_inner()).kv.clone()
+    }
+
+    #[cfg(test)]
     fn dump(&self) -> Result<SnapshotData, StorageError> {
-        let _g = self.mem.read().unwrap_or_else(|p| p.into_inner());
-        let mut entries = Vec::new();
-        for kv in self.tree.iter() {
-            let (k, v) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            entries.push((
-                String::from_utf8_lossy(&k).into_owned(),
-                serde_bytes::ByteBuf::from(v.to_vec()),
-            ));
-        }
-        Ok(SnapshotData { entries })
+        Ok(SnapshotData {
+            entries: self
+                .view()
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v.to_vec())))
+                .collect(),
+        })
     }
-}
-
-/// Removes what earlier key layouts kept in the tree (see [`LEGACY_PREFIXES`]).
-fn drop_legacy_keys(tree: &sled::Tree) -> Result<(), StorageError> {
-    let mut b = sled::Batch::default();
-    let mut n = 0;
-    for prefix in LEGACY_PREFIXES {
-        for k in tree.scan_prefix(prefix).keys() {
-            b.remove(k.map_err(|e| sm_err(ErrorVerb::Read, e))?);
-            n += 1;
-        }
-    }
-    if n > 0 {
-        tree.apply_batch(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        tracing::info!(keys = n, "dropped keys of an earlier state machine layout");
-    }
-    Ok(())
 }
 
 pub struct Builder {
-    snap: sled::Tree,
-    db: sled::Db,
-    data: Option<SnapshotData>,
+    dir: PathBuf,
+    view: Kv,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    current: Arc<Mutex<Option<SnapshotMeta>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
-        let data = self.data.take().unwrap_or(SnapshotData { entries: Vec::new() });
-        let bytes = codec::encode(&data);
         let snapshot_id = match &self.last_applied {
             Some(l) => format!(
                 "{}-{}-{}",
@@ -752,7 +892,20 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        save_snapshot(&self.db, &self.snap, &meta, &bytes).await?;
+        // Encoding and fsync run off the runtime's workers; apply goes on meanwhile.
+        let view = std::mem::take(&mut self.view);
+        let dir = self.dir.clone();
+        let m = meta.clone();
+        let current = self.current.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let bytes = codec::encode(&SnapshotRef(&view));
+            drop(view);
+            save_snapshot(&current, &dir, &m, &bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         crate::metrics::metrics()
             .snapshot_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -761,20 +914,6 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             snapshot: Box::new(std::io::Cursor::new(bytes)),
         })
     }
-}
-
-async fn save_snapshot(
-    db: &sled::Db,
-    snap: &sled::Tree,
-    meta: &SnapshotMeta,
-    bytes: &[u8],
-) -> Result<(), StorageError> {
-    let mut b = sled::Batch::default();
-    b.insert("meta", codec::encode(meta));
-    b.insert("data", bytes);
-    snap.apply_batch(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    db.flush_async().await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    Ok(())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -792,12 +931,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut ov = Overlay::new(&self.tree);
         let mut results = Vec::new();
         let mut done = Applied::default();
         // Read what the call starts from; readers may share the lock meanwhile.
         // The write lock is taken only to commit the call's results below.
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
+        let mut ov = Overlay::new(&mem.kv);
         let mut event_index = mem.head;
         for entry in entries {
             let index = entry.log_id.index;
@@ -844,10 +983,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
+        let writes = ov.writes;
         drop(mem);
         let mut mem = self.mem_mut();
-        let batch = ov.into_batch();
-        self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        write_all(&mut mem.kv, writes);
         for b in done.batches {
             for c in &b.changes {
                 mem.indexes.apply(c);
@@ -860,18 +999,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Make the state machine durable up to what the snapshot will cover,
-        // so the log may be purged behind it.
-        if let Err(e) = self.db.flush_async().await {
-            tracing::error!(error = %e, "flush before snapshot");
-        }
+        // A consistent view: apply runs on this same task, so nothing changes
+        // between reading the applied state and copying the map.
         let (last_applied, membership) = self.applied_state().await.unwrap_or_default();
         Builder {
-            snap: self.snap.clone(),
-            db: self.db.clone(),
-            data: self.dump().ok(),
+            dir: self.dir.clone(),
+            view: self.view(),
             last_applied,
             membership,
+            current: self.current.clone(),
         }
     }
 
@@ -885,61 +1021,43 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let data: SnapshotData = codec::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let mut b = sled::Batch::default();
-        for kv in self.tree.iter() {
-            let (k, _) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            b.remove(k);
-        }
-        for (k, v) in data.entries {
-            b.insert(k.into_bytes(), v.into_vec());
-        }
+        let mut kv = decode_snapshot(&bytes)?;
         if let Some(applied) = &meta.last_log_id {
-            b.insert(M_APPLIED, codec::encode(applied));
+            kv.insert(M_APPLIED, codec::encode(applied));
         }
-        b.insert(M_MEMBERSHIP, codec::encode(&meta.last_membership));
-        {
-            // The history before the snapshot is not in it: watchers behind it relist.
-            let mut mem = self.mem_mut();
-            self.tree.apply_batch(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            *mem = Mem::load(&self.tree)?;
-        }
-        self.dedup = Dedup::load(&self.tree)?;
-        save_snapshot(&self.db, &self.snap, meta, &bytes).await?;
+        kv.insert(M_MEMBERSHIP, codec::encode(&meta.last_membership));
+        // Durable before openraft purges the log behind it.
+        let dir = self.dir.clone();
+        let m = meta.clone();
+        let current = self.current.clone();
+        tokio::task::spawn_blocking(move || save_snapshot(&current, &dir, &m, &bytes))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.dedup = Dedup::load(&kv)?;
+        // The history before the snapshot is not in it: watchers behind it relist.
+        let fresh = Mem::load(kv)?;
+        *self.mem_mut() = fresh;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let meta = self.snap.get("meta").map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let data = self.snap.get("data").map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        match (meta, data) {
-            (Some(m), Some(d)) => Ok(Some(Snapshot {
-                meta: codec::decode(&m).map_err(|e| sm_err(ErrorVerb::Read, e))?,
-                snapshot: Box::new(std::io::Cursor::new(d.to_vec())),
-            })),
-            _ => Ok(None),
+        if self.current.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return Ok(None);
         }
+        let dir = self.dir.clone();
+        let read = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Read, e))??;
+        Ok(read.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(std::io::Cursor::new(data)),
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// Opens a sled database in `dir`, waiting (up to 10 s) for a handle that
-    /// was just dropped to let go of its file lock: sled's flusher thread
-    /// releases it a moment after the last handle goes.
-    fn reopen(dir: &std::path::Path) -> sled::Db {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match sled::Config::new().path(dir).open() {
-                Ok(db) => return db,
-                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
-                    std::thread::yield_now();
-                }
-                Err(e) => panic!("open {}: {e}", dir.display()),
-            }
-        }
-    }
-
     use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
     use serde_json::json;
 
@@ -951,9 +1069,9 @@ mod tests {
         mpsc::UnboundedReceiver<Arc<EventBatch>>,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).temporary(true).open().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        (dir, StateMachine::open(&db, tx).unwrap(), rx)
+        let sm = StateMachine::open(dir.path(), tx).unwrap();
+        (dir, sm, rx)
     }
 
     fn at() -> DateTime<Utc> {
@@ -1007,10 +1125,9 @@ mod tests {
     /// The indexes held equal those built from the records in the tree.
     fn assert_indexes_agree(sm: &StateMachine) {
         let records: Vec<Record> = sm
-            .tree
+            .view()
             .scan_prefix("o/")
-            .values()
-            .map(|v| codec::decode(&v.unwrap()).unwrap())
+            .map(|(_, v)| codec::decode(v).unwrap())
             .collect();
         let mem = sm.mem.read().unwrap();
         assert_eq!(mem.indexes, Indexes::build(&records));
@@ -1108,7 +1225,7 @@ mod tests {
         populate(&mut sm, 3, 2).await;
         // Records a whole-kind scan would trip over: lists that read them fail.
         for k in ["o/task/zzz", "o/service/zzz", "o/node/zzz"] {
-            sm.tree.insert(k, b"not a record".to_vec()).unwrap();
+            sm.mem_mut().kv.insert(k, b"not a record".to_vec());
         }
         let r = sm.reader();
         assert!(
@@ -1136,18 +1253,16 @@ mod tests {
     async fn indexes_come_back_on_reopen_and_with_an_installed_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let open_at = || {
-            let db = reopen(dir.path());
             let (tx, rx) = mpsc::unbounded_channel();
-            (db.clone(), StateMachine::open(&db, tx).unwrap(), rx)
+            (StateMachine::open(dir.path(), tx).unwrap(), rx)
         };
         let snap = {
-            let (db, mut sm, _e) = open_at();
+            let (mut sm, _e) = open_at();
             populate(&mut sm, 4, 3).await;
-            let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-            db.flush().unwrap();
-            snap
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap()
         };
-        let (_db, sm, _e) = open_at();
+        // Reopened: the state is the snapshot file's.
+        let (sm, _e) = open_at();
         assert_indexes_agree(&sm);
         let f = ListFilter::default().field("service", "s3");
         assert_eq!(
@@ -1238,9 +1353,9 @@ mod tests {
         // the keys in the tree are exactly those remembered.
         let held = sm.dedup.ids.len();
         assert!((100..=400).contains(&held), "{held} request ids held");
-        let keys = sm.tree.scan_prefix("d/").count();
+        let keys = sm.view().scan_prefix("d/").count();
         assert_eq!(keys, sm.dedup.at.len());
-        assert_eq!(Dedup::load(&sm.tree).unwrap().ids.len(), held);
+        assert_eq!(Dedup::load(&sm.view()).unwrap().ids.len(), held);
         // The most recent is still recalled, the oldest not.
         let res = sm
             .apply(vec![entry(
@@ -1254,7 +1369,7 @@ mod tests {
             .unwrap();
         assert_eq!(res[0].0[0].as_ref().unwrap().index, index, "recalled");
         assert_eq!(res[0].0[1].as_ref().unwrap().index, index + 1, "applied anew");
-        assert!(sm.tree.scan_prefix("o/").count() <= 2);
+        assert!(sm.view().scan_prefix("o/").count() <= 2);
     }
 
     #[tokio::test]
@@ -1405,12 +1520,11 @@ mod tests {
     async fn request_ids_survive_a_restart_and_the_history_restarts_empty() {
         let dir = tempfile::tempdir().unwrap();
         let open_at = || {
-            let db = reopen(dir.path());
             let (tx, rx) = mpsc::unbounded_channel();
-            (db.clone(), StateMachine::open(&db, tx).unwrap(), rx)
+            (StateMachine::open(dir.path(), tx).unwrap(), rx)
         };
         {
-            let (db, mut sm, _e) = open_at();
+            let (mut sm, _e) = open_at();
             sm.apply(vec![
                 entry(1, vec![tx("r1", vec![create("a", None)])]),
                 entry(2, vec![tx("r2", vec![create("a", None)])]),
@@ -1418,9 +1532,11 @@ mod tests {
             .await
             .unwrap();
             assert!(!sm.reader().events(0, 10).unwrap().compacted);
-            db.flush().unwrap();
+            // The state machine is in memory: a restart finds it in the
+            // snapshot file (and the log entries after it, replayed by openraft).
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         }
-        let (_db, mut sm, _e) = open_at();
+        let (mut sm, _e) = open_at();
         let r = sm.reader();
         assert_eq!(r.event_index(), 1, "the feed position is kept");
         assert!(r.events(0, 10).unwrap().compacted, "the history is not: relist");
@@ -1569,28 +1685,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keys_of_the_earlier_layout_are_dropped_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = reopen(dir.path());
-        let tree = db.open_tree("sm").unwrap();
-        for k in [
-            "e/00000000000000000001",
-            "r/req",
-            "q/00000000000000000001/req",
-            "o/blob/keep",
-        ] {
-            tree.insert(k, b"x".to_vec()).unwrap();
-        }
-        tree.insert("o/blob/keep", codec::encode(&Record::blob("keep", json!({}))))
+    async fn keys_of_the_earlier_layout_are_dropped_from_a_snapshot() {
+        let keep = codec::encode(&Record::blob("keep", json!({})));
+        let entries = [
+            ("e/00000000000000000001", b"x".to_vec()),
+            ("o/blob/keep", keep.clone()),
+            ("q/00000000000000000001/req", b"x".to_vec()),
+            ("r/req", b"x".to_vec()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v)))
+        .collect();
+        let bytes = codec::encode(&SnapshotData { entries });
+        let (_d, mut sm, _e) = open();
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 1)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "1-1-0".into(),
+        };
+        sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(bytes)))
+            .await
             .unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let _sm = StateMachine::open(&db, tx).unwrap();
-        let keys: Vec<String> = tree
-            .iter()
-            .keys()
-            .map(|k| String::from_utf8(k.unwrap().to_vec()).unwrap())
-            .collect();
-        assert_eq!(keys, vec!["o/blob/keep"]);
+        let keys: Vec<String> = sm.view().iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(keys, vec![M_APPLIED, M_MEMBERSHIP, "o/blob/keep"]);
     }
 
     #[tokio::test]
