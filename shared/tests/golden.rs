@@ -184,7 +184,7 @@ fn task_global_failed_round_trips_with_every_container_field() {
         "node.labels.zone"
     );
     assert_eq!(task.spec.networks[0].target, "backend");
-    assert_eq!(task.spec.force_update, Some(1));
+    assert_eq!(task.spec.force_update, 1);
 
     let fields = task.fields();
     assert_eq!(fields.get("desired-state").map(String::as_str), Some("shutdown"));

@@ -14,6 +14,7 @@ use crate::error::{clip, ApiError, ApiResult};
 pub const MAX_REPLICAS: u64 = 100_000;
 
 /// Decodes a JSON body; the error names the field (`Mode.Replicated.Replicas: ...`).
+/// Keys match fields as Go's decoder matches them: exactly, else ignoring case ([`crate::fold`]).
 /// Go clients write `null` for empty maps and lists: nulls are dropped first.
 /// The body must be a JSON object, and no object inside it may be given as an
 /// array (serde would otherwise fill a struct from a list, positionally).
@@ -33,7 +34,7 @@ pub fn decode<T: DeserializeOwned + Serialize>(body: &[u8]) -> ApiResult<T> {
     }
     strip_nulls(&mut v);
     let input = v.clone();
-    let decoded: T = serde_path_to_error::deserialize(v).map_err(|e| {
+    let decoded: T = serde_path_to_error::deserialize(crate::fold::Folded(v)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
@@ -276,8 +277,13 @@ pub fn validate_service(spec: &mut ServiceSpec) -> ApiResult<()> {
 /// (serde would otherwise silently ignore `{"Mode": {"Bogus": {}}}`).
 pub fn decode_service(body: &[u8]) -> ApiResult<ServiceSpec> {
     let raw: serde_json::Value = decode(body)?;
-    if let Some(mode) = raw.get("Mode").and_then(|m| m.as_object()) {
-        if let Some(k) = mode.keys().find(|k| !matches!(k.as_str(), "Replicated" | "Global")) {
+    let mode = raw
+        .as_object()
+        .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case("Mode")))
+        .and_then(|(_, m)| m.as_object());
+    if let Some(mode) = mode {
+        let known = |k: &str| k.eq_ignore_ascii_case("Replicated") || k.eq_ignore_ascii_case("Global");
+        if let Some(k) = mode.keys().find(|k| !known(k)) {
             return Err(invalid(format!(
                 "Mode: unknown mode {:?} (want Replicated or Global)",
                 clip(k)

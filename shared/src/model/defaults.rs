@@ -88,6 +88,7 @@ pub const DEFAULTS: Defaults = Defaults {
             pids: 0,
         }),
         reservations: Some(Resources {
+            generic_resources: Vec::new(),
             nano_cpus: 0,
             memory_bytes: 0,
         }),

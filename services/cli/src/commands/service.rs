@@ -318,8 +318,7 @@ fn update(c: &Client, service: &str, rollback: bool, edits: Edits, opts: &SpecOp
         spec.labels.remove(k);
     }
     if edits.force {
-        let n = spec.task_template.force_update.unwrap_or(0);
-        spec.task_template.force_update = Some(n + 1);
+        spec.task_template.force_update += 1;
     }
     apply_spec_opts(c, &mut spec, opts, false)?;
     post_update(c, &svc, &spec, "")?;
@@ -601,6 +600,7 @@ fn parse_mount(spec: &str) -> Result<Mount, String> {
         ..VolumeOptions::default()
     });
     Ok(Mount {
+        cluster_options: None,
         kind,
         source,
         target,
