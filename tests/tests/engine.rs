@@ -214,3 +214,58 @@ async fn without_an_engine_engine_endpoints_name_it_and_swarm_ones_work() {
     let r = api.raw("GET", "/v1.50/services/x/bogus", None);
     assert_eq!((r.status, r.json()["message"].as_str()), (404, Some("page not found")));
 }
+
+/// §7: what a spec says about capabilities, sysctls, ulimits and privileges
+/// reaches the task's container (the docker executor under `shoal up`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_and_kernel_options_reach_the_task_container() {
+    if !engine_answers() {
+        return;
+    }
+    let home = shoal_tests::up::temp_home();
+    let data = home.path().join("data");
+    let mut up = shoal_tests::up::Up::start(home.path(), "caps", &data, shoal_tests::free_port(), "docker", &[]);
+    up.ready().await;
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "caps",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "MKNOD",
+        "--sysctl",
+        "net.core.somaxconn=1024",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--limit-pids",
+        "64",
+        "busybox",
+        "sleep",
+        "600",
+    ])
+    .ok();
+    let container = until(Duration::from_secs(60), "a running task container", || {
+        let rows = up.containers("{{.ID}} {{.State}} {{.Label \"com.docker.swarm.service.name\"}}");
+        rows.iter()
+            .find_map(|r| {
+                let p: Vec<&str> = r.split_whitespace().collect();
+                (p.len() == 3 && p[1] == "running" && p[2] == "caps").then(|| p[0].to_string())
+            })
+            .ok_or_else(|| format!("containers: {rows:?}"))
+    });
+    let hc = engine(&[
+        "inspect",
+        &container,
+        "--format",
+        "{{json .HostConfig.CapAdd}} {{json .HostConfig.CapDrop}} {{json .HostConfig.Sysctls}} \
+         {{json .HostConfig.Ulimits}} {{.HostConfig.PidsLimit}}",
+    ])
+    .ok();
+    assert_eq!(
+        hc.stdout.trim(),
+        r#"["CAP_NET_ADMIN"] ["CAP_MKNOD"] {"net.core.somaxconn":"1024"} [{"Name":"nofile","Hard":2048,"Soft":1024}] 64"#
+    );
+}

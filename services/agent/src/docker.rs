@@ -156,7 +156,6 @@ fn security_opts(c: &shoal_shared::model::ContainerSpec) -> Result<Vec<String>, 
         match sc.mode.as_str() {
             "unconfined" => out.push("seccomp=unconfined".to_string()),
             "custom" => {
-                use base64::Engine as _;
                 let profile = base64::engine::general_purpose::STANDARD
                     .decode(sc.profile.as_bytes())
                     .map_err(|e| format!("invalid seccomp profile: {e}"))?;
@@ -676,6 +675,38 @@ mod tests {
         let m = &hc.mounts.unwrap()[0];
         assert_eq!(m.typ, Some(bollard::models::MountType::VOLUME));
         assert_eq!((m.source.as_deref(), m.read_only), (Some("data"), Some(true)));
+    }
+
+    #[test]
+    fn security_and_kernel_fields_reach_the_container() {
+        let mut t = task();
+        let spec: ContainerSpec = serde_json::from_value(json!({
+            "Image": "busybox", "CapabilityAdd": ["CAP_NET_ADMIN"], "CapabilityDrop": ["CAP_MKNOD"],
+            "Sysctls": {"net.core.somaxconn": "1024"}, "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}],
+            "OomScoreAdj": 7,
+            "Privileges": {"NoNewPrivileges": true, "Seccomp": {"Mode": "custom", "Profile": "eyJhIjoxfQ=="},
+                           "AppArmor": {"Mode": "disabled"}, "SELinuxContext": {"User": "u", "Level": "s0"}}
+        }))
+        .unwrap();
+        t.spec.container_spec = Some(spec);
+        t.spec.resources = serde_json::from_value(json!({"Limits": {"Pids": 50}})).unwrap();
+        let hc = container_config(&t, "n1", "busybox").unwrap().host_config.unwrap();
+        assert_eq!(hc.cap_add, Some(vec!["CAP_NET_ADMIN".to_string()]));
+        assert_eq!(hc.cap_drop, Some(vec!["CAP_MKNOD".to_string()]));
+        assert_eq!(hc.sysctls.unwrap()["net.core.somaxconn"], "1024");
+        let u = &hc.ulimits.unwrap()[0];
+        assert_eq!((u.name.as_deref(), u.soft, u.hard), (Some("nofile"), Some(10), Some(20)));
+        assert_eq!((hc.oom_score_adj, hc.pids_limit), (Some(7), Some(50)));
+        assert_eq!(
+            hc.security_opt.unwrap(),
+            [
+                "no-new-privileges=true",
+                "label=user:u",
+                "label=level:s0",
+                r#"seccomp={"a":1}"#,
+                "apparmor=unconfined"
+            ]
+        );
     }
 
     #[test]

@@ -445,9 +445,13 @@ pub async fn service_create(state: web::Data<AppState>, req: HttpRequest, body: 
 pub async fn service_inspect(
     state: web::Data<AppState>,
     path: web::Path<IdPath>,
+    q: Query,
     _: Manager,
 ) -> ApiResult<HttpResponse> {
     let mut s = find_service(&state, &path.id).await?;
+    if flag(&q, "insertDefaults") {
+        crate::spec::insert_defaults(&mut s.spec);
+    }
     redact_service(&mut s);
     Ok(HttpResponse::Ok().json(s))
 }

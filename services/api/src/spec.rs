@@ -269,8 +269,32 @@ pub fn validate_service(spec: &mut ServiceSpec) -> ApiResult<()> {
     validate_update(spec.update_config.as_ref())?;
     validate_update(spec.rollback_config.as_ref())?;
     validate_ports(spec.endpoint_spec.as_ref())?;
-    DEFAULTS.fill_service(spec);
+    // Stored as given, as Docker stores it; only a missing replica count is
+    // written (Docker's daemon makes a spec without a mode replicated, 1).
+    // Readers fall back to DEFAULTS; `insertDefaults` shows them (insert_defaults).
+    if spec.mode.global.is_none() {
+        spec.mode
+            .replicated
+            .get_or_insert_with(Default::default)
+            .replicas
+            .get_or_insert(DEFAULTS.replicas);
+    }
     Ok(())
+}
+
+/// A stored spec with Docker's defaults filled in, as `GET /services/{id}?insertDefaults=true`
+/// answers (SwarmKit's `defaults.Service`: stop grace period, DNS config,
+/// resources, restart policy, placement, update and rollback config; and
+/// endpoint mode vip).
+pub fn insert_defaults(spec: &mut ServiceSpec) {
+    DEFAULTS.fill_service(spec);
+    let tt = &mut spec.task_template;
+    tt.resources.get_or_insert_with(|| DEFAULTS.resources.clone());
+    tt.placement.get_or_insert_with(|| DEFAULTS.placement.clone());
+    if let Some(c) = tt.container_spec.as_mut() {
+        c.stop_grace_period.get_or_insert(DEFAULTS.stop_grace_period);
+        c.dns_config.get_or_insert_with(Default::default);
+    }
 }
 
 /// Decodes and validates a service spec in one go; unknown modes are refused
@@ -305,8 +329,16 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_and_bad_fields_are_named() {
-        let spec = decode_service(br#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#).unwrap();
-        assert_eq!(spec.replicas(), Some(1));
+        let mut spec =
+            decode_service(br#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#).unwrap();
+        assert_eq!(spec.mode, shoal_shared::model::ServiceMode::replicated(1));
+        // Stored as given: the other defaults only when asked for.
+        assert_eq!((&spec.update_config, &spec.task_template.restart_policy), (&None, &None));
+        insert_defaults(&mut spec);
+        assert_eq!(
+            spec.task_template.container_spec.as_ref().unwrap().stop_grace_period,
+            Some(Duration::from_secs(10))
+        );
         let rp = spec.task_template.restart_policy.unwrap();
         assert_eq!(rp.condition, Some(RestartCondition::Any));
         assert_eq!(rp.delay, Some(Duration::from_secs(5)));
