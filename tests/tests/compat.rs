@@ -151,7 +151,10 @@ async fn keys_match_ignoring_case_and_defaults_come_only_when_asked() {
         &json!({"name": "ci-global", "taskTemplate": {"containerSpec": {"image": "busybox"}}, "mode": {"global": {}}}),
     );
     let spec = get(&api, &format!("/services/{g}"))["Spec"].clone();
-    assert_eq!((&spec["Name"], &spec["Mode"]), (&json!("ci-global"), &json!({"Global": {}})));
+    assert_eq!(
+        (&spec["Name"], &spec["Mode"]),
+        (&json!("ci-global"), &json!({"Global": {}}))
+    );
     // String values are not folded: an unknown spelling is still refused.
     let (status, v) = post(
         &api,
@@ -186,10 +189,9 @@ async fn the_ingress_network_may_be_removed_once_nothing_publishes_through_it() 
     let r = api.raw("DELETE", "/v1.44/networks/ingress", None);
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(
-        r.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("ingress network cannot be removed because service {id} depends on it")),
+        r.json()["message"].as_str().unwrap().contains(&format!(
+            "ingress network cannot be removed because service {id} depends on it"
+        )),
         "{}",
         r.body
     );

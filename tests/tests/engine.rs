@@ -80,9 +80,7 @@ async fn the_docker_cli_reaches_the_hosts_engine_through_shoal() {
     // Containers and images are the engine's.
     let ps = api.docker(&["ps", "-a"]).ok();
     assert!(ps.stdout.starts_with("CONTAINER ID"), "{}", ps.stdout);
-    let images = api
-        .docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
-        .ok();
+    let images = api.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).ok();
     assert!(images.lines().contains(&"busybox:latest"), "{}", images.stdout);
 
     // `docker run` attaches (a hijacked connection), starts and waits.
@@ -90,12 +88,14 @@ async fn the_docker_cli_reaches_the_hosts_engine_through_shoal() {
         .docker(&["run", "--rm", "--name", &run, "busybox", "echo", "hello through shoal"])
         .ok();
     assert_eq!(out.stdout.trim(), "hello through shoal", "{out:?}");
-    until(Duration::from_secs(20), "the --rm container to be removed", || {
-        match engine(&["inspect", &run]).code {
+    until(
+        Duration::from_secs(20),
+        "the --rm container to be removed",
+        || match engine(&["inspect", &run]).code {
             0 => Err("still there".to_string()),
             _ => Ok(()),
-        }
-    });
+        },
+    );
 
     // A container in the background: exec into it, follow its logs.
     api.docker(&[
@@ -120,7 +120,10 @@ async fn the_docker_cli_reaches_the_hosts_engine_through_shoal() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DOCKER_HOST", api.host())
-        .env("DOCKER_CONFIG", std::env::temp_dir().join(unique("shoal-docker-config")))
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join(unique("shoal-docker-config")),
+        )
         .args(["logs", "-f", &bg])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -164,7 +167,10 @@ async fn the_docker_cli_reaches_the_hosts_engine_through_shoal() {
         .ok();
     assert_eq!(inspect.stdout.trim(), "bridge local");
     assert_eq!(
-        engine(&["network", "inspect", &net, "--format", "{{.Name}}"]).ok().stdout.trim(),
+        engine(&["network", "inspect", &net, "--format", "{{.Name}}"])
+            .ok()
+            .stdout
+            .trim(),
         net
     );
     api.docker(&["network", "rm", &net]).ok();
@@ -172,7 +178,11 @@ async fn the_docker_cli_reaches_the_hosts_engine_through_shoal() {
 
     // `docker info` and `docker version` merge the engine's answer with the swarm's.
     let info = api
-        .docker(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Driver}}"])
+        .docker(&[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Driver}}",
+        ])
         .ok();
     let parts: Vec<&str> = info.stdout.split_whitespace().collect();
     let engine_driver = engine(&["info", "--format", "{{.Driver}}"]).ok();

@@ -145,7 +145,12 @@ fn security_opts(c: &shoal_shared::model::ContainerSpec) -> Result<Vec<String>, 
         if se.disable {
             out.push("label=disable".to_string());
         } else {
-            for (k, v) in [("user", &se.user), ("role", &se.role), ("type", &se.kind), ("level", &se.level)] {
+            for (k, v) in [
+                ("user", &se.user),
+                ("role", &se.role),
+                ("type", &se.kind),
+                ("level", &se.level),
+            ] {
                 if !v.is_empty() {
                     out.push(format!("label={k}:{v}"));
                 }
@@ -695,7 +700,10 @@ mod tests {
         assert_eq!(hc.cap_drop, Some(vec!["CAP_MKNOD".to_string()]));
         assert_eq!(hc.sysctls.unwrap()["net.core.somaxconn"], "1024");
         let u = &hc.ulimits.unwrap()[0];
-        assert_eq!((u.name.as_deref(), u.soft, u.hard), (Some("nofile"), Some(10), Some(20)));
+        assert_eq!(
+            (u.name.as_deref(), u.soft, u.hard),
+            (Some("nofile"), Some(10), Some(20))
+        );
         assert_eq!((hc.oom_score_adj, hc.pids_limit), (Some(7), Some(50)));
         assert_eq!(
             hc.security_opt.unwrap(),

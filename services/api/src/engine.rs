@@ -172,12 +172,7 @@ impl Engine {
         self.call_raw(method, path, body).await
     }
 
-    async fn call_raw(
-        &self,
-        method: &str,
-        path: String,
-        body: Option<Vec<u8>>,
-    ) -> ApiResult<(StatusCode, web::Bytes)> {
+    async fn call_raw(&self, method: &str, path: String, body: Option<Vec<u8>>) -> ApiResult<(StatusCode, web::Bytes)> {
         let mut sender = self.connect().await?;
         let mut req = hyper::Request::builder()
             .method(method)
@@ -223,7 +218,16 @@ pub fn is_swarm_path(path: &str) -> bool {
     let first = rest.trim_start_matches('/').split('/').next().unwrap_or_default();
     matches!(
         first,
-        "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" | "distribution" | "_ping" | "version" | "info"
+        "swarm"
+            | "nodes"
+            | "services"
+            | "tasks"
+            | "secrets"
+            | "configs"
+            | "distribution"
+            | "_ping"
+            | "version"
+            | "info"
     )
 }
 
@@ -288,10 +292,7 @@ pub async fn forward(engine: &Engine, req: &HttpRequest, payload: web::Payload) 
         EngineBody::Empty
     };
     let out = out.body(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut resp = sender
-        .send_request(out)
-        .await
-        .map_err(|e| engine.missing(e))?;
+    let mut resp = sender.send_request(out).await.map_err(|e| engine.missing(e))?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut answer = HttpResponse::build(status);
     for (name, value) in resp.headers() {
@@ -345,10 +346,7 @@ impl hyper::body::Body for EngineBody {
     type Data = web::Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<web::Bytes>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<web::Bytes>, Self::Error>>> {
         match self.get_mut() {
             EngineBody::Empty => Poll::Ready(None),
             EngineBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -399,10 +397,24 @@ mod tests {
 
     #[test]
     fn swarm_paths_stay_with_shoal() {
-        for p in ["/services", "/v1.50/services/x/update", "/nodes", "/v1.41/swarm/init", "/secrets", "/tasks/x"] {
+        for p in [
+            "/services",
+            "/v1.50/services/x/update",
+            "/nodes",
+            "/v1.41/swarm/init",
+            "/secrets",
+            "/tasks/x",
+        ] {
             assert!(is_swarm_path(p), "{p}");
         }
-        for p in ["/containers/json", "/v1.50/images/json", "/exec/x/start", "/volumes", "/auth", "/vabc"] {
+        for p in [
+            "/containers/json",
+            "/v1.50/images/json",
+            "/exec/x/start",
+            "/volumes",
+            "/auth",
+            "/vabc",
+        ] {
             assert!(!is_swarm_path(p), "{p}");
         }
     }

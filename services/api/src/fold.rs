@@ -59,10 +59,7 @@ impl<'de> MapAccess<'de> for Entries {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        let v = self
-            .value
-            .take()
-            .ok_or_else(|| de::Error::custom("value is missing"))?;
+        let v = self.value.take().ok_or_else(|| de::Error::custom("value is missing"))?;
         seed.deserialize(Folded(v))
     }
 
@@ -88,7 +85,11 @@ impl<'de> SeqAccess<'de> for Items {
     }
 }
 
-fn visit_map<'de, V: Visitor<'de>>(m: Map<String, Value>, fields: &[&'static str], visitor: V) -> Result<V::Value, Error> {
+fn visit_map<'de, V: Visitor<'de>>(
+    m: Map<String, Value>,
+    fields: &[&'static str],
+    visitor: V,
+) -> Result<V::Value, Error> {
     let mut entries = Entries {
         iter: rename(m, fields).into_iter(),
         value: None,
@@ -226,8 +227,17 @@ mod tests {
             "Mode": {"replicated": {"replicas": 4}}});
         let o: Outer = Outer::deserialize(Folded(v)).unwrap();
         assert_eq!(o.name, "x");
-        assert_eq!(o.replicated.unwrap(), Inner { replicas: Some(3), order: Some("stop-first".into()) });
-        assert_eq!(o.list.iter().map(|i| i.replicas).collect::<Vec<_>>(), [Some(1), Some(2)]);
+        assert_eq!(
+            o.replicated.unwrap(),
+            Inner {
+                replicas: Some(3),
+                order: Some("stop-first".into())
+            }
+        );
+        assert_eq!(
+            o.list.iter().map(|i| i.replicas).collect::<Vec<_>>(),
+            [Some(1), Some(2)]
+        );
         assert_eq!(o.nano_cpus, 5);
         // Map keys are data, not fields: kept as given; their values are still folded.
         assert_eq!(o.mode.unwrap()["replicated"].replicas, Some(4));

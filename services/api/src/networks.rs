@@ -13,9 +13,9 @@ use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec,
 use shoal_shared::store::{Kind, ListFilter};
 use shoal_shared::ErrorCode;
 
+use crate::engine::{self, Engine};
 use crate::error::{clip, ApiError, ApiResult};
 use crate::filters::Filters;
-use crate::engine::{self, Engine};
 use crate::request::{Body, IdPath, Query};
 use crate::spec::decode;
 use crate::state::AppState;
@@ -208,7 +208,9 @@ pub async fn inspect(
                 Ok((status, body)) if status.is_success() => {
                     Ok(HttpResponse::build(status).content_type("application/json").body(body))
                 }
-                Ok((status, body)) if scope == "local" || status != StatusCode::NOT_FOUND || e.status.as_u16() == 503 => {
+                Ok((status, body))
+                    if scope == "local" || status != StatusCode::NOT_FOUND || e.status.as_u16() == 503 =>
+                {
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     Err(engine::engine_error(status, &v, &body))
                 }

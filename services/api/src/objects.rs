@@ -170,7 +170,10 @@ pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _
 fn node_spec_checked(body: &[u8]) -> ApiResult<Vec<u8>> {
     let mut v: Value = decode(body)?;
     if let Value::Object(m) = &mut v {
-        for (field, allowed) in [("Role", &["worker", "manager"][..]), ("Availability", &["active", "pause", "drain"][..])] {
+        for (field, allowed) in [
+            ("Role", &["worker", "manager"][..]),
+            ("Availability", &["active", "pause", "drain"][..]),
+        ] {
             let Some(key) = m.keys().find(|k| k.eq_ignore_ascii_case(field)).cloned() else {
                 continue;
             };

@@ -333,7 +333,10 @@ mod tests {
             decode_service(br#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#).unwrap();
         assert_eq!(spec.mode, shoal_shared::model::ServiceMode::replicated(1));
         // Stored as given: the other defaults only when asked for.
-        assert_eq!((&spec.update_config, &spec.task_template.restart_policy), (&None, &None));
+        assert_eq!(
+            (&spec.update_config, &spec.task_template.restart_policy),
+            (&None, &None)
+        );
         insert_defaults(&mut spec);
         assert_eq!(
             spec.task_template.container_spec.as_ref().unwrap().stop_grace_period,

@@ -10,11 +10,11 @@ use shoal_shared::model::{
 };
 use shoal_shared::store::{Kind, ListFilter, Op, StoreObject, TxRequest};
 
+use crate::engine::{self, Engine};
 use crate::error::{ApiError, ApiResult, ALREADY_IN_SWARM, NOT_IN_SWARM};
 use crate::request::{flag, parse_version, Body, Query};
 use crate::spec::decode;
 use crate::state::{AppState, SwarmView, API_VERSION, MIN_API_VERSION};
-use crate::engine::{self, Engine};
 use crate::{certs, host};
 
 pub async fn ping(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
@@ -55,12 +55,18 @@ pub async fn version(engine: web::Data<Engine>) -> HttpResponse {
     let mut v = own_version();
     if let Some(e) = engine::optional_json(&engine, "/version").await {
         let mut extra: Vec<Value> = Vec::new();
-        extra.push(json!({"Name": "Docker Engine", "Version": e.get("Version").cloned().unwrap_or(Value::Null),
+        extra.push(
+            json!({"Name": "Docker Engine", "Version": e.get("Version").cloned().unwrap_or(Value::Null),
             "Details": {"ApiVersion": e.get("ApiVersion"), "MinAPIVersion": e.get("MinAPIVersion"),
                 "GitCommit": e.get("GitCommit"), "GoVersion": e.get("GoVersion"), "Os": e.get("Os"),
-                "Arch": e.get("Arch"), "KernelVersion": e.get("KernelVersion")}}));
+                "Arch": e.get("Arch"), "KernelVersion": e.get("KernelVersion")}}),
+        );
         if let Some(cs) = e.get("Components").and_then(Value::as_array) {
-            extra.extend(cs.iter().filter(|c| c.get("Name").and_then(Value::as_str) != Some("Engine")).cloned());
+            extra.extend(
+                cs.iter()
+                    .filter(|c| c.get("Name").and_then(Value::as_str) != Some("Engine"))
+                    .cloned(),
+            );
         }
         if let Some(cs) = v.get_mut("Components").and_then(Value::as_array_mut) {
             cs.extend(extra);

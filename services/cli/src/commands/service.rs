@@ -251,10 +251,11 @@ fn create(c: &Client, name: String, mode: &str, opts: &SpecOpts, image: &str, ar
 /// `GET /services/<name>` with Docker's defaults filled in (as `docker service
 /// inspect` asks), a 404 in docker's words (`no such service: x`) after `prefix`.
 fn find(c: &Client, name: &str, prefix: &str) -> Result<Value, String> {
-    c.get(&format!("/services/{}?insertDefaults=true", urlencode(name))).map_err(|e| match e {
-        ApiError::Daemon { status: 404, .. } => format!("{prefix}no such service: {name}"),
-        other => other.to_string(),
-    })
+    c.get(&format!("/services/{}?insertDefaults=true", urlencode(name)))
+        .map_err(|e| match e {
+            ApiError::Daemon { status: 404, .. } => format!("{prefix}no such service: {name}"),
+            other => other.to_string(),
+        })
 }
 
 fn ps(c: &Client, mut filters: Vec<String>, services: &[String], quiet: bool) -> Out {
