@@ -20,11 +20,37 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
-/// Decodes the fixture, re-encodes it and asserts the JSON is unchanged.
+/// Removes `"ForceUpdate": 0` from `got`'s objects where `want` has no
+/// `ForceUpdate`: Docker writes it always since API 1.25, and these fixtures
+/// (the seed's Docker 1.12 output, older swagger examples) predate it.
+fn drop_added_force_update(got: &mut Value, want: &Value) {
+    match (got, want) {
+        (Value::Object(g), Value::Object(w)) => {
+            if !w.contains_key("ForceUpdate") && g.get("ForceUpdate") == Some(&Value::from(0)) {
+                g.remove("ForceUpdate");
+            }
+            for (k, gv) in g.iter_mut() {
+                if let Some(wv) = w.get(k) {
+                    drop_added_force_update(gv, wv);
+                }
+            }
+        }
+        (Value::Array(g), Value::Array(w)) => {
+            for (gv, wv) in g.iter_mut().zip(w) {
+                drop_added_force_update(gv, wv);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Decodes the fixture, re-encodes it and asserts the JSON is unchanged
+/// (but for a `ForceUpdate: 0` the fixture predates, see [`drop_added_force_update`]).
 fn round_trip<T: Serialize + DeserializeOwned>(name: &str) -> T {
     let want = fixture(name);
     let typed: T = serde_json::from_value(want.clone()).unwrap_or_else(|e| panic!("decode {name}: {e}"));
-    let got = serde_json::to_value(&typed).unwrap();
+    let mut got = serde_json::to_value(&typed).unwrap();
+    drop_added_force_update(&mut got, &want);
     assert_eq!(
         got,
         want,
@@ -184,7 +210,7 @@ fn task_global_failed_round_trips_with_every_container_field() {
         "node.labels.zone"
     );
     assert_eq!(task.spec.networks[0].target, "backend");
-    assert_eq!(task.spec.force_update, Some(1));
+    assert_eq!(task.spec.force_update, 1);
 
     let fields = task.fields();
     assert_eq!(fields.get("desired-state").map(String::as_str), Some("shutdown"));
@@ -214,5 +240,7 @@ fn golden_service_survives_the_store_record_path() {
     assert_eq!(rec.version, 109);
     assert_eq!(rec.created_at, svc.meta.created_at);
     let back = Service::from_record(&rec).unwrap();
-    assert_eq!(serde_json::to_value(&back).unwrap(), want);
+    let mut got = serde_json::to_value(&back).unwrap();
+    drop_added_force_update(&mut got, &want);
+    assert_eq!(got, want);
 }

@@ -424,7 +424,12 @@ async fn docker_cli_service_and_network_flow() {
     );
     api.docker(&["network", "create", "--driver", "overlay", "my-network"])
         .fails_with("already exists");
-    api.docker(&["network", "create", "bridgy"]).fails_with("not supported");
+    // A bridge network is the host engine's (issue 15 §6): created, seen and removed through shoal.
+    let bridgy = format!("bridgy-{}", std::process::id());
+    api.docker(&["network", "create", &bridgy]).ok();
+    let scope = api.docker(&["network", "inspect", &bridgy, "--format", "{{.Scope}}"]);
+    api.docker(&["network", "rm", &bridgy]).ok();
+    assert_eq!(scope.ok().stdout.trim(), "local");
     // A service on the network: the network is in use; attaching to ingress is refused.
     api.docker(&[
         "service",

@@ -543,6 +543,7 @@ pub fn describe(config: &crate::Config, engine: Option<&EngineFacts>) -> NodeDes
         hostname: config.node_name.clone(),
         platform,
         resources: shoal_shared::model::Resources {
+            generic_resources: Vec::new(),
             nano_cpus: config.nano_cpus.unwrap_or(nano_cpus),
             memory_bytes: config.memory_bytes.unwrap_or(memory_bytes),
         },

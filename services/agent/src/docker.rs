@@ -18,7 +18,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount};
+use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount, ResourcesUlimits};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
@@ -131,6 +131,50 @@ fn service_name(task: &Task) -> String {
 }
 
 /// `/etc/hosts` lines as the service gives them (`IP host...`) in the engine's form (`host:IP`).
+/// The engine's `SecurityOpt` for a spec's `Privileges`, as Swarm's
+/// container executor writes them: no-new-privileges, SELinux labels,
+/// seccomp (`unconfined`, or a custom profile given base64-encoded) and
+/// AppArmor (`disabled` runs unconfined). The credential spec is Windows-only.
+fn security_opts(c: &shoal_shared::model::ContainerSpec) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let Some(p) = &c.privileges else { return Ok(out) };
+    if p.no_new_privileges {
+        out.push("no-new-privileges=true".to_string());
+    }
+    if let Some(se) = &p.selinux_context {
+        if se.disable {
+            out.push("label=disable".to_string());
+        } else {
+            for (k, v) in [
+                ("user", &se.user),
+                ("role", &se.role),
+                ("type", &se.kind),
+                ("level", &se.level),
+            ] {
+                if !v.is_empty() {
+                    out.push(format!("label={k}:{v}"));
+                }
+            }
+        }
+    }
+    if let Some(sc) = &p.seccomp {
+        match sc.mode.as_str() {
+            "unconfined" => out.push("seccomp=unconfined".to_string()),
+            "custom" => {
+                let profile = base64::engine::general_purpose::STANDARD
+                    .decode(sc.profile.as_bytes())
+                    .map_err(|e| format!("invalid seccomp profile: {e}"))?;
+                out.push(format!("seccomp={}", String::from_utf8_lossy(&profile)));
+            }
+            _ => {}
+        }
+    }
+    if p.app_armor.as_ref().is_some_and(|a| a.mode == "disabled") {
+        out.push("apparmor=unconfined".to_string());
+    }
+    Ok(out)
+}
+
 fn extra_hosts(hosts: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for line in hosts {
@@ -203,6 +247,22 @@ pub fn container_config(task: &Task, node_id: &str, image: &str) -> Result<Conta
             dns_options: some_vec(&dns.options),
             init: c.init,
             group_add: some_vec(&c.groups),
+            pids_limit: (limits.pids > 0).then_some(limits.pids),
+            cap_add: some_vec(&c.capability_add),
+            cap_drop: some_vec(&c.capability_drop),
+            sysctls: (!c.sysctls.is_empty()).then(|| c.sysctls.clone().into_iter().collect()),
+            ulimits: (!c.ulimits.is_empty()).then(|| {
+                c.ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits {
+                        name: Some(u.name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect()
+            }),
+            security_opt: Some(security_opts(&c)?).filter(|o| !o.is_empty()),
+            oom_score_adj: (c.oom_score_adj != 0).then_some(c.oom_score_adj),
             log_config: task.spec.log_driver.as_ref().map(|d| HostConfigLogConfig {
                 typ: Some(d.name.clone()),
                 config: Some(d.options.clone().into_iter().collect()),
@@ -627,6 +687,41 @@ mod tests {
         let m = &hc.mounts.unwrap()[0];
         assert_eq!(m.typ, Some(bollard::models::MountType::VOLUME));
         assert_eq!((m.source.as_deref(), m.read_only), (Some("data"), Some(true)));
+    }
+
+    #[test]
+    fn security_and_kernel_fields_reach_the_container() {
+        let mut t = task();
+        let spec: ContainerSpec = serde_json::from_value(json!({
+            "Image": "busybox", "CapabilityAdd": ["CAP_NET_ADMIN"], "CapabilityDrop": ["CAP_MKNOD"],
+            "Sysctls": {"net.core.somaxconn": "1024"}, "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}],
+            "OomScoreAdj": 7,
+            "Privileges": {"NoNewPrivileges": true, "Seccomp": {"Mode": "custom", "Profile": "eyJhIjoxfQ=="},
+                           "AppArmor": {"Mode": "disabled"}, "SELinuxContext": {"User": "u", "Level": "s0"}}
+        }))
+        .unwrap();
+        t.spec.container_spec = Some(spec);
+        t.spec.resources = serde_json::from_value(json!({"Limits": {"Pids": 50}})).unwrap();
+        let hc = container_config(&t, "n1", "busybox").unwrap().host_config.unwrap();
+        assert_eq!(hc.cap_add, Some(vec!["CAP_NET_ADMIN".to_string()]));
+        assert_eq!(hc.cap_drop, Some(vec!["CAP_MKNOD".to_string()]));
+        assert_eq!(hc.sysctls.unwrap()["net.core.somaxconn"], "1024");
+        let u = &hc.ulimits.unwrap()[0];
+        assert_eq!(
+            (u.name.as_deref(), u.soft, u.hard),
+            (Some("nofile"), Some(10), Some(20))
+        );
+        assert_eq!((hc.oom_score_adj, hc.pids_limit), (Some(7), Some(50)));
+        assert_eq!(
+            hc.security_opt.unwrap(),
+            [
+                "no-new-privileges=true",
+                "label=user:u",
+                "label=level:s0",
+                r#"seccomp={"a":1}"#,
+                "apparmor=unconfined"
+            ]
+        );
     }
 
     #[test]

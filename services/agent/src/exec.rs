@@ -14,7 +14,11 @@ use serde::{Deserialize, Serialize};
 use shoal_shared::model::{Task, TaskSpec, DEFAULTS};
 
 /// Default `StopGracePeriod` (Docker's, from [`DEFAULTS`]).
-pub const DEFAULT_STOP_GRACE: Duration = DEFAULTS.stop_grace_period;
+// Read through a reference: `Defaults` owns a `Vec`, so the const itself cannot be taken apart.
+pub const DEFAULT_STOP_GRACE: Duration = {
+    const D: &shoal_shared::model::Defaults = &DEFAULTS;
+    D.stop_grace_period
+};
 
 /// A process identity: PID and start time (clock ticks since boot), so a
 /// restarted agent never mistakes a recycled PID for its task.

@@ -75,6 +75,12 @@ pub struct Config {
     /// in, in milliseconds; a slower one gets 408 and its connection is closed.
     #[arg(long, env = "SHOAL_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_timeout_ms: u64,
+
+    /// The host's Docker Engine (`unix:///PATH`), which every endpoint that is not a
+    /// swarm one is passed to (containers, exec, images, volumes, local networks, ...);
+    /// `none` for no engine (those endpoints then answer 503 naming it).
+    #[arg(long, env = "SHOAL_ENGINE", default_value = "unix:///var/run/docker.sock")]
+    pub engine: String,
 }
 
 impl Config {
@@ -150,6 +156,12 @@ impl Config {
                 self.data_dir.display()
             ));
         }
+        let engine = self.engine.trim();
+        if !(engine == "none" || engine.starts_with("unix:///") || engine.starts_with('/')) {
+            p.push(format!(
+                "--engine / SHOAL_ENGINE: {engine:?} is not unix:///PATH (or none)"
+            ));
+        }
         if self.tcp_addr().ok().flatten().is_none() && self.socket_path().is_none() {
             p.push("nothing to listen on: give --listen or --socket");
         }
@@ -192,6 +204,7 @@ impl Config {
             advertise_addr: "127.0.0.1".into(),
             max_body: 1024 * 1024,
             body_timeout_ms: 10_000,
+            engine: "none".into(),
         }
     }
 }

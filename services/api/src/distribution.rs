@@ -1,4 +1,4 @@
-//! `/distribution` and `/auth`: what the CLI asks about images and
+//! `/distribution`: what the CLI asks about images and
 //! registries before it writes a service.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -54,17 +54,6 @@ pub async fn distribution(
             query.image
         ))),
     }
-}
-
-/// `POST /auth`: shoal does not check registry logins on the managers. The
-/// CLI keeps credentials on the client side; `--with-registry-auth` then
-/// sends them with each service create/update.
-pub async fn auth() -> ApiResult<HttpResponse> {
-    Err(ApiError::new(
-        actix_web::http::StatusCode::NOT_IMPLEMENTED,
-        "shoal does not check registry logins: run docker login against the local engine (without DOCKER_HOST); \
-         the CLI stores the credentials and --with-registry-auth sends them to shoal",
-    ))
 }
 
 /// How long `/distribution` waits for an agent that knows the image.

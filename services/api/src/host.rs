@@ -27,6 +27,7 @@ pub fn description() -> NodeDescription {
             os: std::env::consts::OS.into(),
         },
         resources: Resources {
+            generic_resources: Vec::new(),
             nano_cpus: cpus() * 1_000_000_000,
             memory_bytes: memory_bytes(),
         },

@@ -11,13 +11,16 @@
 //! - [`swarm`]: `/_ping`, `/version`, `/info`, `/swarm/*`;
 //! - [`objects`]: `/nodes`, `/services`, `/tasks`;
 //! - [`networks`]: `/networks` (Docker's flat shape);
-//! - [`distribution`]: `/distribution` (answered by the agents) and `/auth`;
+//! - [`distribution`]: `/distribution` (answered by the agents);
+//! - [`engine`]: every other endpoint (containers, images, exec, `/auth`,
+//!   local networks, ...) passed to the host's Docker Engine;
 //! - [`request`]: request bodies within limits, query parameters, `{id}`
 //!   paths, and the [`request::Manager`] extractor;
 //! - [`host`]: this host's description; [`certs`]: root CA, join tokens, `TLSInfo`;
 //! - [`spec`]: body decoding that names the bad field, service spec
 //!   validation with Docker's defaults;
 //! - [`filters`]: Docker's `filters` query parameter;
+//! - [`fold`]: object keys matched to fields ignoring case, as Go decodes;
 //! - [`error`]: Docker's status codes and words;
 //! - [`metrics`]: requests by route pattern and status, and their latency.
 //!
@@ -28,8 +31,10 @@
 pub mod certs;
 pub mod config;
 pub mod distribution;
+pub mod engine;
 pub mod error;
 pub mod filters;
+pub mod fold;
 pub mod host;
 pub mod metrics;
 pub mod names;
@@ -71,6 +76,11 @@ pub fn version_refusal(path: &str, rmap: &actix_web::dev::ResourceMap) -> Option
     if !rmap.has_resource(path) {
         return None;
     }
+    version_bounds(version)
+}
+
+/// Docker's answer for an API version outside [`state::MIN_API_VERSION`]..=[`state::API_VERSION`].
+pub fn version_bounds(version: &str) -> Option<ApiError> {
     if compare_versions(version, state::MIN_API_VERSION).is_lt() {
         return Some(ApiError::bad_request(format!(
             "client version {} is too old. Minimum supported API version is {}, please upgrade your client to a \
@@ -104,12 +114,8 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Docker's answer for a path it has no route for, or a method a path does not take.
-fn page_not_found() -> HttpResponse {
+pub fn page_not_found() -> HttpResponse {
     HttpResponse::NotFound().json(serde_json::json!({ "message": "page not found" }))
-}
-
-async fn not_found() -> HttpResponse {
-    page_not_found()
 }
 
 /// The request's body reader, shared by the handler (which reads it through
@@ -217,8 +223,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/networks/create", web::post().to(networks::create))
         .route("/networks/{id}", web::get().to(networks::inspect))
         .route("/networks/{id}", web::delete().to(networks::delete))
-        .route("/distribution/{id:.*}/json", web::get().to(distribution::distribution))
-        .route("/auth", web::post().to(distribution::auth));
+        .route("/distribution/{id:.*}/json", web::get().to(distribution::distribution));
 }
 
 /// Loads the TLS server config from PEM files; with `ca`, clients must
@@ -273,8 +278,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.max_body,
         std::time::Duration::from_millis(config.body_timeout_ms),
     ));
+    let engine = web::Data::new(engine::Engine::new(&config.engine));
     let mut server = HttpServer::new(move || {
         App::new()
+            .app_data(engine.clone())
             .wrap(
                 actix_web::middleware::DefaultHeaders::new()
                     .add(("Api-Version", state::API_VERSION))
@@ -286,7 +293,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
             .configure(routes)
             .service(web::scope("/v{api_version:[0-9.]+}").configure(routes))
-            .default_service(web::to(not_found))
+            .default_service(web::to(engine::passthrough))
             .wrap_fn(gate)
             .wrap_fn(metrics::observe)
     })

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_shared::id::new_id;
@@ -12,9 +13,10 @@ use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec,
 use shoal_shared::store::{Kind, ListFilter};
 use shoal_shared::ErrorCode;
 
+use crate::engine::{self, Engine};
 use crate::error::{clip, ApiError, ApiResult};
 use crate::filters::Filters;
-use crate::request::{Body, IdPath, Manager, Query};
+use crate::request::{Body, IdPath, Query};
 use crate::spec::decode;
 use crate::state::AppState;
 
@@ -102,7 +104,20 @@ async fn find(state: &AppState, key: &str) -> ApiResult<Network> {
     crate::objects::find::<Network>(state, key, "network").await
 }
 
-pub async fn list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
+/// Whether a swarm lookup's error lets the host engine answer instead: the
+/// network is not the swarm's, or this node serves no swarm.
+fn engine_may_answer(e: &ApiError) -> bool {
+    matches!(e.status.as_u16(), 404 | 503)
+}
+
+/// `GET /networks`: the host engine's local networks, then the swarm's, as
+/// dockerd lists both on a manager.
+pub async fn list(
+    state: web::Data<AppState>,
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    q: Query,
+) -> ApiResult<HttpResponse> {
     let f = Filters::parse(
         q.get("filters").map(String::as_str),
         &["id", "name", "label", "driver", "scope", "type", "dangling"],
@@ -128,9 +143,25 @@ pub async fn list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespons
             ))
         }
     }
-    state.manager().await?;
+    let local = match req.query_string() {
+        "" => engine::optional_json(&engine, "/networks").await,
+        qs => engine::optional_json(&engine, &format!("/networks?{qs}")).await,
+    };
+    let mut out: Vec<Value> = match &local {
+        Some(Value::Array(nets)) => nets
+            .iter()
+            .filter(|n| n.get("Scope").and_then(Value::as_str) != Some("swarm"))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    match state.manager().await {
+        Ok(_) => {}
+        Err(e) if local.is_some() && engine_may_answer(&e) => return Ok(HttpResponse::Ok().json(out)),
+        Err(e) => return Err(e),
+    }
     let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
-    let out: Vec<Value> = all
+    let swarm = all
         .iter()
         .filter(|n| {
             f.any_prefix("id", &n.meta.id)
@@ -140,21 +171,86 @@ pub async fn list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespons
                 && f.any_eq("scope", "swarm")
                 && (!f.has("type") || f.get("type").iter().any(|t| t == "custom") != n.spec.ingress)
         })
-        .map(network_json)
-        .collect();
+        .map(network_json);
+    out.extend(swarm);
     Ok(HttpResponse::Ok().json(out))
 }
 
-pub async fn inspect(state: web::Data<AppState>, path: web::Path<IdPath>, q: Query) -> ApiResult<HttpResponse> {
-    if let Some(scope) = q.get("scope").filter(|s| !s.is_empty() && s.as_str() != "swarm") {
-        return Err(ApiError::not_found(format!(
-            "network {} not found (scope {scope})",
-            path.id.as_str()
-        )));
+/// `GET /networks/{id}`: a swarm network, else the host engine's (`scope=local` asks the engine only).
+pub async fn inspect(
+    state: web::Data<AppState>,
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    path: web::Path<IdPath>,
+    q: Query,
+) -> ApiResult<HttpResponse> {
+    let scope = q.get("scope").map(String::as_str).unwrap_or_default();
+    let swarm = match scope {
+        "" | "swarm" => match state.manager().await {
+            Ok(_) => find(&state, &path.id).await.map(|n| network_json(&n)),
+            Err(e) => Err(e),
+        },
+        other => Err(ApiError::not_found(format!(
+            "network {} not found (scope {})",
+            clip(&path.id),
+            clip(other)
+        ))),
+    };
+    match swarm {
+        Ok(n) => Ok(HttpResponse::Ok().json(n)),
+        Err(e) if scope != "swarm" && engine.configured() && engine_may_answer(&e) => {
+            let qs = match req.query_string() {
+                "" => String::new(),
+                qs => format!("?{qs}"),
+            };
+            let id = urlencode(&path.id);
+            match engine.call("GET", &format!("/networks/{id}{qs}"), None).await {
+                Ok((status, body)) if status.is_success() => {
+                    Ok(HttpResponse::build(status).content_type("application/json").body(body))
+                }
+                Ok((status, body))
+                    if scope == "local" || status != StatusCode::NOT_FOUND || e.status.as_u16() == 503 =>
+                {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    Err(engine::engine_error(status, &v, &body))
+                }
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
     }
-    state.manager().await?;
-    let n = find(&state, &path.id).await?;
-    Ok(HttpResponse::Ok().json(network_json(&n)))
+}
+
+/// A path segment with the characters a URI path cannot hold escaped.
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Whether a create request is for the host engine: a driver other than
+/// overlay (the CLI's default is bridge; none given means bridge, as dockerd
+/// decides) that does not ask for swarm scope.
+fn is_local_create(body: &[u8]) -> bool {
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let field = |name: &str| {
+        m.iter()
+            .find(|(k, _)| k.as_str() == name)
+            .or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let driver = field("Driver");
+    driver != OVERLAY_DRIVER && field("Scope") != "swarm"
 }
 
 /// Docker's IPAM check (`ValidateIPAM`, API 1.50): each subnet is CIDR
@@ -364,7 +460,13 @@ pub fn decode_network(body: &[u8]) -> ApiResult<NetworkSpec> {
     Ok(spec)
 }
 
-pub async fn create(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
+/// `POST /networks/create`: an overlay network is the swarm's; any other
+/// driver is created by the host engine.
+pub async fn create(state: web::Data<AppState>, engine: web::Data<Engine>, body: Body) -> ApiResult<HttpResponse> {
+    if engine.configured() && is_local_create(&body) {
+        let (status, out) = engine.call("POST", "/networks/create", Some(body.0.to_vec())).await?;
+        return Ok(HttpResponse::build(status).content_type("application/json").body(out));
+    }
     let spec = decode_network(&body)?;
     match state.view().await? {
         crate::state::SwarmView::Active { manager: false, .. } => {
@@ -384,14 +486,33 @@ pub async fn create(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRes
     Ok(HttpResponse::Created().json(json!({"Id": created.meta.id, "Warning": ""})))
 }
 
-pub async fn delete(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
-    let n = find(&state, &path.id).await?;
-    if n.spec.ingress {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            format!("{} is a pre-defined network and cannot be removed", n.spec.name),
-        ));
-    }
+/// `DELETE /networks/{id}`: a swarm network, else the host engine's.
+pub async fn delete(
+    state: web::Data<AppState>,
+    engine: web::Data<Engine>,
+    path: web::Path<IdPath>,
+) -> ApiResult<HttpResponse> {
+    let found = match state.manager().await {
+        Ok(_) => find(&state, &path.id).await,
+        Err(e) => Err(e),
+    };
+    let n = match found {
+        Ok(n) => n,
+        Err(e) if engine.configured() && engine_may_answer(&e) => {
+            let id = urlencode(&path.id);
+            return match engine.call("DELETE", &format!("/networks/{id}"), None).await {
+                Ok((status, body)) if status.is_success() => Ok(HttpResponse::build(status).body(body)),
+                Ok((status, body)) if status != StatusCode::NOT_FOUND || e.status.as_u16() == 503 => {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    Err(engine::engine_error(status, &v, &body))
+                }
+                _ => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    // The ingress network may be removed like any other once no service uses
+    // it (Docker allows it, to recreate it with other options).
     let services: Vec<shoal_shared::model::Service> = state.store.list(ListFilter::default()).await?;
     let users: Vec<&str> = services
         .iter()
@@ -405,6 +526,25 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<IdPath>, _: Mana
         })
         .map(|s| s.spec.name.as_str())
         .collect();
+    if n.spec.ingress {
+        let published = |s: &&shoal_shared::model::Service| {
+            s.spec.endpoint_spec.as_ref().is_some_and(|ep| {
+                ep.ports
+                    .iter()
+                    .any(|p| p.publish_mode.unwrap_or_default() == shoal_shared::model::PublishMode::Ingress)
+            })
+        };
+        if let Some(s) = services.iter().find(published) {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::FORBIDDEN,
+                format!(
+                    "rpc error: code = FailedPrecondition desc = ingress network cannot be removed because service {} \
+                     depends on it",
+                    s.meta.id
+                ),
+            ));
+        }
+    }
     if !users.is_empty() {
         return Err(ApiError::new(
             actix_web::http::StatusCode::FORBIDDEN,

@@ -147,13 +147,42 @@ pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _
     Ok(HttpResponse::Ok().json(node_json(&n, &state.node_id, managers)))
 }
 
+/// A node spec body with `Role` and `Availability` checked as Docker's
+/// daemon checks them (any case; `invalid Role: "x"`, `invalid
+/// Availability: "x"`) and written in lower case for the typed decoder.
+fn node_spec_checked(body: &[u8]) -> ApiResult<Vec<u8>> {
+    let mut v: Value = decode(body)?;
+    if let Value::Object(m) = &mut v {
+        for (field, allowed) in [
+            ("Role", &["worker", "manager"][..]),
+            ("Availability", &["active", "pause", "drain"][..]),
+        ] {
+            let Some(key) = m.keys().find(|k| k.eq_ignore_ascii_case(field)).cloned() else {
+                continue;
+            };
+            let Some(given) = m.get(&key).and_then(Value::as_str).map(str::to_string) else {
+                continue;
+            };
+            let lower = given.to_ascii_lowercase();
+            if !allowed.contains(&lower.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid {field}: {:?}",
+                    crate::error::clip(&given)
+                )));
+            }
+            m.insert(key, Value::String(lower));
+        }
+    }
+    serde_json::to_vec(&v).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 pub async fn node_update(
     state: web::Data<AppState>,
     path: web::Path<IdPath>,
     q: Query,
     body: Body,
 ) -> ApiResult<HttpResponse> {
-    let spec: NodeSpec = decode(&body)?;
+    let spec: NodeSpec = decode(&node_spec_checked(&body)?)?;
     let version = parse_version(&q)?;
     state.manager().await?;
     let (mut n, managers) = find_node(&state, &path.id).await?;
@@ -232,20 +261,29 @@ fn service_status(svc: &Service, tasks: &[&Task]) -> ServiceStatus {
 
 /// Checks what a spec refers to: its networks exist (and are not the ingress
 /// network), and its published ports are not taken by another service.
-async fn check_references(state: &AppState, spec: &ServiceSpec, self_id: Option<&str>) -> ApiResult<()> {
-    let attachments: Vec<&str> = spec
+/// Network names are resolved to network IDs, as Docker stores them.
+async fn check_references(state: &AppState, spec: &mut ServiceSpec, self_id: Option<&str>) -> ApiResult<()> {
+    let mut attachments: Vec<&mut shoal_shared::model::NetworkAttachmentConfig> = spec
         .task_template
         .networks
-        .iter()
-        .chain(spec.networks.iter())
-        .map(|a| a.target.as_str())
+        .iter_mut()
+        .chain(spec.networks.iter_mut())
         .collect();
     if !attachments.is_empty() {
         let nets: Vec<Network> = state.store.list(ListFilter::default()).await?;
-        for t in attachments {
+        for a in attachments.iter_mut() {
+            let t = a.target.as_str();
             let net = nets
                 .iter()
-                .find(|n| n.meta.id == t || n.spec.name == t)
+                .find(|n| n.meta.id == t)
+                .or_else(|| nets.iter().find(|n| n.spec.name == t))
+                .or_else(|| {
+                    let mut by_prefix = nets.iter().filter(|n| !t.is_empty() && n.meta.id.starts_with(t));
+                    match (by_prefix.next(), by_prefix.next()) {
+                        (Some(n), None) => Some(n),
+                        _ => None,
+                    }
+                })
                 .ok_or_else(|| ApiError::not_found(format!("network {} not found", crate::error::clip(t))))?;
             if net.spec.ingress {
                 return Err(ApiError::bad_request(
@@ -253,6 +291,7 @@ async fn check_references(state: &AppState, spec: &ServiceSpec, self_id: Option<
                      network \"ingress\"",
                 ));
             }
+            a.target = net.meta.id.clone();
         }
     }
     let ports: Vec<_> = spec
@@ -359,7 +398,7 @@ pub async fn service_create(state: web::Data<AppState>, req: HttpRequest, body: 
     let mut spec = decode_service(&body)?;
     set_registry_auth(&req, &mut spec, None);
     state.manager().await?;
-    check_references(&state, &spec, None).await?;
+    check_references(&state, &mut spec, None).await?;
     // Docker names an unnamed service (`adjective_surname`); a generated name
     // that happens to be taken is drawn again.
     let generated = spec.name.is_empty();
@@ -392,9 +431,13 @@ pub async fn service_create(state: web::Data<AppState>, req: HttpRequest, body: 
 pub async fn service_inspect(
     state: web::Data<AppState>,
     path: web::Path<IdPath>,
+    q: Query,
     _: Manager,
 ) -> ApiResult<HttpResponse> {
     let mut s = find_service(&state, &path.id).await?;
+    if flag(&q, "insertDefaults") {
+        crate::spec::insert_defaults(&mut s.spec);
+    }
     redact_service(&mut s);
     Ok(HttpResponse::Ok().json(s))
 }
@@ -412,7 +455,7 @@ pub async fn service_update(
     state.manager().await?;
     let mut s = find_service(&state, &path.id).await?;
     let current = s.spec.clone();
-    let next = match new_spec {
+    let mut next = match new_spec {
         Some(mut spec) => {
             set_registry_auth(&req, &mut spec, Some(&current));
             spec
@@ -424,7 +467,8 @@ pub async fn service_update(
             ))
         })?,
     };
-    check_references(&state, &next, Some(&s.meta.id)).await?;
+    let self_id = s.meta.id.clone();
+    check_references(&state, &mut next, Some(&self_id)).await?;
     if next.name != current.name {
         return Err(ApiError::bad_request(
             "rpc error: code = Unimplemented desc = renaming services is not supported",

@@ -143,7 +143,7 @@ fn accepted_spec_holds(spec: &ServiceSpec) -> Result<(), TestCaseError> {
     let image = spec.task_template.container_spec.as_ref().map(|c| c.image.trim());
     prop_assert!(image.is_some_and(|i| !i.is_empty()));
     for u in [&spec.update_config, &spec.rollback_config].into_iter().flatten() {
-        prop_assert!(u.max_failure_ratio.is_some_and(|r| (0.0..=1.0).contains(&r)));
+        prop_assert!(u.max_failure_ratio.is_none_or(|r| (0.0..=1.0).contains(&r)));
     }
     for p in spec.endpoint_spec.iter().flat_map(|e| e.ports.iter()) {
         prop_assert!((1..=65535).contains(&p.target_port) && p.published_port <= 65535);

@@ -14,6 +14,7 @@ use crate::error::{clip, ApiError, ApiResult};
 pub const MAX_REPLICAS: u64 = 100_000;
 
 /// Decodes a JSON body; the error names the field (`Mode.Replicated.Replicas: ...`).
+/// Keys match fields as Go's decoder matches them: exactly, else ignoring case ([`crate::fold`]).
 /// Go clients write `null` for empty maps and lists: nulls are dropped first.
 /// The body must be a JSON object, and no object inside it may be given as an
 /// array (serde would otherwise fill a struct from a list, positionally).
@@ -33,7 +34,7 @@ pub fn decode<T: DeserializeOwned + Serialize>(body: &[u8]) -> ApiResult<T> {
     }
     strip_nulls(&mut v);
     let input = v.clone();
-    let decoded: T = serde_path_to_error::deserialize(v).map_err(|e| {
+    let decoded: T = serde_path_to_error::deserialize(crate::fold::Folded(v)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
@@ -268,16 +269,45 @@ pub fn validate_service(spec: &mut ServiceSpec) -> ApiResult<()> {
     validate_update(spec.update_config.as_ref())?;
     validate_update(spec.rollback_config.as_ref())?;
     validate_ports(spec.endpoint_spec.as_ref())?;
-    DEFAULTS.fill_service(spec);
+    // Stored as given, as Docker stores it; only a missing replica count is
+    // written (Docker's daemon makes a spec without a mode replicated, 1).
+    // Readers fall back to DEFAULTS; `insertDefaults` shows them (insert_defaults).
+    if spec.mode.global.is_none() {
+        spec.mode
+            .replicated
+            .get_or_insert_with(Default::default)
+            .replicas
+            .get_or_insert(DEFAULTS.replicas);
+    }
     Ok(())
+}
+
+/// A stored spec with Docker's defaults filled in, as `GET /services/{id}?insertDefaults=true`
+/// answers (SwarmKit's `defaults.Service`: stop grace period, DNS config,
+/// resources, restart policy, placement, update and rollback config; and
+/// endpoint mode vip).
+pub fn insert_defaults(spec: &mut ServiceSpec) {
+    DEFAULTS.fill_service(spec);
+    let tt = &mut spec.task_template;
+    tt.resources.get_or_insert_with(|| DEFAULTS.resources.clone());
+    tt.placement.get_or_insert_with(|| DEFAULTS.placement.clone());
+    if let Some(c) = tt.container_spec.as_mut() {
+        c.stop_grace_period.get_or_insert(DEFAULTS.stop_grace_period);
+        c.dns_config.get_or_insert_with(Default::default);
+    }
 }
 
 /// Decodes and validates a service spec in one go; unknown modes are refused
 /// (serde would otherwise silently ignore `{"Mode": {"Bogus": {}}}`).
 pub fn decode_service(body: &[u8]) -> ApiResult<ServiceSpec> {
     let raw: serde_json::Value = decode(body)?;
-    if let Some(mode) = raw.get("Mode").and_then(|m| m.as_object()) {
-        if let Some(k) = mode.keys().find(|k| !matches!(k.as_str(), "Replicated" | "Global")) {
+    let mode = raw
+        .as_object()
+        .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case("Mode")))
+        .and_then(|(_, m)| m.as_object());
+    if let Some(mode) = mode {
+        let known = |k: &str| k.eq_ignore_ascii_case("Replicated") || k.eq_ignore_ascii_case("Global");
+        if let Some(k) = mode.keys().find(|k| !known(k)) {
             return Err(invalid(format!(
                 "Mode: unknown mode {:?} (want Replicated or Global)",
                 clip(k)
@@ -299,8 +329,19 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_and_bad_fields_are_named() {
-        let spec = decode_service(br#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#).unwrap();
-        assert_eq!(spec.replicas(), Some(1));
+        let mut spec =
+            decode_service(br#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#).unwrap();
+        assert_eq!(spec.mode, shoal_shared::model::ServiceMode::replicated(1));
+        // Stored as given: the other defaults only when asked for.
+        assert_eq!(
+            (&spec.update_config, &spec.task_template.restart_policy),
+            (&None, &None)
+        );
+        insert_defaults(&mut spec);
+        assert_eq!(
+            spec.task_template.container_spec.as_ref().unwrap().stop_grace_period,
+            Some(Duration::from_secs(10))
+        );
         let rp = spec.task_template.restart_policy.unwrap();
         assert_eq!(rp.condition, Some(RestartCondition::Any));
         assert_eq!(rp.delay, Some(Duration::from_secs(5)));

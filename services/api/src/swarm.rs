@@ -10,6 +10,7 @@ use shoal_shared::model::{
 };
 use shoal_shared::store::{Kind, ListFilter, Op, StoreObject, TxRequest};
 
+use crate::engine::{self, Engine};
 use crate::error::{ApiError, ApiResult, ALREADY_IN_SWARM, NOT_IN_SWARM};
 use crate::request::{flag, parse_version, Body, Query};
 use crate::spec::decode;
@@ -48,9 +49,35 @@ fn kernel_version() -> String {
         .unwrap_or_default()
 }
 
-pub async fn version() -> HttpResponse {
+/// `GET /version`: shoal's own, with the host engine's components after
+/// it (as dockerd lists containerd and runc after itself).
+pub async fn version(engine: web::Data<Engine>) -> HttpResponse {
+    let mut v = own_version();
+    if let Some(e) = engine::optional_json(&engine, "/version").await {
+        let mut extra: Vec<Value> = Vec::new();
+        extra.push(
+            json!({"Name": "Docker Engine", "Version": e.get("Version").cloned().unwrap_or(Value::Null),
+            "Details": {"ApiVersion": e.get("ApiVersion"), "MinAPIVersion": e.get("MinAPIVersion"),
+                "GitCommit": e.get("GitCommit"), "GoVersion": e.get("GoVersion"), "Os": e.get("Os"),
+                "Arch": e.get("Arch"), "KernelVersion": e.get("KernelVersion")}}),
+        );
+        if let Some(cs) = e.get("Components").and_then(Value::as_array) {
+            extra.extend(
+                cs.iter()
+                    .filter(|c| c.get("Name").and_then(Value::as_str) != Some("Engine"))
+                    .cloned(),
+            );
+        }
+        if let Some(cs) = v.get_mut("Components").and_then(Value::as_array_mut) {
+            cs.extend(extra);
+        }
+    }
+    HttpResponse::Ok().json(v)
+}
+
+fn own_version() -> Value {
     let v = env!("CARGO_PKG_VERSION");
-    HttpResponse::Ok().json(json!({
+    json!({
         "Platform": {"Name": "shoal"},
         "Components": [{"Name": "Engine", "Version": v, "Details": {
             "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": go_arch(),
@@ -64,7 +91,7 @@ pub async fn version() -> HttpResponse {
         "Arch": go_arch(),
         "KernelVersion": kernel_version(),
         "BuildTime": ""
-    }))
+    })
 }
 
 /// The cluster as `/info` shows it (no join tokens).
@@ -76,7 +103,28 @@ fn cluster_info(c: &Cluster) -> Value {
     v
 }
 
-pub async fn info(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+/// `GET /info`: the host engine's answer (containers, images, drivers,
+/// runtimes, ...) with shoal's `ID` and `Swarm`, as dockerd answers on a
+/// manager; shoal's own description of the host when there is no engine.
+pub async fn info(state: web::Data<AppState>, engine: web::Data<Engine>) -> ApiResult<HttpResponse> {
+    let own = own_info(&state).await?;
+    let Some(Value::Object(mut merged)) = engine::optional_json(&engine, "/info").await else {
+        return Ok(HttpResponse::Ok().json(own));
+    };
+    for key in ["ID", "Swarm"] {
+        if let Some(v) = own.get(key) {
+            merged.insert(key.to_string(), v.clone());
+        }
+    }
+    if let Some(Value::Array(nets)) = merged.get_mut("Plugins").and_then(|p| p.get_mut("Network")) {
+        if !nets.iter().any(|n| n == "overlay") {
+            nets.push(json!("overlay"));
+        }
+    }
+    Ok(HttpResponse::Ok().json(Value::Object(merged)))
+}
+
+async fn own_info(state: &AppState) -> ApiResult<Value> {
     let mut swarm = json!({
         "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false,
         "Error": "", "RemoteManagers": null
@@ -111,7 +159,7 @@ pub async fn info(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
             swarm["Error"] = json!(e.message);
         }
     }
-    Ok(HttpResponse::Ok().json(json!({
+    Ok(json!({
         "ID": state.node_id,
         "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0, "Images": 0,
         "Driver": "", "DriverStatus": [], "Plugins": {"Volume": [], "Network": ["overlay"], "Authorization": null,
@@ -127,7 +175,7 @@ pub async fn info(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
         "ServerVersion": env!("CARGO_PKG_VERSION"), "Runtimes": {}, "DefaultRuntime": "",
         "Swarm": swarm, "LiveRestoreEnabled": false, "Isolation": "", "InitBinary": "",
         "SecurityOptions": [], "Warnings": null
-    })))
+    }))
 }
 
 /// `GET /swarm`.

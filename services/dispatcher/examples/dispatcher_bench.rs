@@ -56,6 +56,7 @@ async fn main() {
                 description: Box::new(NodeDescription {
                     hostname: format!("sim-{i:05}"),
                     resources: Resources {
+                        generic_resources: Vec::new(),
                         nano_cpus: 4_000_000_000,
                         memory_bytes: 8 << 30,
                     },

@@ -11,7 +11,11 @@ use shoal_shared::model::{Node, NodeDescription, NodeRole, NodeState, Task, Task
 use shoal_shared::store::{Op, StoreObject};
 
 /// Default `Spec.Dispatcher.HeartbeatPeriod` (Docker's, from [`DEFAULTS`]).
-pub const DEFAULT_HEARTBEAT: Duration = DEFAULTS.heartbeat_period;
+// Read through a reference: `Defaults` owns a `Vec`, so the const itself cannot be taken apart.
+pub const DEFAULT_HEARTBEAT: Duration = {
+    const D: &shoal_shared::model::Defaults = &DEFAULTS;
+    D.heartbeat_period
+};
 /// Heartbeat periods a node may miss before it is down.
 pub const GRACE_PERIODS: u32 = 3;
 /// The message of a node marked down for missing heartbeats.

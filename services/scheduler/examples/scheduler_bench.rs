@@ -48,6 +48,7 @@ async fn main() {
         let mut n = Node::new(format!("node{i:04}"), format!("host{i:04}"), NodeRole::Worker);
         n.status.state = NodeState::Ready;
         n.description.resources = Resources {
+            generic_resources: Vec::new(),
             nano_cpus: 64_000_000_000,
             memory_bytes: 256 << 30,
         };
@@ -73,6 +74,7 @@ async fn main() {
                 resources: Some(ResourceRequirements {
                     limits: None,
                     reservations: Some(Resources {
+                        generic_resources: Vec::new(),
                         nano_cpus: 10_000_000,
                         memory_bytes: 1 << 20,
                     }),

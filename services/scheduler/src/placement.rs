@@ -358,6 +358,7 @@ mod tests {
         let mut n = Node::new(id, format!("host-{id}"), NodeRole::Worker);
         n.status.state = NodeState::Ready;
         n.description.resources = Resources {
+            generic_resources: Vec::new(),
             nano_cpus: 2_000_000_000,
             memory_bytes: 1 << 30,
         };
@@ -422,6 +423,7 @@ mod tests {
             resources: Some(ResourceRequirements {
                 limits: None,
                 reservations: Some(Resources {
+                    generic_resources: Vec::new(),
                     nano_cpus: 1_000_000_000,
                     memory_bytes: 0,
                 }),

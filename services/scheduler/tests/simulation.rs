@@ -126,6 +126,7 @@ impl Sim {
         for i in 0..n {
             let mut node = Node::new(node_id(i), format!("host{i:04}"), NodeRole::Worker);
             node.description.resources = Resources {
+                generic_resources: Vec::new(),
                 nano_cpus: 4_000_000_000,
                 memory_bytes: 8 << 30,
             };
@@ -155,6 +156,7 @@ impl Sim {
             .unwrap_or_else(|| NodeDescription {
                 hostname: format!("host-{id}"),
                 resources: Resources {
+                    generic_resources: Vec::new(),
                     nano_cpus: 4_000_000_000,
                     memory_bytes: 8 << 30,
                 },
@@ -573,6 +575,7 @@ fn reservations_never_exceed_capacity_and_pending_tasks_wait_for_room() {
     s.task_template.resources = Some(ResourceRequirements {
         limits: None,
         reservations: Some(Resources {
+            generic_resources: Vec::new(),
             nano_cpus: 1_000_000_000,
             memory_bytes: 0,
         }),

@@ -88,6 +88,7 @@ pub const DEFAULTS: Defaults = Defaults {
             pids: 0,
         }),
         reservations: Some(Resources {
+            generic_resources: Vec::new(),
             nano_cpus: 0,
             memory_bytes: 0,
         }),
@@ -251,7 +252,8 @@ mod tests {
                     "ContainerSpec": {"StopGracePeriod": 10_000_000_000i64},
                     "Resources": {"Limits": {}, "Reservations": {}},
                     "RestartPolicy": {"Condition": "any", "Delay": 5_000_000_000i64, "MaxAttempts": 0},
-                    "Placement": {}
+                    "Placement": {},
+                    "ForceUpdate": 0
                 },
                 "Mode": {"Replicated": {"Replicas": 1}},
                 "UpdateConfig": {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5_000_000_000i64,

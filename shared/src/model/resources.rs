@@ -14,6 +14,35 @@ pub struct Resources {
     pub nano_cpus: i64,
     #[serde(rename = "MemoryBytes", skip_serializing_if = "is_zero_i64")]
     pub memory_bytes: i64,
+    /// User-defined resources (`--generic-resource gpu=2`), named or discrete.
+    #[serde(rename = "GenericResources", skip_serializing_if = "Vec::is_empty")]
+    pub generic_resources: Vec<GenericResource>,
+}
+
+/// One `GenericResource`: exactly one of its two kinds is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenericResource {
+    #[serde(rename = "NamedResourceSpec", skip_serializing_if = "Option::is_none")]
+    pub named: Option<NamedGenericResource>,
+    #[serde(rename = "DiscreteResourceSpec", skip_serializing_if = "Option::is_none")]
+    pub discrete: Option<DiscreteGenericResource>,
+}
+
+/// `NamedResourceSpec`: one named unit of a kind (`gpu=UUID-1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NamedGenericResource {
+    pub kind: String,
+    pub value: String,
+}
+
+/// `DiscreteResourceSpec`: a count of a kind (`gpu=2`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DiscreteGenericResource {
+    pub kind: String,
+    pub value: i64,
 }
 
 /// An OS/architecture pair (`Description.Platform`, `Placement.Platforms`).

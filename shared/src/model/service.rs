@@ -192,6 +192,12 @@ pub struct BindOptions {
     pub propagation: String,
     #[serde(skip_serializing_if = "is_false")]
     pub non_recursive: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub create_mountpoint: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only_non_recursive: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only_force_recursive: bool,
 }
 
 /// `Mount.VolumeOptions`.
@@ -204,6 +210,9 @@ pub struct VolumeOptions {
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub driver_config: Option<Driver>,
+    /// A path inside the volume to mount instead of its root.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subpath: String,
 }
 
 /// `Mount.TmpfsOptions`.
@@ -215,6 +224,9 @@ pub struct TmpfsOptions {
     /// Unix permission bits (Go's `os.FileMode`, written as a decimal integer).
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub mode: u32,
+    /// Extra tmpfs mount options, each `[name]` or `[name, value]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<Vec<String>>,
 }
 
 /// One entry of `ContainerSpec.Mounts`.
@@ -238,6 +250,9 @@ pub struct Mount {
     pub volume_options: Option<VolumeOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmpfs_options: Option<TmpfsOptions>,
+    /// Cluster volume options (kept as given; shoal has no cluster volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_options: Option<serde_json::Value>,
 }
 
 /// `ContainerSpec.DNSConfig`.
@@ -299,11 +314,93 @@ pub struct ContainerSpec {
     pub hosts: Vec<String>,
     #[serde(rename = "DNSConfig", skip_serializing_if = "Option::is_none")]
     pub dns_config: Option<DnsConfig>,
+    /// Security options: credential spec, SELinux, seccomp, AppArmor, no-new-privileges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<Privileges>,
+    /// `default`, `process` or `hyperv` (Windows); kept as given.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub isolation: String,
+    /// Namespaced kernel parameters, e.g. `net.core.somaxconn`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capability_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capability_drop: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// The container's OOM score adjustment.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub oom_score_adj: i64,
     /// Registry credentials given with `--with-registry-auth` (SwarmKit's
     /// `PullOptions`). Never part of the Docker API's answers: the API strips
     /// it, and only the agent running a task receives it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull_options: Option<PullOptions>,
+}
+
+/// One entry of `ContainerSpec.Ulimits`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Ulimit {
+    pub name: String,
+    pub hard: i64,
+    pub soft: i64,
+}
+
+/// `Privileges.CredentialSpec` (Windows): kept as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CredentialSpec {
+    pub config: String,
+    pub file: String,
+    pub registry: String,
+}
+
+/// `Privileges.SELinuxContext`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SeLinuxContext {
+    pub disable: bool,
+    pub user: String,
+    pub role: String,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub level: String,
+}
+
+/// `Privileges.Seccomp`: `default`, `unconfined`, or `custom` with a profile (JSON, base64 on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SeccompOpts {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+    /// Go's `[]byte`: base64 in JSON, kept as that text.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub profile: String,
+}
+
+/// `Privileges.AppArmor`: `default` or `disabled`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AppArmorOpts {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+}
+
+/// `ContainerSpec.Privileges`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Privileges {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_spec: Option<CredentialSpec>,
+    #[serde(rename = "SELinuxContext", skip_serializing_if = "Option::is_none")]
+    pub selinux_context: Option<SeLinuxContext>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<SeccompOpts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_armor: Option<AppArmorOpts>,
+    pub no_new_privileges: bool,
 }
 
 /// `ContainerSpec.PullOptions`: how a node pulls the image.
@@ -345,9 +442,15 @@ pub struct TaskSpec {
     pub networks: Vec<NetworkAttachmentConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_driver: Option<Driver>,
-    /// Bumped to force a rolling update with an unchanged spec.
+    /// Bumped to force a rolling update with an unchanged spec; always
+    /// written, as Docker writes it (`"ForceUpdate": 0`).
+    pub force_update: u64,
+    /// `PluginSpec` (runtime `plugin`): kept as given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub force_update: Option<u64>,
+    pub plugin_spec: Option<serde_json::Value>,
+    /// `NetworkAttachmentSpec` (runtime `attachment`): kept as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_attachment_spec: Option<serde_json::Value>,
     /// `container` (the default), `plugin` or `attachment`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,

@@ -248,12 +248,14 @@ fn create(c: &Client, name: String, mode: &str, opts: &SpecOpts, image: &str, ar
     Ok(format!("{}\n", r.id))
 }
 
-/// `GET /services/<name>`, a 404 in docker's words (`no such service: x`) after `prefix`.
+/// `GET /services/<name>` with Docker's defaults filled in (as `docker service
+/// inspect` asks), a 404 in docker's words (`no such service: x`) after `prefix`.
 fn find(c: &Client, name: &str, prefix: &str) -> Result<Value, String> {
-    c.get(&format!("/services/{}", urlencode(name))).map_err(|e| match e {
-        ApiError::Daemon { status: 404, .. } => format!("{prefix}no such service: {name}"),
-        other => other.to_string(),
-    })
+    c.get(&format!("/services/{}?insertDefaults=true", urlencode(name)))
+        .map_err(|e| match e {
+            ApiError::Daemon { status: 404, .. } => format!("{prefix}no such service: {name}"),
+            other => other.to_string(),
+        })
 }
 
 fn ps(c: &Client, mut filters: Vec<String>, services: &[String], quiet: bool) -> Out {
@@ -318,8 +320,7 @@ fn update(c: &Client, service: &str, rollback: bool, edits: Edits, opts: &SpecOp
         spec.labels.remove(k);
     }
     if edits.force {
-        let n = spec.task_template.force_update.unwrap_or(0);
-        spec.task_template.force_update = Some(n + 1);
+        spec.task_template.force_update += 1;
     }
     apply_spec_opts(c, &mut spec, opts, false)?;
     post_update(c, &svc, &spec, "")?;
@@ -601,6 +602,7 @@ fn parse_mount(spec: &str) -> Result<Mount, String> {
         ..VolumeOptions::default()
     });
     Ok(Mount {
+        cluster_options: None,
         kind,
         source,
         target,

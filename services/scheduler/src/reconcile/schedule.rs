@@ -141,6 +141,7 @@ mod tests {
         let mut big = service("big", Some(1));
         big.spec.task_template.resources = Some(ResourceRequirements {
             reservations: Some(Resources {
+                generic_resources: Vec::new(),
                 nano_cpus: 64_000_000_000,
                 memory_bytes: 0,
             }),

@@ -19,6 +19,7 @@ pub fn node(id: &str) -> Node {
     let mut n = Node::new(id, format!("host-{id}"), NodeRole::Worker);
     n.status.state = NodeState::Ready;
     n.description.resources = Resources {
+        generic_resources: Vec::new(),
         nano_cpus: 1_000_000_000,
         memory_bytes: 1 << 30,
     };
