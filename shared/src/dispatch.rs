@@ -106,6 +106,13 @@ pub struct Assignments {
     pub tasks: Vec<Task>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// The data of the secrets the running tasks in `tasks` use (opened by
+    /// the dispatcher; only this node's subject carries them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secrets::Payload>,
+    /// The data of the configs they use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<crate::secrets::Payload>,
 }
 
 #[cfg(test)]

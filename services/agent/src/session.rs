@@ -196,6 +196,8 @@ mod tests {
             kind,
             tasks: Vec::new(),
             removed: Vec::new(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         }
     }
 

@@ -278,6 +278,8 @@ impl Dispatcher {
             kind: AssignmentKind::Full,
             tasks: set,
             removed: Vec::new(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         })
     }
 
@@ -308,6 +310,8 @@ impl Dispatcher {
             kind: AssignmentKind::Incremental,
             tasks: changed,
             removed,
+            secrets: Vec::new(),
+            configs: Vec::new(),
         })
     }
 }

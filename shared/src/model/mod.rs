@@ -13,7 +13,7 @@
 //! - durations are integer nanoseconds (see [`duration`]).
 //!
 //! The top-level objects ([`Cluster`], [`Node`], [`Service`], [`Task`],
-//! [`Network`]) embed the store's [`Meta`](crate::store::Meta) flattened as
+//! [`Network`], [`Secret`], [`Config`]) embed the store's [`Meta`](crate::store::Meta) flattened as
 //! their first field and implement [`StoreObject`](crate::store::StoreObject).
 
 /// Implements [`StoreObject`](crate::store::StoreObject) for a model type
@@ -60,6 +60,7 @@ pub mod gotime;
 pub mod network;
 pub mod node;
 pub mod resources;
+pub mod secret;
 pub mod service;
 pub mod task;
 
@@ -68,6 +69,7 @@ pub use defaults::{Defaults, DEFAULTS};
 pub use network::*;
 pub use node::*;
 pub use resources::*;
+pub use secret::*;
 pub use service::*;
 pub use task::*;
 

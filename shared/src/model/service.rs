@@ -304,6 +304,12 @@ pub struct ContainerSpec {
     /// it, and only the agent running a task receives it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull_options: Option<PullOptions>,
+    /// Secrets as files under `/run/secrets` (`--secret`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::SecretReference>,
+    /// Configs as files (`--config`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<super::ConfigReference>,
 }
 
 /// `ContainerSpec.PullOptions`: how a node pulls the image.
