@@ -73,6 +73,23 @@ pub use secret::*;
 pub use service::*;
 pub use task::*;
 
+/// `deserialize_with` helper for an optional enum given as a string: Go
+/// clients write `""` for an unset one (e.g. `UpdateConfig.Order`, which has
+/// no `omitempty`, as the docker CLI's `stack deploy` sends it), which Docker
+/// takes as unset.
+pub(crate) fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => T::deserialize(serde::de::value::StringDeserializer::<D::Error>::new(s)).map(Some),
+    }
+}
+
 /// `skip_serializing_if` helper: Go's `omitempty` on a bool.
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b
