@@ -83,9 +83,7 @@ impl SecretKey {
     }
 
     fn parse(text: &str) -> Result<SecretKey, String> {
-        let bytes = b64()
-            .decode(text.trim())
-            .map_err(|e| format!("not base64: {e}"))?;
+        let bytes = b64().decode(text.trim()).map_err(|e| format!("not base64: {e}"))?;
         SecretKey::from_bytes(&bytes)
     }
 
@@ -106,7 +104,9 @@ impl SecretKey {
 
     /// The data `seal(id, ..)` sealed; an error for another key, another id or altered bytes.
     pub fn open(&self, id: &str, sealed: &str) -> Result<Vec<u8>, String> {
-        let raw = b64().decode(sealed).map_err(|_| "sealed data is not base64".to_string())?;
+        let raw = b64()
+            .decode(sealed)
+            .map_err(|_| "sealed data is not base64".to_string())?;
         if raw.len() < NONCE_LEN {
             return Err("sealed data is too short".into());
         }
@@ -195,6 +195,9 @@ mod tests {
     fn tempfile_dir() -> std::path::PathBuf {
         let mut b = [0u8; 8];
         SystemRandom::new().fill(&mut b).unwrap();
-        std::env::temp_dir().join(format!("shoal-key-test-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+        std::env::temp_dir().join(format!(
+            "shoal-key-test-{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ))
     }
 }

@@ -12,10 +12,10 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 use futures::StreamExt;
-use shoal_tests::api::Run;
-use shoal_tests::up::{engine, temp_home, Up, CONVERGE};
 use shoal_shared::dispatch::AgentRequest;
 use shoal_shared::{envelope, subjects};
+use shoal_tests::api::Run;
+use shoal_tests::up::{engine, temp_home, Up, CONVERGE};
 use shoal_tests::{eventually, free_port};
 
 /// The docker CLI against `up` with `input` on its stdin.
@@ -35,7 +35,12 @@ fn docker_stdin(up: &Up, args: &[&str], input: &[u8]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run docker");
-    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
     Run::from(child.wait_with_output().expect("docker output"))
 }
 
@@ -68,7 +73,11 @@ fn running_container(up: &Up, service: &str) -> Result<(String, String), String>
 
 /// `docker exec` on the engine itself (the container is the node's).
 fn exec(container: &str, cmd: &str) -> String {
-    engine(&["exec", container, "sh", "-c", cmd]).ok().stdout.trim().to_string()
+    engine(&["exec", container, "sh", "-c", cmd])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
 }
 
 /// Every file under `dir` whose bytes contain one of `needles`.
@@ -95,7 +104,14 @@ fn files_containing(dir: &Path, needles: &[&[u8]]) -> Vec<String> {
 async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_clear() {
     let home = temp_home();
     let data = home.path().join("data");
-    let mut up = Up::start(home.path(), "secrets", &data, free_port(), "docker", &["--extra-agents", "1"]);
+    let mut up = Up::start(
+        home.path(),
+        "secrets",
+        &data,
+        free_port(),
+        "docker",
+        &["--extra-agents", "1"],
+    );
     up.ready().await;
     assert!(up.output().contains("shoal up: executor: docker"), "{}", up.output());
 
@@ -126,7 +142,10 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
                     asked_by.insert(reply.to_string(), req.node_id().to_string());
                 }
             }
-            if watch_needles.iter().any(|n| m.payload.windows(n.len()).any(|w| w == n.as_slice())) {
+            if watch_needles
+                .iter()
+                .any(|n| m.payload.windows(n.len()).any(|w| w == n.as_slice()))
+            {
                 let to = match asked_by.get(m.subject.as_str()) {
                     Some(node) => format!("reply to {node}"),
                     None => m.subject.to_string(),
@@ -147,8 +166,15 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
     let file = home.path().join("pw.txt");
     std::fs::write(&file, &secret).unwrap();
     let file = file.to_str().unwrap();
-    let id = up.docker(&["secret", "create", "--label", "env=test", "db_pw", file]).ok();
-    assert_eq!(id.stdout.trim().len(), 25, "secret create prints the ID: {:?}", id.stdout);
+    let id = up
+        .docker(&["secret", "create", "--label", "env=test", "db_pw", file])
+        .ok();
+    assert_eq!(
+        id.stdout.trim().len(),
+        25,
+        "secret create prints the ID: {:?}",
+        id.stdout
+    );
     docker_stdin(&up, &["secret", "create", "from_stdin", "-"], b"other-secret\n").ok();
     up.docker(&["secret", "create", "db_pw", file])
         .fails_with("rpc error: code = AlreadyExists desc = secret db_pw already exists");
@@ -173,8 +199,11 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
     // configs: data shown as given.
     let conf = home.path().join("app.conf");
     std::fs::write(&conf, "listen 8080\n").unwrap();
-    up.docker(&["config", "create", "app.conf", conf.to_str().unwrap()]).ok();
-    let shown = up.lines(&["config", "inspect", "--format", "{{json .Spec.Data}}", "app.conf"]).unwrap();
+    up.docker(&["config", "create", "app.conf", conf.to_str().unwrap()])
+        .ok();
+    let shown = up
+        .lines(&["config", "inspect", "--format", "{{json .Spec.Data}}", "app.conf"])
+        .unwrap();
     assert_eq!(shown, ["\"bGlzdGVuIDgwODAK\""]);
     up.docker(&["config", "create", "app.conf", conf.to_str().unwrap()])
         .fails_with("config app.conf already exists");
@@ -199,8 +228,10 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
         "3600",
     ])
     .ok();
-    up.docker(&["service", "create", "-d", "--name", "bad", "--secret", "nope", "busybox"])
-        .fails_with("secret not found: nope");
+    up.docker(&[
+        "service", "create", "-d", "--name", "bad", "--secret", "nope", "busybox",
+    ])
+    .fails_with("secret not found: nope");
     let (cid, node) = until("a running container of sec", || running_container(&up, "sec")).await;
     assert_eq!(exec(&cid, "cat /run/secrets/pw"), secret);
     assert_eq!(exec(&cid, "stat -c '%u %g %a' /run/secrets/pw"), "1000 1001 400");
@@ -209,8 +240,17 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
     assert_eq!(exec(&cid, "cat /etc/app.conf"), "listen 8080");
     assert_eq!(exec(&cid, "stat -c '%u %g %a' /etc/app.conf"), "0 0 440");
     // The secret's file is on a tmpfs (its bind mount shows the source's file system).
-    assert_eq!(exec(&cid, "awk '$2 == \"/run/secrets/pw\" {print $3}' /proc/mounts"), "tmpfs");
-    assert_eq!(exec(&cid, "echo x 2>/dev/null > /run/secrets/pw && echo writable || echo read-only"), "read-only");
+    assert_eq!(
+        exec(&cid, "awk '$2 == \"/run/secrets/pw\" {print $3}' /proc/mounts"),
+        "tmpfs"
+    );
+    assert_eq!(
+        exec(
+            &cid,
+            "echo x 2>/dev/null > /run/secrets/pw && echo writable || echo read-only"
+        ),
+        "read-only"
+    );
 
     // In use: removal refused in Docker's words.
     up.docker(&["secret", "rm", "db_pw"])
@@ -231,7 +271,8 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
     );
 
     // Rotation as with Docker: drop the secret from the service, then remove it.
-    up.docker(&["service", "update", "-d", "--secret-rm", "db_pw", "sec"]).ok();
+    up.docker(&["service", "update", "-d", "--secret-rm", "db_pw", "sec"])
+        .ok();
     until("sec's new container without the secret", || {
         let (c, _) = running_container(&up, "sec")?;
         let r = engine(&["exec", &c, "sh", "-c", "ls /run/secrets"]);
@@ -242,11 +283,18 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
     })
     .await;
     up.docker(&["secret", "rm", "db_pw"]).ok();
-    assert_eq!(up.lines(&["secret", "ls", "--format", "{{.Name}}"]).unwrap(), ["from_stdin"]);
+    assert_eq!(
+        up.lines(&["secret", "ls", "--format", "{{.Name}}"]).unwrap(),
+        ["from_stdin"]
+    );
 
     // Removing the service removes its containers and, with them, the files on the tmpfs.
     up.docker(&["service", "rm", "sec"]).ok();
-    let dirs: Vec<_> = up.node_ids().iter().map(|n| Path::new("/dev/shm/shoal").join(n)).collect();
+    let dirs: Vec<_> = up
+        .node_ids()
+        .iter()
+        .map(|n| Path::new("/dev/shm/shoal").join(n))
+        .collect();
     until("the task files to be removed", || {
         let left: Vec<String> = dirs
             .iter()

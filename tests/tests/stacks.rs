@@ -150,7 +150,11 @@ async fn a_compose_file_deploys_updates_prunes_and_is_removed_as_a_stack() {
     ] {
         assert!(out.stdout.contains(line), "{line:?} missing from {:?}", out.stdout);
     }
-    assert_eq!(up.lines(&["stack", "ls", "--format", "{{.Name}} {{.Services}}"]).unwrap(), ["st 3"]);
+    assert_eq!(
+        up.lines(&["stack", "ls", "--format", "{{.Name}} {{.Services}}"])
+            .unwrap(),
+        ["st 3"]
+    );
     until("the stack's services to converge", || {
         services_are(&up, &["st_db 1/1", "st_redis 1/1", "st_vote 2/2"])
     })
@@ -170,7 +174,14 @@ async fn a_compose_file_deploys_updates_prunes_and_is_removed_as_a_stack() {
     assert_eq!(votes.len(), 2, "{votes:?}");
     assert!(votes.iter().all(|n| n.starts_with("st_vote.")), "{votes:?}");
     let nets = up
-        .lines(&["network", "ls", "--filter", "label=com.docker.stack.namespace=st", "--format", "{{.Name}}"])
+        .lines(&[
+            "network",
+            "ls",
+            "--filter",
+            "label=com.docker.stack.namespace=st",
+            "--format",
+            "{{.Name}}",
+        ])
         .unwrap();
     assert_eq!(nets, ["st_backend", "st_frontend"]);
     let spec = up
@@ -227,7 +238,10 @@ async fn a_compose_file_deploys_updates_prunes_and_is_removed_as_a_stack() {
     ] {
         assert!(out.stdout.contains(line), "{line:?} missing from {:?}", out.stdout);
     }
-    assert!(up.lines(&["stack", "ls"]).unwrap().len() <= 1, "only the header is left");
+    assert!(
+        up.lines(&["stack", "ls"]).unwrap().len() <= 1,
+        "only the header is left"
+    );
     assert!(up.lines(&["secret", "ls", "-q"]).unwrap().is_empty());
     assert!(up.lines(&["config", "ls", "-q"]).unwrap().is_empty());
     let nets = up

@@ -49,8 +49,12 @@ pub fn on_tmpfs(path: &Path) -> bool {
     for line in info.lines() {
         // id parent major:minor root mount-point options... - fstype source super-options
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
-        let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(dash + 1)) else { continue };
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(dash + 1)) else {
+            continue;
+        };
         let mp = mp.replace("\\040", " ");
         if path.starts_with(&mp) && best.is_none_or(|(len, _)| mp.len() >= len) {
             best = Some((mp.len(), matches!(*fstype, "tmpfs" | "ramfs")));
@@ -145,9 +149,12 @@ impl Files {
         {
             let held = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
             for (i, r) in c.secrets.iter().enumerate() {
-                let p = held
-                    .get(&r.secret_id)
-                    .ok_or_else(|| format!("secret {} ({}) was not delivered to this node", r.secret_name, r.secret_id))?;
+                let p = held.get(&r.secret_id).ok_or_else(|| {
+                    format!(
+                        "secret {} ({}) was not delivered to this node",
+                        r.secret_name, r.secret_id
+                    )
+                })?;
                 let source = dir.join(format!("secret-{i}"));
                 write_file(&source, &p.data, r.file.as_ref())?;
                 out.push(FileMount {
@@ -161,9 +168,12 @@ impl Files {
             if r.file.is_none() {
                 continue; // a runtime (credential spec) config: no file
             }
-            let p = held
-                .get(&r.config_id)
-                .ok_or_else(|| format!("config {} ({}) was not delivered to this node", r.config_name, r.config_id))?;
+            let p = held.get(&r.config_id).ok_or_else(|| {
+                format!(
+                    "config {} ({}) was not delivered to this node",
+                    r.config_name, r.config_id
+                )
+            })?;
             let source = dir.join(format!("config-{i}"));
             write_file(&source, &p.data, r.file.as_ref())?;
             out.push(FileMount {

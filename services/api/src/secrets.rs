@@ -39,7 +39,8 @@ pub fn check_name(name: &str) -> ApiResult<()> {
     let ok = b.len() <= 64
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
     if !ok {
         return Err(invalid(
             "invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be \
@@ -179,7 +180,11 @@ pub async fn secret_create(state: web::Data<AppState>, body: Body) -> ApiResult<
     Ok(HttpResponse::Created().json(json!({"ID": created.meta.id})))
 }
 
-pub async fn secret_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
+pub async fn secret_inspect(
+    state: web::Data<AppState>,
+    path: web::Path<IdPath>,
+    _: Manager,
+) -> ApiResult<HttpResponse> {
     let s: Secret = crate::objects::find(&state, &path.id, "secret").await?;
     Ok(HttpResponse::Ok().json(s.to_docker()))
 }
@@ -255,7 +260,11 @@ pub async fn config_create(state: web::Data<AppState>, body: Body) -> ApiResult<
     Ok(HttpResponse::Created().json(json!({"ID": created.meta.id})))
 }
 
-pub async fn config_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
+pub async fn config_inspect(
+    state: web::Data<AppState>,
+    path: web::Path<IdPath>,
+    _: Manager,
+) -> ApiResult<HttpResponse> {
     let c: Config = crate::objects::find(&state, &path.id, "config").await?;
     Ok(HttpResponse::Ok().json(c))
 }
@@ -383,7 +392,12 @@ mod tests {
     #[test]
     fn secret_bodies_are_checked_in_swarmkits_words() {
         let e = decode_secret(br#"{"Name":"-x","Data":"YQ=="}"#).unwrap_err();
-        assert!(e.message.contains("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed"),
+            "{}",
+            e.message
+        );
         let e = decode_secret(br#"{"Name":"x"}"#).unwrap_err();
         assert_eq!(
             e.message,
@@ -394,7 +408,10 @@ mod tests {
         let e = decode_secret(br#"{"Name":"x","Data":"YQ==","Templating":{"Name":"golang"}}"#).unwrap_err();
         assert!(e.message.contains("unrecognized template type"), "{}", e.message);
         let (spec, data) = decode_secret(br#"{"Name":"db.pw","Labels":{"a":"b"},"Data":"aHVudGVyMg=="}"#).unwrap();
-        assert_eq!((spec.name.as_str(), data.as_slice(), spec.data), ("db.pw", &b"hunter2"[..], None));
+        assert_eq!(
+            (spec.name.as_str(), data.as_slice(), spec.data),
+            ("db.pw", &b"hunter2"[..], None)
+        );
         assert!(decode_config(br#"{"Name":"c","Data":"YQ=="}"#).is_ok());
         assert!(decode_config(br#"{"Name":"c","Data":"YQ==","Templating":{"Name":"golang"}}"#).is_err());
     }

@@ -74,7 +74,9 @@ pub fn attach(follow: &Follow, key: Option<&SecretKey>, a: &mut Assignments) {
     let mut secrets = std::collections::BTreeMap::new();
     let mut configs = std::collections::BTreeMap::new();
     for t in a.tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
-        let Some(c) = t.spec.container_spec.as_ref() else { continue };
+        let Some(c) = t.spec.container_spec.as_ref() else {
+            continue;
+        };
         for r in &c.secrets {
             if secrets.contains_key(&r.secret_id) {
                 continue;

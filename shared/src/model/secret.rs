@@ -112,7 +112,10 @@ pub struct FileTarget {
 impl FileTarget {
     /// The owner as numbers (Docker's default, and an unparsable one: 0).
     pub fn owner(&self) -> (u32, u32) {
-        (self.uid.trim().parse().unwrap_or(0), self.gid.trim().parse().unwrap_or(0))
+        (
+            self.uid.trim().parse().unwrap_or(0),
+            self.gid.trim().parse().unwrap_or(0),
+        )
     }
 }
 
@@ -200,9 +203,10 @@ mod tests {
         .unwrap();
         assert_eq!(secret_path(&r), "/run/secrets/pw");
         assert_eq!(r.file.as_ref().unwrap().owner(), (1000, 50));
-        let c: ConfigReference =
-            serde_json::from_str(r#"{"File":{"Name":"/etc/app.conf","UID":"0","GID":"0","Mode":292},"ConfigID":"c","ConfigName":"app"}"#)
-                .unwrap();
+        let c: ConfigReference = serde_json::from_str(
+            r#"{"File":{"Name":"/etc/app.conf","UID":"0","GID":"0","Mode":292},"ConfigID":"c","ConfigName":"app"}"#,
+        )
+        .unwrap();
         assert_eq!(config_path(&c), "/etc/app.conf");
         let c = ConfigReference {
             config_name: "app".into(),
