@@ -115,6 +115,13 @@ pub struct Assignments {
     /// work on the task continues that trace.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub traces: std::collections::BTreeMap<String, String>,
+    /// The data of the secrets the running tasks in `tasks` use (opened by
+    /// the dispatcher; only this node's subject carries them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secrets::Payload>,
+    /// The data of the configs they use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<crate::secrets::Payload>,
 }
 
 #[cfg(test)]

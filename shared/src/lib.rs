@@ -8,6 +8,7 @@
 //! - [`error`]: error codes that say whether to retry;
 //! - [`config`] and [`telemetry`]: common flags, `SHOAL_*` variables and tracing setup;
 //! - [`metrics`]: the Prometheus registry and the `/metrics` server (`--metrics-addr`);
+//! - [`secrets`]: the managers' key for secret data at rest, and the payloads agents receive;
 //! - [`process`]: what every service binary does around its `run` (runtime, signals, exit).
 //!
 //! It does not depend on actix actors: services adapt these types to theirs
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod process;
 pub mod procfs;
+pub mod secrets;
 pub mod store;
 pub mod subjects;
 pub mod telemetry;

@@ -219,6 +219,10 @@ impl Drop for Up {
             args.extend(ids.iter().map(String::as_str));
             let _ = engine(&args);
         }
+        // Nor the secret and config files its agents wrote (their default `--secrets-dir`).
+        for node in self.node_ids() {
+            let _ = std::fs::remove_dir_all(Path::new("/dev/shm/shoal").join(node));
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use crate::controller::{self, Effect, Event, Phase, TaskCtl};
 use crate::db::TaskDb;
 use crate::docker::{DockerExecutor, EngineFacts};
 use crate::exec::{ExecError, Executor, Found};
+use crate::files::Files;
 use crate::process::ProcessExecutor;
 use crate::session::{Apply, Due, Session};
 
@@ -75,6 +76,8 @@ pub struct Agent {
     /// Task ID -> the `traceparent` its next step continues: the
     /// dispatcher's push of its change, then this agent's last step of it.
     traces: HashMap<String, String>,
+    /// Secret and config data of this node's tasks (in memory), and their files.
+    files: Arc<Files>,
 }
 
 impl Actor for Agent {
@@ -288,6 +291,14 @@ impl Agent {
                 self.traces.insert(id, tp);
             }
         }
+        // The data comes with the tasks that need it; kept in memory only.
+        self.files
+            .hold(std::mem::take(&mut a.secrets), std::mem::take(&mut a.configs));
+        self.assignments_applied(ctx, a);
+        self.files.retain(self.tasks.values().map(|c| &c.task));
+    }
+
+    fn assignments_applied(&mut self, ctx: &mut Context<Self>, a: Assignments) {
         match self.session.assignments(a) {
             Apply::Full(a) => {
                 self.apply_full(ctx, a);
@@ -557,10 +568,20 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
     let node_id = config.resolve_node_id()?;
     let db = Arc::new(TaskDb::open(&config.data_dir)?);
     let tasks: BTreeMap<String, TaskCtl> = db.load()?.into_iter().map(|t| (t.task.meta.id.clone(), t)).collect();
+    let secrets_dir = config
+        .secrets_dir
+        .clone()
+        .unwrap_or_else(|| Files::default_root(&node_id));
+    if !crate::files::on_tmpfs(secrets_dir.parent().unwrap_or(&secrets_dir)) && !crate::files::on_tmpfs(&secrets_dir) {
+        tracing::warn!(dir = %secrets_dir.display(), "agent: the secrets directory is not on a tmpfs; tasks that use secrets will be rejected");
+    }
+    let files = Arc::new(Files::new(secrets_dir));
     let (executor, engine, facts): (Arc<dyn Executor>, _, _) = match config.executor {
         ExecutorKind::Process => (Arc::new(ProcessExecutor::new(&node_id)), None, None),
         ExecutorKind::Docker => {
-            let d = DockerExecutor::connect(&node_id).await.map_err(anyhow::Error::msg)?;
+            let d = DockerExecutor::connect(&node_id, files.clone())
+                .await
+                .map_err(anyhow::Error::msg)?;
             let facts = d.facts().await.map_err(anyhow::Error::msg)?;
             (Arc::new(d.clone()), Some(d), Some(facts))
         }
@@ -591,6 +612,7 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
             adopting: true,
             session: Session::default(),
             traces: HashMap::new(),
+            files,
         }
     }))
 }

@@ -52,6 +52,11 @@ pub struct Config {
     /// Memory capacity to report, in bytes (default: the machine's memory).
     #[arg(long, env = "SHOAL_MEMORY_BYTES")]
     pub memory_bytes: Option<i64>,
+
+    /// Where the files of secrets and configs are written for the containers
+    /// that use them; must be on a tmpfs (default: `/dev/shm/shoal/<node-id>`).
+    #[arg(long, env = "SHOAL_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -112,6 +117,7 @@ impl Config {
             labels: Vec::new(),
             nano_cpus: None,
             memory_bytes: None,
+            secrets_dir: None,
         }
     }
 }

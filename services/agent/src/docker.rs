@@ -13,6 +13,7 @@
 //!   ([`Executor::find`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -31,6 +32,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use crate::exec::{stop_grace, ExecError, Executor, Exit, Found, Handle, Started};
+use crate::files::Files;
 
 pub const LABEL_SERVICE_ID: &str = "com.docker.swarm.service.id";
 pub const LABEL_SERVICE_NAME: &str = "com.docker.swarm.service.name";
@@ -48,6 +50,8 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct DockerExecutor {
     docker: Docker,
     node_id: String,
+    /// Secret and config files of this node's tasks.
+    files: Arc<Files>,
 }
 
 /// What the engine says about itself, for the node description.
@@ -276,7 +280,7 @@ pub fn container_config(task: &Task, node_id: &str, image: &str) -> Result<Conta
 impl DockerExecutor {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and
     /// agrees on an API version the engine speaks.
-    pub async fn connect(node_id: &str) -> Result<DockerExecutor, String> {
+    pub async fn connect(node_id: &str, files: Arc<Files>) -> Result<DockerExecutor, String> {
         let docker =
             Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker Engine: {e}"))?;
         let docker = docker
@@ -290,6 +294,7 @@ impl DockerExecutor {
         Ok(DockerExecutor {
             docker,
             node_id: node_id.to_string(),
+            files,
         })
     }
 
@@ -389,7 +394,22 @@ impl DockerExecutor {
     /// cannot be reached is a temporary error.
     pub async fn prepare_container(&self, task: &Task) -> Result<String, ExecError> {
         let image = self.ensure_image(task).await.map_err(ExecError::Rejected)?;
-        let body = container_config(task, &self.node_id, &image).map_err(ExecError::Rejected)?;
+        let mut body = container_config(task, &self.node_id, &image).map_err(ExecError::Rejected)?;
+        // Secrets and configs: files on the node's tmpfs, bound read-only.
+        let files = self.files.materialize(task).map_err(ExecError::Rejected)?;
+        if !files.is_empty() {
+            let hc = body.host_config.get_or_insert_with(HostConfig::default);
+            let mounts = hc.mounts.get_or_insert_with(Vec::new);
+            for f in files {
+                mounts.push(Mount {
+                    typ: Some(bollard::models::MountType::BIND),
+                    source: Some(f.source.display().to_string()),
+                    target: Some(f.target),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+            }
+        }
         let name = container_name(task);
         let options = || CreateContainerOptions {
             name: Some(name.clone()),
@@ -600,8 +620,12 @@ impl Executor for DockerExecutor {
     }
 
     fn remove(&self, task: &Task) -> BoxFuture<'static, ()> {
-        let (d, name) = (self.clone(), container_name(task));
-        async move { d.remove_container(&name).await }.boxed()
+        let (d, name, id) = (self.clone(), container_name(task), task.meta.id.clone());
+        async move {
+            d.remove_container(&name).await;
+            d.files.remove(&id);
+        }
+        .boxed()
     }
 
     fn find(&self) -> BoxFuture<'static, Result<Vec<Found>, String>> {
@@ -615,6 +639,7 @@ impl Executor for DockerExecutor {
             if let Some(id) = found.handle.container_id() {
                 d.remove_container(id).await;
             }
+            d.files.remove(&found.task_id);
         }
         .boxed()
     }

@@ -12,6 +12,7 @@
 //! - [`exec`]: the executor interface and the values that cross it;
 //! - [`process`]: the `process` executor;
 //! - [`docker`]: the `docker` executor (bollard);
+//! - [`files`]: secret and config files (from memory, on a tmpfs) bound into containers;
 //! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
 //! - [`template`]: Swarm's per-task placeholders in hostname, env and mounts;
 //! - [`image`]: answers the API's image lookups from the node's engine;
@@ -25,6 +26,7 @@ pub mod controller;
 pub mod db;
 pub mod docker;
 pub mod exec;
+pub mod files;
 pub mod image;
 pub mod metrics;
 pub mod process;

@@ -43,7 +43,18 @@ impl Executor for ProcessExecutor {
     }
 
     fn prepare(&self, task: &Task) -> BoxFuture<'static, Result<Option<Handle>, ExecError>> {
-        let r = command_line(&task.spec).map(|_| None).map_err(ExecError::Rejected);
+        let uses_files = task
+            .spec
+            .container_spec
+            .as_ref()
+            .is_some_and(|c| !c.secrets.is_empty() || !c.configs.is_empty());
+        let r = if uses_files {
+            Err(ExecError::Rejected(
+                "secrets and configs need the docker executor (this node runs processes)".into(),
+            ))
+        } else {
+            command_line(&task.spec).map(|_| None).map_err(ExecError::Rejected)
+        };
         async move { r }.boxed()
     }
 

@@ -219,6 +219,8 @@ mod tests {
             tasks: Vec::new(),
             removed: Vec::new(),
             traces: Default::default(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`swarm`]: `/_ping`, `/version`, `/info`, `/swarm/*`;
 //! - [`objects`]: `/nodes`, `/services`, `/tasks`;
 //! - [`networks`]: `/networks` (Docker's flat shape);
+//! - [`secrets`]: `/secrets` (data sealed with the managers' key) and `/configs`;
 //! - [`distribution`]: `/distribution` (answered by the agents);
 //! - [`engine`]: every other endpoint (containers, images, exec, `/auth`,
 //!   local networks, ...) passed to the host's Docker Engine;
@@ -43,6 +44,7 @@ pub mod objects;
 #[cfg(test)]
 mod proptests;
 pub mod request;
+pub mod secrets;
 pub mod spec;
 pub mod state;
 pub mod swarm;
@@ -223,6 +225,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/networks/create", web::post().to(networks::create))
         .route("/networks/{id}", web::get().to(networks::inspect))
         .route("/networks/{id}", web::delete().to(networks::delete))
+        .route("/secrets", web::get().to(secrets::secret_list))
+        .route("/secrets/create", web::post().to(secrets::secret_create))
+        .route("/secrets/{id}", web::get().to(secrets::secret_inspect))
+        .route("/secrets/{id}", web::delete().to(secrets::secret_delete))
+        .route("/secrets/{id}/update", web::post().to(secrets::secret_update))
+        .route("/configs", web::get().to(secrets::config_list))
+        .route("/configs/create", web::post().to(secrets::config_create))
+        .route("/configs/{id}", web::get().to(secrets::config_inspect))
+        .route("/configs/{id}", web::delete().to(secrets::config_delete))
+        .route("/configs/{id}/update", web::post().to(secrets::config_update))
         .route("/distribution/{id:.*}/json", web::get().to(distribution::distribution));
 }
 

@@ -263,6 +263,7 @@ fn service_status(svc: &Service, tasks: &[&Task]) -> ServiceStatus {
 /// network), and its published ports are not taken by another service.
 /// Network names are resolved to network IDs, as Docker stores them.
 async fn check_references(state: &AppState, spec: &mut ServiceSpec, self_id: Option<&str>) -> ApiResult<()> {
+    crate::secrets::check_references(state, spec).await?;
     let mut attachments: Vec<&mut shoal_shared::model::NetworkAttachmentConfig> = spec
         .task_template
         .networks
@@ -581,8 +582,14 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
             let svc = svc_by_id.get(t.service_id.as_str());
             let name = svc.map(|s| t.name(&s.spec.name)).unwrap_or_default();
             f.any_prefix("id", &t.meta.id)
-                && f.any_eq("name", &name)
-                && f.labels_match("label", &t.labels)
+                // Docker passes a task `name` filter as name prefixes.
+                && f.any_prefix("name", &name)
+                // SwarmKit matches a task's label filter on its service's labels
+                // (`ServiceAnnotations.Labels`), which is what `docker stack ps` sends.
+                && f.labels_match(
+                    "label",
+                    t.service_annotations.as_ref().map_or(&t.labels, |a| &a.labels),
+                )
                 && f.any_eq("runtime", runtime_of(&t.spec))
                 && (!up_to_date || svc.is_some_and(|s| s.spec.task_template == t.spec))
         })

@@ -27,6 +27,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// The cluster's ID once seen (there is only one cluster; it changes only by leave + init).
     cluster_id: RwLock<Option<String>>,
+    /// The managers' key for secret data, read (or made) at first use.
+    secrets_key: std::sync::Mutex<Option<std::sync::Arc<shoal_shared::secrets::SecretKey>>>,
 }
 
 /// The swarm as this node sees it.
@@ -66,7 +68,21 @@ impl AppState {
             max_body,
             body_timeout,
             cluster_id: RwLock::new(None),
+            secrets_key: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The managers' key for secret data (`<data-dir>/secrets.key`, made at first use).
+    pub fn secrets_key(&self) -> crate::error::ApiResult<std::sync::Arc<shoal_shared::secrets::SecretKey>> {
+        let mut held = self.secrets_key.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = held.as_ref() {
+            return Ok(k.clone());
+        }
+        let path = self.data_dir.join(shoal_shared::secrets::KEY_FILE);
+        let key = shoal_shared::secrets::SecretKey::load_or_create(&path).map_err(crate::error::ApiError::internal)?;
+        let key = std::sync::Arc::new(key);
+        *held = Some(key.clone());
+        Ok(key)
     }
 
     pub fn forget_cluster(&self) {

@@ -8,9 +8,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
-use shoal_shared::dispatch::{AgentRequest, AgentResponse};
+use shoal_shared::dispatch::{AgentRequest, AgentResponse, Assignments};
 use shoal_shared::envelope::{self, Reply};
-use shoal_shared::model::{Cluster, Node, Task};
+use shoal_shared::model::{Cluster, Config as SwarmConfig, Node, Secret, Task, TaskState};
+use shoal_shared::secrets::{Payload, SecretKey};
 use shoal_shared::store::mirror::{Acting, GetState, Mirror, Table};
 use shoal_shared::store::{Kind, Op, Record, StoreClient, StoreObject, TxOutcome, TxRequest, WatchEvent};
 use shoal_shared::{subjects, ErrorCode, ShoalError};
@@ -38,11 +39,14 @@ pub struct Follow {
     pub nodes: Table<Node>,
     pub tasks: Table<Task>,
     pub clusters: Table<Cluster>,
+    /// Secrets (sealed) and configs, to send with the tasks that use them.
+    pub secrets: Table<Secret>,
+    pub configs: Table<SwarmConfig>,
     position: u64,
 }
 
 /// The kinds the dispatcher follows.
-const KINDS: [Kind; 3] = [Kind::Cluster, Kind::Node, Kind::Task];
+const KINDS: [Kind; 5] = [Kind::Cluster, Kind::Node, Kind::Task, Kind::Secret, Kind::Config];
 
 impl Follow {
     fn new() -> Follow {
@@ -57,7 +61,69 @@ shoal_shared::mirror_tables!(Follow, position, KINDS, [
     Node => nodes,
     Task => tasks,
     Cluster => clusters,
+    Secret => secrets,
+    Config => configs,
 ]);
+
+/// Adds to an assignment message the data of the secrets and configs its
+/// tasks use, for the tasks that are to run (a task being stopped needs
+/// none). Secrets are opened with the managers' key here and nowhere else;
+/// one that does not open (or no key) is left out, and the agent then
+/// rejects the task that needs it.
+pub fn attach(follow: &Follow, key: Option<&SecretKey>, a: &mut Assignments) {
+    use base64::Engine;
+    let mut secrets = std::collections::BTreeMap::new();
+    let mut configs = std::collections::BTreeMap::new();
+    for t in a.tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+        let Some(c) = t.spec.container_spec.as_ref() else {
+            continue;
+        };
+        for r in &c.secrets {
+            if secrets.contains_key(&r.secret_id) {
+                continue;
+            }
+            let (Some(s), Some(key)) = (follow.secrets.get(&r.secret_id), key) else {
+                tracing::warn!(task = %t.meta.id, secret = %r.secret_id, "dispatcher: a secret the task uses cannot be sent (unknown, or no secrets key)");
+                continue;
+            };
+            match key.open(&s.meta.id, &s.sealed_data) {
+                Ok(data) => {
+                    secrets.insert(
+                        r.secret_id.clone(),
+                        Payload {
+                            id: s.meta.id.clone(),
+                            name: s.spec.name.clone(),
+                            data,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!(task = %t.meta.id, error = %e, "dispatcher: cannot open a secret"),
+            }
+        }
+        for r in &c.configs {
+            if configs.contains_key(&r.config_id) {
+                continue;
+            }
+            let Some(cfg) = follow.configs.get(&r.config_id) else {
+                tracing::warn!(task = %t.meta.id, config = %r.config_id, "dispatcher: a config the task uses is unknown");
+                continue;
+            };
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(cfg.spec.data.as_deref().unwrap_or_default())
+                .unwrap_or_default();
+            configs.insert(
+                r.config_id.clone(),
+                Payload {
+                    id: cfg.meta.id.clone(),
+                    name: cfg.spec.name.clone(),
+                    data,
+                },
+            );
+        }
+    }
+    a.secrets = secrets.into_values().collect();
+    a.configs = configs.into_values().collect();
+}
 
 /// The nodes whose assignments the records change (tasks carry their node as a field).
 fn nodes_of<'a>(records: impl Iterator<Item = &'a Record>) -> BTreeSet<String> {
@@ -104,6 +170,8 @@ pub struct DispatcherActor {
     client: StoreClient,
     outbox: Outbox,
     follow: Follow,
+    /// The managers' key for secret data (`--secrets-key`).
+    key: Option<SecretKey>,
     synced: bool,
     acting: Acting,
     logic: Option<Dispatcher>,
@@ -269,7 +337,8 @@ impl DispatcherActor {
                     return AgentResponse::UnknownSession;
                 }
                 match logic.full(&node_id, self.follow.tasks.by("node", &node_id)) {
-                    Some(assignments) => {
+                    Some(mut assignments) => {
+                        attach(&self.follow, self.key.as_ref(), &mut assignments);
                         crate::metrics::metrics().assignments_pushed.inc();
                         AgentResponse::Full { assignments }
                     }
@@ -310,6 +379,7 @@ impl DispatcherActor {
                         }
                     }
                 }
+                attach(&self.follow, self.key.as_ref(), &mut a);
                 self.outbox
                     .send(subjects::agent_assignments(&node), envelope::encode(&a));
                 crate::metrics::metrics().assignments_pushed.inc();
@@ -423,6 +493,13 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<A
     let sub = nats.subscribe(subjects::dispatcher_requests()).await?;
     let client = StoreClient::new(nats.clone());
     let outbox = Outbox::start(nats);
+    let key = match &config.secrets_key {
+        Some(path) => Some(SecretKey::load_or_create(path).map_err(anyhow::Error::msg)?),
+        None => {
+            tracing::warn!("dispatcher: no --secrets-key; tasks that use secrets cannot be given them");
+            None
+        }
+    };
     Ok(DispatcherActor::create(move |ctx| {
         ctx.add_stream(sub.map(Incoming));
         DispatcherActor {
@@ -430,6 +507,7 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<A
             client,
             outbox,
             follow: Follow::new(),
+            key,
             synced: false,
             acting: Acting::default(),
             logic: None,

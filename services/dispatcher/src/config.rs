@@ -24,6 +24,12 @@ pub struct Config {
     /// How long status reports and registrations are gathered into one store write, in milliseconds.
     #[arg(long, env = "SHOAL_FLUSH_MS", default_value_t = 50)]
     pub flush_ms: u64,
+
+    /// The managers' key for secret data (`<data-dir>/secrets.key`, shared
+    /// with this host's shoal-api; made when absent). Without it, tasks that
+    /// use secrets cannot be given them.
+    #[arg(long, env = "SHOAL_SECRETS_KEY")]
+    pub secrets_key: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -49,6 +55,7 @@ impl Config {
             leadership: LeadershipArgs::for_test(store_replica),
             node_id: String::new(),
             flush_ms: 50,
+            secrets_key: None,
         }
     }
 }

@@ -283,6 +283,8 @@ impl Dispatcher {
             tasks: set,
             removed: Vec::new(),
             traces: Default::default(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         })
     }
 
@@ -314,6 +316,8 @@ impl Dispatcher {
             tasks: changed,
             removed,
             traces: Default::default(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         })
     }
 }

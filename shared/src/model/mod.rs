@@ -13,7 +13,7 @@
 //! - durations are integer nanoseconds (see [`duration`]).
 //!
 //! The top-level objects ([`Cluster`], [`Node`], [`Service`], [`Task`],
-//! [`Network`]) embed the store's [`Meta`](crate::store::Meta) flattened as
+//! [`Network`], [`Secret`], [`Config`]) embed the store's [`Meta`](crate::store::Meta) flattened as
 //! their first field and implement [`StoreObject`](crate::store::StoreObject).
 
 /// Implements [`StoreObject`](crate::store::StoreObject) for a model type
@@ -60,6 +60,7 @@ pub mod gotime;
 pub mod network;
 pub mod node;
 pub mod resources;
+pub mod secret;
 pub mod service;
 pub mod task;
 
@@ -68,8 +69,26 @@ pub use defaults::{Defaults, DEFAULTS};
 pub use network::*;
 pub use node::*;
 pub use resources::*;
+pub use secret::*;
 pub use service::*;
 pub use task::*;
+
+/// `deserialize_with` helper for an optional enum given as a string: Go
+/// clients write `""` for an unset one (e.g. `UpdateConfig.Order`, which has
+/// no `omitempty`, as the docker CLI's `stack deploy` sends it), which Docker
+/// takes as unset.
+pub(crate) fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => T::deserialize(serde::de::value::StringDeserializer::<D::Error>::new(s)).map(Some),
+    }
+}
 
 /// `skip_serializing_if` helper: Go's `omitempty` on a bool.
 pub(crate) fn is_false(b: &bool) -> bool {

@@ -127,7 +127,7 @@ pub struct ResourceRequirements {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct RestartPolicy {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "super::empty_as_none")]
     pub condition: Option<RestartCondition>,
     #[serde(skip_serializing_if = "Option::is_none", with = "super::duration::option_nanos")]
     pub delay: Option<Duration>,
@@ -337,6 +337,12 @@ pub struct ContainerSpec {
     /// it, and only the agent running a task receives it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull_options: Option<PullOptions>,
+    /// Secrets as files under `/run/secrets` (`--secret`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::SecretReference>,
+    /// Configs as files (`--config`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<super::ConfigReference>,
 }
 
 /// One entry of `ContainerSpec.Ulimits`.
@@ -506,14 +512,14 @@ pub struct UpdateConfig {
     pub parallelism: u64,
     #[serde(skip_serializing_if = "Option::is_none", with = "super::duration::option_nanos")]
     pub delay: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "super::empty_as_none")]
     pub failure_action: Option<FailureAction>,
     /// How long to watch an updated task for failure.
     #[serde(skip_serializing_if = "Option::is_none", with = "super::duration::option_nanos")]
     pub monitor: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_failure_ratio: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "super::empty_as_none")]
     pub order: Option<UpdateOrder>,
 }
 
@@ -523,7 +529,7 @@ pub struct UpdateConfig {
 pub struct PortConfig {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "super::empty_as_none")]
     pub protocol: Option<PortProtocol>,
     /// The port inside the container.
     #[serde(skip_serializing_if = "is_zero_u32")]
@@ -531,7 +537,7 @@ pub struct PortConfig {
     /// The port on the swarm hosts; 0 lets Swarm pick one.
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub published_port: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "super::empty_as_none")]
     pub publish_mode: Option<PublishMode>,
 }
 
@@ -539,7 +545,7 @@ pub struct PortConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct EndpointSpec {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "super::empty_as_none")]
     pub mode: Option<EndpointMode>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortConfig>,
@@ -720,6 +726,18 @@ mod tests {
             mode: ServiceMode::replicated(3),
             ..ServiceSpec::default()
         }
+    }
+
+    #[test]
+    fn empty_enum_strings_from_go_clients_mean_unset() {
+        let u: UpdateConfig =
+            serde_json::from_str(r#"{"Parallelism":2,"Order":"","FailureAction":"","MaxFailureRatio":0}"#).unwrap();
+        assert_eq!((u.order, u.failure_action), (None, None));
+        let u: UpdateConfig = serde_json::from_str(r#"{"Order":"start-first"}"#).unwrap();
+        assert_eq!(u.order, Some(UpdateOrder::StartFirst));
+        assert!(serde_json::from_str::<UpdateConfig>(r#"{"Order":"sideways"}"#).is_err());
+        let p: PortConfig = serde_json::from_str(r#"{"Protocol":"","PublishMode":"","TargetPort":80}"#).unwrap();
+        assert_eq!((p.protocol, p.publish_mode), (None, None));
     }
 
     #[test]

@@ -24,16 +24,22 @@ pub enum Kind {
     Network,
     /// Opaque objects used by tests and tools; no uniqueness rules.
     Blob,
+    /// Swarm secrets (data sealed by the API, see `model::Secret`).
+    Secret,
+    /// Swarm configs.
+    Config,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Cluster,
         Kind::Node,
         Kind::Service,
         Kind::Task,
         Kind::Network,
         Kind::Blob,
+        Kind::Secret,
+        Kind::Config,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +50,8 @@ impl Kind {
             Kind::Task => "task",
             Kind::Network => "network",
             Kind::Blob => "blob",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
         }
     }
 
@@ -52,9 +60,9 @@ impl Kind {
     }
 
     /// Kinds whose `name` must be unique in the cluster (Docker refuses a
-    /// second service or network of the same name).
+    /// second service, network, secret or config of the same name).
     pub fn unique_names(self) -> bool {
-        matches!(self, Kind::Service | Kind::Network)
+        matches!(self, Kind::Service | Kind::Network | Kind::Secret | Kind::Config)
     }
 }
 

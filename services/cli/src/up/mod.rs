@@ -243,6 +243,13 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
     children.push(Child::new("raft-store", &bin("shoal-raft-store"), store_args, 1, &logs));
     for name in ["scheduler", "dispatcher"] {
         let mut a = os(&["--store-replica", "1", "--node-id", &node_id, "--nats-url", &nats_url]);
+        if name == "dispatcher" {
+            // The managers' key for secret data, shared with the API (which keeps it in its data dir).
+            a.extend([
+                "--secrets-key".into(),
+                path(data_dir.join(shoal_shared::secrets::KEY_FILE)),
+            ]);
+        }
         a.extend(metrics_arg(name)?);
         children.push(Child::new(name, &bin(&format!("shoal-{name}")), a, 0, &logs));
     }
