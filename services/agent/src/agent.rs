@@ -499,13 +499,25 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
     let db = Arc::new(TaskDb::open(&config.data_dir)?);
     let tasks: BTreeMap<String, TaskCtl> = db.load()?.into_iter().map(|t| (t.task.meta.id.clone(), t)).collect();
     let (executor, engine, facts): (Arc<dyn Executor>, _, _) = match config.executor {
-        ExecutorKind::Process => (Arc::new(ProcessExecutor::new(&node_id)), None, None),
+        ExecutorKind::Process => (
+            Arc::new(ProcessExecutor::with_logs(&node_id, crate::logs::files_dir(&config.data_dir))),
+            None,
+            None,
+        ),
         ExecutorKind::Docker => {
             let d = DockerExecutor::connect(&node_id).await.map_err(anyhow::Error::msg)?;
             let facts = d.facts().await.map_err(anyhow::Error::msg)?;
             (Arc::new(d.clone()), Some(d), Some(facts))
         }
     };
+    let logs = match &engine {
+        Some(d) => crate::logs::LogSource::Engine(d.clone()),
+        None => crate::logs::LogSource::Files {
+            dir: crate::logs::files_dir(&config.data_dir),
+            db: db.clone(),
+        },
+    };
+    crate::logs::serve(nats.clone(), &node_id, logs).await?;
     crate::image::serve(nats.clone(), node_id.clone(), engine).await?;
     let sub = nats.subscribe(subjects::agent_assignments(&node_id)).await?;
     nats.flush().await?;

@@ -14,6 +14,7 @@
 //! - [`docker`]: the `docker` executor (bollard);
 //! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
 //! - [`template`]: Swarm's per-task placeholders in hostname, env and mounts;
+//! - [`logs`]: answers the API's log reads (engine logs, or the process executor's files);
 //! - [`image`]: answers the API's image lookups from the node's engine;
 //! - [`metrics`]: tasks by phase, executor operation latency, reports sent;
 //! - [`agent`]: the actix actor, a thin shell performing the controller's effects.
@@ -26,6 +27,7 @@ pub mod db;
 pub mod docker;
 pub mod exec;
 pub mod image;
+pub mod logs;
 pub mod metrics;
 pub mod process;
 pub mod session;

@@ -12,6 +12,7 @@
 //! - [`objects`]: `/nodes`, `/services`, `/tasks`;
 //! - [`networks`]: `/networks` (Docker's flat shape);
 //! - [`distribution`]: `/distribution` (answered by the agents) and `/auth`;
+//! - [`logs`]: `/services/{id}/logs`, `/tasks/{id}/logs` (pulled from the agents);
 //! - [`request`]: request bodies within limits, query parameters, `{id}`
 //!   paths, and the [`request::Manager`] extractor;
 //! - [`host`]: this host's description; [`certs`]: root CA, join tokens, `TLSInfo`;
@@ -31,6 +32,7 @@ pub mod distribution;
 pub mod error;
 pub mod filters;
 pub mod host;
+pub mod logs;
 pub mod metrics;
 pub mod names;
 pub mod networks;
@@ -211,8 +213,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/services/{id}", web::get().to(objects::service_inspect))
         .route("/services/{id}", web::delete().to(objects::service_delete))
         .route("/services/{id}/update", web::post().to(objects::service_update))
+        .route("/services/{id}/logs", web::get().to(logs::service_logs))
         .route("/tasks", web::get().to(objects::task_list))
         .route("/tasks/{id}", web::get().to(objects::task_inspect))
+        .route("/tasks/{id}/logs", web::get().to(logs::task_logs))
         .route("/networks", web::get().to(networks::list))
         .route("/networks/create", web::post().to(networks::create))
         .route("/networks/{id}", web::get().to(networks::inspect))
