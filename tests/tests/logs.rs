@@ -83,8 +83,12 @@ struct Seen {
 fn seen(text: &str) -> Seen {
     let mut s = Seen::default();
     for l in text.lines() {
-        let Some((prefix, body)) = l.split_once(" | ") else { continue };
-        let Some((id, n)) = body.trim().split_once(' ') else { continue };
+        let Some((prefix, body)) = l.split_once(" | ") else {
+            continue;
+        };
+        let Some((id, n)) = body.trim().split_once(' ') else {
+            continue;
+        };
         let Ok(n) = n.parse::<u64>() else { continue };
         *s.counts.entry(id.to_string()).or_default().entry(n).or_default() += 1;
         s.prefixes.insert(id.to_string(), prefix.trim_end().to_string());
@@ -141,7 +145,17 @@ fn task_ids(up: &Up, service: &str) -> Vec<(String, String)> {
 async fn follow_sees_every_line_once_across_a_scale_up(up: &Up) {
     let cmd = numbers_command();
     up.docker(&[
-        "service", "create", "-d", "--name", "numbers", "--replicas", "0", "busybox", "sh", "-c", &cmd,
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "numbers",
+        "--replicas",
+        "0",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
     ])
     .ok();
     let follow = Follow::start(up, &["service", "logs", "-f", "numbers"]);
@@ -167,7 +181,10 @@ async fn follow_sees_every_line_once_across_a_scale_up(up: &Up) {
         let (name, node) = prefix.split_once('@').unwrap_or_else(|| panic!("{prefix}"));
         let (svc_slot, tid) = name.rsplit_once('.').unwrap();
         assert!(tid.len() == 12, "{prefix}");
-        let (id, task_name) = tasks.iter().find(|(id, _)| id.starts_with(tid)).expect("a task of the service");
+        let (id, task_name) = tasks
+            .iter()
+            .find(|(id, _)| id.starts_with(tid))
+            .expect("a task of the service");
         assert_eq!(svc_slot, task_name, "{prefix} for {id}");
         assert!(!node.trim().is_empty(), "{prefix}");
     }
@@ -177,7 +194,9 @@ async fn follow_sees_every_line_once_across_a_scale_up(up: &Up) {
     let r = up.docker(&["service", "logs", "numbers"]).ok();
     all_once(&seen(&r.stdout), 4).unwrap();
     // --tail counts per task; --no-task-ids drops the ID from the prefix.
-    let r = up.docker(&["service", "logs", "--tail", "2", "--no-task-ids", "numbers"]).ok();
+    let r = up
+        .docker(&["service", "logs", "--tail", "2", "--no-task-ids", "numbers"])
+        .ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 8, "{}", r.stdout);
     for l in &lines {
@@ -188,7 +207,9 @@ async fn follow_sees_every_line_once_across_a_scale_up(up: &Up) {
         assert!(name.starts_with("numbers.") && name.matches('.').count() == 1, "{l}");
     }
     // --raw: no context; --timestamps: RFC 3339 with nine digits first.
-    let r = up.docker(&["service", "logs", "--raw", "--timestamps", "--tail", "1", "numbers"]).ok();
+    let r = up
+        .docker(&["service", "logs", "--raw", "--timestamps", "--tail", "1", "numbers"])
+        .ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", r.stdout);
     for l in lines {
@@ -198,14 +219,20 @@ async fn follow_sees_every_line_once_across_a_scale_up(up: &Up) {
         assert!(body.ends_with(&format!(" {}", LINES - 1)), "{l}");
     }
     // --details keeps the context out of the prefix and shows the rest (none here).
-    let r = up.docker(&["service", "logs", "--details", "--tail", "1", "numbers"]).ok();
+    let r = up
+        .docker(&["service", "logs", "--details", "--tail", "1", "numbers"])
+        .ok();
     assert_eq!(r.stdout.lines().count(), 4, "{}", r.stdout);
     // One task by its ID.
     let (tid, tname) = tasks[0].clone();
     let r = up.docker(&["service", "logs", &tid]).ok();
     let one = seen(&r.stdout);
     assert_eq!(one.counts.len(), 1, "{}", r.stdout);
-    assert!(one.prefixes.values().all(|p| p.starts_with(&format!("{tname}."))), "{:?}", one.prefixes);
+    assert!(
+        one.prefixes.values().all(|p| p.starts_with(&format!("{tname}."))),
+        "{:?}",
+        one.prefixes
+    );
     all_once(&one, 1).unwrap();
     // Neither a service nor a task: the CLI's words.
     up.docker(&["service", "logs", "nothing-here"])
@@ -229,7 +256,13 @@ async fn process_executor_service_logs_follow_every_line_once() {
         let agents = std::fs::read_dir(&up.data).unwrap().flatten().map(|e| e.path());
         agents
             .filter(|p| p == &up.data.join("task-logs") || p.join("task-logs").is_dir())
-            .map(|p| if p.ends_with("task-logs") { p } else { p.join("task-logs") })
+            .map(|p| {
+                if p.ends_with("task-logs") {
+                    p
+                } else {
+                    p.join("task-logs")
+                }
+            })
             .map(|d| std::fs::read_dir(d).map(|d| d.count()).unwrap_or(0))
             .sum()
     };

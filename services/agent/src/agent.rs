@@ -500,7 +500,10 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
     let tasks: BTreeMap<String, TaskCtl> = db.load()?.into_iter().map(|t| (t.task.meta.id.clone(), t)).collect();
     let (executor, engine, facts): (Arc<dyn Executor>, _, _) = match config.executor {
         ExecutorKind::Process => (
-            Arc::new(ProcessExecutor::with_logs(&node_id, crate::logs::files_dir(&config.data_dir))),
+            Arc::new(ProcessExecutor::with_logs(
+                &node_id,
+                crate::logs::files_dir(&config.data_dir),
+            )),
             None,
             None,
         ),

@@ -386,9 +386,7 @@ pub fn files_chunk(dir: &Path, req: &LogsRead, state: WorkState) -> LogsChunk {
 fn unread_line(path: &Path, from: u64) -> bool {
     let Ok(mut f) = File::open(path) else { return false };
     let mut buf = Vec::new();
-    f.seek(SeekFrom::Start(from)).is_ok()
-        && f.take(64 * 1024).read_to_end(&mut buf).is_ok()
-        && buf.contains(&b'\n')
+    f.seek(SeekFrom::Start(from)).is_ok() && f.take(64 * 1024).read_to_end(&mut buf).is_ok() && buf.contains(&b'\n')
 }
 
 #[cfg(test)]

@@ -62,7 +62,10 @@ impl LogOptions {
             timestamps: flag(q, "timestamps"),
             details: flag(q, "details"),
             // "all", a negative or an unreadable number: everything.
-            tail: q.get("tail").and_then(|t| t.trim().parse::<i64>().ok()).and_then(|n| u64::try_from(n).ok()),
+            tail: q
+                .get("tail")
+                .and_then(|t| t.trim().parse::<i64>().ok())
+                .and_then(|n| u64::try_from(n).ok()),
             since_nanos: match q.get("since").map(|s| s.trim()).filter(|s| !s.is_empty()) {
                 None => None,
                 Some(s) => Some(parse_since(s)?),
@@ -242,7 +245,13 @@ async fn task_done(store: &StoreClient, id: &str) -> bool {
 }
 
 /// Pulls one task's lines from its node's agent and sends them on.
-async fn read_task(store: StoreClient, nats: async_nats::Client, task: Task, o: LogOptions, mut tx: mpsc::Sender<Bytes>) {
+async fn read_task(
+    store: StoreClient,
+    nats: async_nats::Client,
+    task: Task,
+    o: LogOptions,
+    mut tx: mpsc::Sender<Bytes>,
+) {
     let subject = subjects::agent_logs(&task.node_id);
     let details = context_details(&task);
     let mut cursor: Option<LogCursor> = None;
@@ -313,7 +322,10 @@ mod tests {
         assert_eq!(o.since_nanos, Some(1_700_000_000_500_000_000));
         let all = LogOptions::parse(&q(&[("stderr", "1"), ("tail", "all")])).unwrap();
         assert_eq!(all.tail, None);
-        assert_eq!(LogOptions::parse(&q(&[("stderr", "1"), ("tail", "-3")])).unwrap().tail, None);
+        assert_eq!(
+            LogOptions::parse(&q(&[("stderr", "1"), ("tail", "-3")])).unwrap().tail,
+            None
+        );
         let e = LogOptions::parse(&q(&[])).unwrap_err();
         assert_eq!(e.message, "Bad parameters: you must choose at least one stream");
         assert!(LogOptions::parse(&q(&[("stdout", "1"), ("since", "yesterday")])).is_err());

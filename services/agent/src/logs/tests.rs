@@ -97,19 +97,30 @@ fn engine_tail_and_since_choose_the_start_and_a_repeated_read_repeats_its_answer
     assert_eq!(texts(&c), ["7", "8", "9"]);
     assert!(!c.more);
     // Asking again with the same cursor (a lost answer) gives the same lines.
-    let again = engine_chunk(engine_view(&log, c.cursor), &read(c.cursor, None, 1 << 20), WorkState::Running);
+    let again = engine_chunk(
+        engine_view(&log, c.cursor),
+        &read(c.cursor, None, 1 << 20),
+        WorkState::Running,
+    );
     assert!(again.entries.is_empty());
     let c2 = engine_chunk(engine_view(&log, None), &read(None, None, 1 << 20), WorkState::Running);
     assert_eq!(c2.entries.len(), 10);
     let mut since = read(None, None, 1 << 20);
     since.since_nanos = Some(SECOND * 8 + 1);
-    assert_eq!(texts(&engine_chunk(log.clone(), &since, WorkState::Running)), ["8", "9"]);
+    assert_eq!(
+        texts(&engine_chunk(log.clone(), &since, WorkState::Running)),
+        ["8", "9"]
+    );
     // Tail 0: nothing now, everything after.
     let c0 = engine_chunk(log.clone(), &read(None, Some(0), 1 << 20), WorkState::Running);
     assert!(c0.entries.is_empty());
     let mut grown = log.clone();
     grown.push(line(SECOND * 11, "10"));
-    let next = engine_chunk(engine_view(&grown, c0.cursor), &read(c0.cursor, None, 1 << 20), WorkState::Running);
+    let next = engine_chunk(
+        engine_view(&grown, c0.cursor),
+        &read(c0.cursor, None, 1 << 20),
+        WorkState::Running,
+    );
     assert_eq!(texts(&next), ["10"]);
 }
 
@@ -174,7 +185,11 @@ fn trimmed_files_stay_bounded_and_cursors_stay_valid() {
     let behind = files_chunk(dir.path(), &read(early.cursor, None, 1 << 20), WorkState::Running);
     let lines = texts(&behind);
     let first: u64 = lines[0].strip_prefix("line ").unwrap().parse().unwrap();
-    assert!(first > 5000, "resumes after the freed head, at a whole line: {:?}", &lines[0]);
+    assert!(
+        first > 5000,
+        "resumes after the freed head, at a whole line: {:?}",
+        &lines[0]
+    );
     assert_eq!(lines.last().unwrap(), "line 00010001");
     let kept_up = files_chunk(dir.path(), &read(caught_up.cursor, None, 1 << 20), WorkState::Running);
     assert_eq!(texts(&kept_up), ["line 00010000", "line 00010001"]);
