@@ -7,6 +7,7 @@
 //! - [`envelope`]: how a message is encoded and how W3C trace context rides in NATS headers;
 //! - [`error`]: error codes that say whether to retry;
 //! - [`config`] and [`telemetry`]: common flags, `SHOAL_*` variables and tracing setup;
+//! - [`logs`]: task logs pulled from the agents (cursor, lines, work state);
 //! - [`metrics`]: the Prometheus registry and the `/metrics` server (`--metrics-addr`);
 //! - [`secrets`]: the managers' key for secret data at rest, and the payloads agents receive;
 //! - [`process`]: what every service binary does around its `run` (runtime, signals, exit).
@@ -20,6 +21,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod id;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod process;

@@ -85,6 +85,12 @@ pub fn agent_image_query_on(node_id: &str) -> String {
     format!("{ROOT}.agent.image.node.{node_id}")
 }
 
+/// Log reads for one node's agent ([`crate::logs::LogsRead`], request/reply):
+/// the API pulls the lines of the tasks that run or ran there.
+pub fn agent_logs(node_id: &str) -> String {
+    format!("{ROOT}.agent.logs.node.{node_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +112,7 @@ mod tests {
             agent_image_query(),
             agent_image_query_on("n1"),
             agent_assignments("n2"),
+            agent_logs("n1"),
         ];
         let set: std::collections::BTreeSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());

@@ -577,7 +577,14 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
     }
     let files = Arc::new(Files::new(secrets_dir));
     let (executor, engine, facts): (Arc<dyn Executor>, _, _) = match config.executor {
-        ExecutorKind::Process => (Arc::new(ProcessExecutor::new(&node_id)), None, None),
+        ExecutorKind::Process => (
+            Arc::new(ProcessExecutor::with_logs(
+                &node_id,
+                crate::logs::files_dir(&config.data_dir),
+            )),
+            None,
+            None,
+        ),
         ExecutorKind::Docker => {
             let d = DockerExecutor::connect(&node_id, files.clone())
                 .await
@@ -586,6 +593,14 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
             (Arc::new(d.clone()), Some(d), Some(facts))
         }
     };
+    let logs = match &engine {
+        Some(d) => crate::logs::LogSource::Engine(d.clone()),
+        None => crate::logs::LogSource::Files {
+            dir: crate::logs::files_dir(&config.data_dir),
+            db: db.clone(),
+        },
+    };
+    crate::logs::serve(nats.clone(), &node_id, logs).await?;
     crate::image::serve(nats.clone(), node_id.clone(), engine).await?;
     let sub = nats.subscribe(subjects::agent_assignments(&node_id)).await?;
     nats.flush().await?;

@@ -32,6 +32,12 @@ impl TaskDb {
         Ok(out)
     }
 
+    /// One task as last written (for readers beside the agent actor, e.g. logs).
+    pub fn get(&self, id: &str) -> Option<TaskCtl> {
+        let v = self.tree.get(id.as_bytes()).ok()??;
+        serde_json::from_slice(&v).ok()
+    }
+
     pub fn put(&self, t: &TaskCtl) {
         let bytes = serde_json::to_vec(t).expect("local task encodes");
         if let Err(e) = self.tree.insert(t.task.meta.id.as_bytes(), bytes) {

@@ -26,6 +26,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use shoal_shared::logs::{LogStream, WorkState};
 use shoal_shared::model::{EngineDescription, PluginDescription, Task};
 
 use futures::future::BoxFuture;
@@ -522,6 +523,72 @@ impl DockerExecutor {
                 started,
                 exit_code: (!running).then(|| state.exit_code.unwrap_or(0)),
             });
+        }
+        Ok(out)
+    }
+
+    /// A task's container on this node and whether it can still write
+    /// lines (`None`: the engine has no container of that task).
+    pub async fn task_container(&self, task_id: &str) -> Result<Option<(String, WorkState)>, String> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![
+                    format!("{LABEL_NODE_ID}={}", self.node_id),
+                    format!("{LABEL_TASK_ID}={task_id}"),
+                ],
+            )])),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| engine_message(&e))?;
+        Ok(list.into_iter().find_map(|c| {
+            use bollard::models::ContainerSummaryStateEnum as S;
+            let state = match c.state {
+                Some(S::CREATED) | Some(S::EMPTY) | None => WorkState::NotStarted,
+                Some(S::RUNNING) | Some(S::PAUSED) | Some(S::RESTARTING) | Some(S::STOPPING) => WorkState::Running,
+                Some(_) => WorkState::Ended,
+            };
+            Some((c.id?, state))
+        }))
+    }
+
+    /// A container's log lines time-stamped at or after `since_nanos`
+    /// (asked for from its second on), in the engine's order.
+    pub async fn engine_logs(
+        &self,
+        container: &str,
+        since_nanos: i64,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<Vec<crate::logs::EngineLine>, String> {
+        use bollard::container::LogOutput;
+        let options = bollard::query_parameters::LogsOptions {
+            follow: false,
+            stdout,
+            stderr,
+            since: (since_nanos.div_euclid(1_000_000_000)).clamp(0, i32::MAX as i64) as i32,
+            until: 0,
+            timestamps: true,
+            tail: "all".into(),
+        };
+        let mut stream = self.docker.logs(container, Some(options));
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            let (s, message) = match item.map_err(|e| engine_message(&e))? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => (LogStream::Stdout, message),
+                LogOutput::StdErr { message } => (LogStream::Stderr, message),
+                LogOutput::StdIn { .. } => continue,
+            };
+            if let Some(l) = crate::logs::parse_engine_line(s, &message) {
+                if l.time_nanos >= since_nanos {
+                    out.push(l);
+                }
+            }
         }
         Ok(out)
     }

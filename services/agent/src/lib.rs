@@ -15,6 +15,7 @@
 //! - [`files`]: secret and config files (from memory, on a tmpfs) bound into containers;
 //! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
 //! - [`template`]: Swarm's per-task placeholders in hostname, env and mounts;
+//! - [`logs`]: answers the API's log reads (engine logs, or the process executor's files);
 //! - [`image`]: answers the API's image lookups from the node's engine;
 //! - [`metrics`]: tasks by phase, executor operation latency, reports sent;
 //! - [`agent`]: the actix actor, a thin shell performing the controller's effects.
@@ -28,6 +29,7 @@ pub mod docker;
 pub mod exec;
 pub mod files;
 pub mod image;
+pub mod logs;
 pub mod metrics;
 pub mod process;
 pub mod session;

@@ -6,8 +6,12 @@
 //! environment, as task containers carry Swarm's labels: a restarted agent
 //! finds its processes by them ([`Executor::find`]), even one whose PID it
 //! had no time to write down.
+//!
+//! A task's stdout and stderr go to `<data-dir>/task-logs/<task-id>/`
+//! (bounded by the agent, read by [`crate::logs`]), removed with the task.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -27,12 +31,24 @@ pub const ENV_TASK_ID: &str = "SHOAL_TASK_ID";
 /// Runs tasks as processes of this host.
 pub struct ProcessExecutor {
     node_id: String,
+    /// Where each task's output goes (`<dir>/<task-id>/{stdout,stderr}`);
+    /// `None`: to `/dev/null`.
+    log_dir: Option<PathBuf>,
 }
 
 impl ProcessExecutor {
     pub fn new(node_id: &str) -> ProcessExecutor {
         ProcessExecutor {
             node_id: node_id.to_string(),
+            log_dir: None,
+        }
+    }
+
+    /// Keeps each task's output in files under `dir` (read by [`crate::logs`]).
+    pub fn with_logs(node_id: &str, dir: PathBuf) -> ProcessExecutor {
+        ProcessExecutor {
+            node_id: node_id.to_string(),
+            log_dir: Some(dir),
         }
     }
 }
@@ -59,9 +75,11 @@ impl Executor for ProcessExecutor {
     }
 
     fn start(&self, task: &Task, _prepared: Option<Handle>) -> BoxFuture<'static, Result<Started, ExecError>> {
+        let output = self.log_dir.as_ref().map(|d| d.join(&task.meta.id));
         let r = spawn(
             &task.spec,
             &[(ENV_NODE_ID, &self.node_id), (ENV_TASK_ID, &task.meta.id)],
+            output.as_deref(),
         )
         .map(|(child, p)| Started {
             handle: Handle::Process(p),
@@ -88,7 +106,11 @@ impl Executor for ProcessExecutor {
         }
     }
 
-    fn remove(&self, _task: &Task) -> BoxFuture<'static, ()> {
+    fn remove(&self, task: &Task) -> BoxFuture<'static, ()> {
+        // The task is gone from the node: so is its output.
+        if let Some(d) = &self.log_dir {
+            let _ = std::fs::remove_dir_all(d.join(&task.meta.id));
+        }
         async {}.boxed()
     }
 
@@ -187,16 +209,39 @@ pub fn command_line(spec: &TaskSpec) -> Result<Vec<String>, String> {
     Ok(argv)
 }
 
-/// Starts a task's process with `extra` added to its environment. The child
-/// stays in the agent's process group.
-pub fn spawn(spec: &TaskSpec, extra: &[(&str, &str)]) -> Result<(tokio::process::Child, ProcessId), String> {
+/// Opens (appending) a task's output file in `dir`.
+fn output_file(dir: &Path, stream: &str) -> Result<std::process::Stdio, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(stream))
+        .map(std::process::Stdio::from)
+        .map_err(|e| format!("opening the task's {stream} file in {}: {e}", dir.display()))
+}
+
+/// Starts a task's process with `extra` added to its environment, its
+/// stdout and stderr appended to `output/stdout` and `output/stderr` (the
+/// process writes them itself, so its output outlives the agent), or
+/// discarded without `output`. The child stays in the agent's process group.
+pub fn spawn(
+    spec: &TaskSpec,
+    extra: &[(&str, &str)],
+    output: Option<&Path>,
+) -> Result<(tokio::process::Child, ProcessId), String> {
     let argv = command_line(spec)?;
     let c = spec.container_spec.clone().unwrap_or_default();
+    let (stdout, stderr) = match output {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            (output_file(dir, "stdout")?, output_file(dir, "stderr")?)
+        }
+        None => (std::process::Stdio::null(), std::process::Stdio::null()),
+    };
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
         .kill_on_drop(false);
     for (k, v) in c.env_map() {
         cmd.env(k, v);
@@ -289,15 +334,15 @@ mod tests {
 
     #[tokio::test]
     async fn exit_codes_env_and_stop_by_signal() {
-        let (child, _) = spawn(&spec(&["sh", "-c", "exit $X"]), &[]).unwrap();
+        let (child, _) = spawn(&spec(&["sh", "-c", "exit $X"]), &[], None).unwrap();
         assert_eq!(wait_child(child).await, Exit::Code(42));
-        let (child, p) = spawn(&spec(&["sleep", "30"]), &[]).unwrap();
+        let (child, p) = spawn(&spec(&["sleep", "30"]), &[], None).unwrap();
         assert!(alive(&p));
         signal(&p, Signal::SIGTERM);
         assert_eq!(wait_child(child).await, Exit::Code(128 + 15));
         assert!(!alive(&p));
-        assert!(spawn(&spec(&[]), &[]).is_err());
-        assert!(spawn(&spec(&["/nonexistent/binary"]), &[])
+        assert!(spawn(&spec(&[]), &[], None).is_err());
+        assert!(spawn(&spec(&["/nonexistent/binary"]), &[], None)
             .unwrap_err()
             .contains("starting process failed"));
     }
@@ -315,6 +360,7 @@ mod tests {
         let (mut other, _) = spawn(
             &spec(&["sleep", "30"]),
             &[(ENV_NODE_ID, "elsewhere"), (ENV_TASK_ID, "tfind1")],
+            None,
         )
         .unwrap();
         let found = find_processes(&node);

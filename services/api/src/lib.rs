@@ -15,6 +15,7 @@
 //! - [`distribution`]: `/distribution` (answered by the agents);
 //! - [`engine`]: every other endpoint (containers, images, exec, `/auth`,
 //!   local networks, ...) passed to the host's Docker Engine;
+//! - [`logs`]: `/services/{id}/logs`, `/tasks/{id}/logs` (pulled from the agents);
 //! - [`request`]: request bodies within limits, query parameters, `{id}`
 //!   paths, and the [`request::Manager`] extractor;
 //! - [`host`]: this host's description; [`certs`]: root CA, join tokens, `TLSInfo`;
@@ -37,6 +38,7 @@ pub mod error;
 pub mod filters;
 pub mod fold;
 pub mod host;
+pub mod logs;
 pub mod metrics;
 pub mod names;
 pub mod networks;
@@ -219,8 +221,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/services/{id}", web::get().to(objects::service_inspect))
         .route("/services/{id}", web::delete().to(objects::service_delete))
         .route("/services/{id}/update", web::post().to(objects::service_update))
+        .route("/services/{id}/logs", web::get().to(logs::service_logs))
         .route("/tasks", web::get().to(objects::task_list))
         .route("/tasks/{id}", web::get().to(objects::task_inspect))
+        .route("/tasks/{id}/logs", web::get().to(logs::task_logs))
         .route("/networks", web::get().to(networks::list))
         .route("/networks/create", web::post().to(networks::create))
         .route("/networks/{id}", web::get().to(networks::inspect))
