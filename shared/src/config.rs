@@ -170,7 +170,10 @@ mod tests {
     fn a_comma_separated_nats_url_is_a_list_of_servers() {
         use async_nats::ToServerAddrs;
         let url = "nats://10.0.0.1:4222,nats://10.0.0.2:4222, 10.0.0.3:4223";
-        assert!(url.to_server_addrs().is_err(), "async-nats now reads a list from one string");
+        assert!(
+            url.to_server_addrs().is_err(),
+            "async-nats now reads a list from one string"
+        );
         let servers: Vec<String> = server_list(url)
             .to_server_addrs()
             .expect("three servers")
