@@ -70,18 +70,36 @@ impl LeadershipArgs {
     }
 }
 
+/// How often a client pings its NATS server. After two unanswered pings it
+/// reconnects (to another server of its list): a server whose host vanished
+/// sends no FIN, and with async-nats' default (60 s) a worker would stay on a
+/// dead manager's NATS for minutes.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Connects to NATS with shoal's options: the first connection is retried,
-/// reconnection is unbounded, and the client is named after the process.
+/// reconnection is unbounded, the server is pinged every [`PING_INTERVAL`],
+/// and the client is named after the process.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)))
+        .ping_interval(PING_INTERVAL)
         .max_reconnects(None)
         .reconnect_delay_callback(|attempt| Duration::from_millis((50 * attempt as u64).min(1000)))
-        .connect(url)
+        .connect(server_list(url))
         .await
+}
+
+/// The servers of a comma-separated URL list (`SHOAL_NATS_URL`); async-nats
+/// reads a string as one URL, so a list must be given to it as a list.
+pub fn server_list(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Collects configuration errors so that all are reported at once.
@@ -144,5 +162,24 @@ mod tests {
         }
         .validate(&mut ok);
         assert!(ok.into_result("x").is_ok());
+    }
+
+    /// A worker's `SHOAL_NATS_URL` lists every manager's NATS: async-nats
+    /// takes a list, not one comma-separated string.
+    #[test]
+    fn a_comma_separated_nats_url_is_a_list_of_servers() {
+        use async_nats::ToServerAddrs;
+        let url = "nats://10.0.0.1:4222,nats://10.0.0.2:4222, 10.0.0.3:4223";
+        assert!(
+            url.to_server_addrs().is_err(),
+            "async-nats now reads a list from one string"
+        );
+        let servers: Vec<String> = server_list(url)
+            .to_server_addrs()
+            .expect("three servers")
+            .map(|a| format!("{}:{}", a.host(), a.port()))
+            .collect();
+        assert_eq!(servers, ["10.0.0.1:4222", "10.0.0.2:4222", "10.0.0.3:4223"]);
+        assert_eq!(server_list("nats://127.0.0.1:4222"), ["nats://127.0.0.1:4222"]);
     }
 }

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod api;
+pub mod dev;
 pub mod orch;
 pub mod otlp;
 pub mod up;

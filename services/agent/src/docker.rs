@@ -278,6 +278,17 @@ pub fn container_config(task: &Task, node_id: &str, image: &str) -> Result<Conta
     })
 }
 
+/// The engine's filter for this node's task containers: both labels must
+/// match (Docker ANDs the values of one `label` filter). Nodes of one
+/// cluster may share an engine (the dev cluster's node containers all use
+/// the machine's), so adoption and cleanup never see another node's tasks.
+pub fn own_containers_filter(node_id: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_NODE_ID}={node_id}"), LABEL_TASK_ID.to_string()],
+    )])
+}
+
 impl DockerExecutor {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and
     /// agrees on an API version the engine speaks.
@@ -494,10 +505,7 @@ impl DockerExecutor {
     pub async fn own_containers(&self) -> Result<Vec<Found>, String> {
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![format!("{LABEL_NODE_ID}={}", self.node_id), LABEL_TASK_ID.to_string()],
-            )])),
+            filters: Some(own_containers_filter(&self.node_id)),
             ..Default::default()
         };
         let list = self
@@ -830,5 +838,61 @@ mod tests {
         }
         assert!(decode_registry_auth("e30=").is_none(), "{{}} carries no credentials");
         assert!(decode_registry_auth("not base64!").is_none());
+    }
+
+    /// Removes the named containers when dropped (also when the test fails).
+    struct Remove(Vec<String>);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&self.0)
+                .env_remove("DOCKER_HOST")
+                .output();
+        }
+    }
+
+    /// Two nodes on one engine (as the dev cluster's node containers are):
+    /// each executor finds only its own node's task containers, so a
+    /// restarted agent never adopts or removes another node's task. Needs
+    /// the machine's engine and the local busybox image (ops/build-image).
+    #[tokio::test]
+    async fn an_executor_finds_only_its_own_nodes_containers_on_a_shared_engine() {
+        if !std::path::Path::new("/var/run/docker.sock").exists() {
+            eprintln!("SKIPPED: no Docker Engine at /var/run/docker.sock");
+            return;
+        }
+        let run = std::process::id();
+        let nodes = [format!("adopt-a-{run}"), format!("adopt-b-{run}")];
+        let tasks = [format!("ta{run}"), format!("tb{run}")];
+        let names: Vec<String> = tasks.iter().map(|t| format!("adopt-test-{t}")).collect();
+        let _cleanup = Remove(names.clone());
+        let mut executors = Vec::new();
+        for ((node, task_id), name) in nodes.iter().zip(&tasks).zip(&names) {
+            let exec = DockerExecutor::connect(node).await.expect("engine");
+            let mut t = task();
+            t.meta.id = task_id.clone();
+            t.node_id = node.clone();
+            let body = container_config(&t, node, "busybox:latest").unwrap();
+            let options = CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            exec.docker
+                .create_container(Some(options), body)
+                .await
+                .unwrap_or_else(|e| panic!("create {name} (busybox:latest built? ops/build-image): {e}"));
+            executors.push(exec);
+        }
+        for (exec, task_id) in executors.iter().zip(&tasks) {
+            let found = exec.own_containers().await.expect("list");
+            let ids: Vec<&str> = found.iter().map(|f| f.task_id.as_str()).collect();
+            assert_eq!(
+                ids,
+                [task_id.as_str()],
+                "node {}'s executor found {ids:?}",
+                exec.node_id
+            );
+        }
     }
 }
