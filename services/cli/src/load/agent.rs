@@ -16,7 +16,7 @@ use shoal_shared::model::TaskState;
 use shoal_shared::procfs;
 use shoal_shared::store::Kind;
 
-use super::scheduler::{create_service, wait_tasks};
+use super::scheduler::{create_service, wait_tasks, Want};
 use super::{Cleanup, Ctx, LABEL};
 
 /// The agent process this run started.
@@ -70,7 +70,10 @@ impl AgentProcess {
     pub async fn stop(mut self, _ctx: &Ctx) {
         if let Some(pid) = self.child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+                .await
+                .is_err()
+            {
                 let _ = self.child.kill().await;
             }
         }
@@ -84,13 +87,28 @@ impl AgentProcess {
 pub async fn run(ctx: &Arc<Ctx>, tasks: u64, cleanup: &mut Cleanup) -> Result<String, String> {
     let agent = AgentProcess::start(ctx)?;
     let node_id = agent.node_id.clone();
-    println!("agent: started shoal-agent as node {node_id} (process executor), logs in {}", agent.dir.display());
+    println!(
+        "agent: started shoal-agent as node {node_id} (process executor), logs in {}",
+        agent.dir.display()
+    );
     cleanup.agent = Some(agent);
-    let nodes = [node_id.clone()].into_iter().collect();
+    let nodes: std::collections::HashSet<String> = [node_id.clone()].into_iter().collect();
     let t0 = Instant::now();
     let svc = create_service(ctx, "svc", tasks).await?;
     let limit = Duration::from_secs_f64(ctx.seconds.max(120.0));
-    let start_s = wait_tasks(ctx, "agent", &svc.meta.id, Some(&nodes), TaskState::Running, tasks, t0, limit).await?;
+    let start_s = wait_tasks(
+        ctx,
+        "agent",
+        &Want {
+            service: &svc.meta.id,
+            nodes: &nodes,
+            state: TaskState::Running,
+            count: tasks,
+        },
+        t0,
+        limit,
+    )
+    .await?;
     let procs = task_pids(&node_id).len();
     println!("agent: {tasks} tasks running in {start_s:.2} s ({procs} task processes)");
 
@@ -101,7 +119,10 @@ pub async fn run(ctx: &Arc<Ctx>, tasks: u64, cleanup: &mut Cleanup) -> Result<St
         .map_err(|e| format!("removing the service: {e}"))?;
     let stopped = super::poll_until(limit, || async { task_pids(&node_id).is_empty() }).await;
     if !stopped {
-        return Err(format!("agent: task processes still running {} s after the service went", limit.as_secs()));
+        return Err(format!(
+            "agent: task processes still running {} s after the service went",
+            limit.as_secs()
+        ));
     }
     let stop_s = t1.elapsed().as_secs_f64();
     println!("agent: every task process gone {stop_s:.2} s after the service was removed");

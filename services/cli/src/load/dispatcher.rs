@@ -14,7 +14,7 @@ use shoal_shared::model::{Node, NodeState, TaskState};
 use shoal_shared::procfs;
 use shoal_shared::store::ListFilter;
 
-use super::scheduler::{create_service, wait_tasks};
+use super::scheduler::{create_service, wait_tasks, Want};
 use super::sim::SimAgents;
 use super::{Cleanup, Ctx};
 
@@ -45,7 +45,19 @@ pub async fn run(
         let t1 = Instant::now();
         let svc = create_service(ctx, "svc", tasks).await?;
         let limit = Duration::from_secs(120);
-        running_s = wait_tasks(ctx, "dispatcher", &svc.meta.id, Some(&ids), TaskState::Running, tasks, t1, limit).await?;
+        running_s = wait_tasks(
+            ctx,
+            "dispatcher",
+            &Want {
+                service: &svc.meta.id,
+                nodes: &ids,
+                state: TaskState::Running,
+                count: tasks,
+            },
+            t1,
+            limit,
+        )
+        .await?;
         println!("dispatcher: {tasks} tasks reported and written running in {running_s:.2} s");
     }
     // Heartbeat for the rest of --seconds: a node whose heartbeats the

@@ -54,50 +54,55 @@ pub async fn create_service(ctx: &Ctx, suffix: &str, replicas: u64) -> Result<Se
         .map_err(|e| format!("creating the service: {e}"))
 }
 
-/// This service's tasks that are wanted running and have reached `state`
-/// (at least) on one of `nodes`.
-pub async fn tasks_at(ctx: &Ctx, service: &str, nodes: Option<&HashSet<String>>, state: TaskState) -> Result<usize, String> {
+/// Which tasks a run waits for: `count` tasks of `service`, wanted running,
+/// that reached `state` (at least) on one of `nodes`.
+pub struct Want<'a> {
+    pub service: &'a str,
+    pub nodes: &'a HashSet<String>,
+    pub state: TaskState,
+    pub count: u64,
+}
+
+/// How many tasks are as `want` says.
+pub async fn tasks_at(ctx: &Ctx, want: &Want<'_>) -> Result<usize, String> {
     let tasks: Vec<Task> = ctx
         .store
-        .list(ListFilter::default().field("service", service.to_string()))
+        .list(ListFilter::default().field("service", want.service.to_string()))
         .await
         .map_err(|e| format!("listing tasks: {e}"))?;
     Ok(tasks
         .iter()
         .filter(|t| {
             t.desired_state <= TaskState::Running
-                && t.status.state >= state
+                && t.status.state >= want.state
                 && t.status.state <= TaskState::Running
-                && !t.node_id.is_empty()
-                && nodes.is_none_or(|n| n.contains(&t.node_id))
+                && want.nodes.contains(&t.node_id)
         })
         .count())
 }
 
-/// Polls until `want` tasks of `service` reached `state`, printing progress
-/// every second; returns the seconds it took from `t0`.
-pub async fn wait_tasks(
-    ctx: &Ctx,
-    what: &str,
-    service: &str,
-    nodes: Option<&HashSet<String>>,
-    state: TaskState,
-    want: u64,
-    t0: Instant,
-    limit: Duration,
-) -> Result<f64, String> {
+/// Polls until the tasks are as `want` says, printing progress every
+/// second; returns the seconds it took from `t0`, or an error after `limit`.
+pub async fn wait_tasks(ctx: &Ctx, what: &str, want: &Want<'_>, t0: Instant, limit: Duration) -> Result<f64, String> {
+    let (state, count) = (want.state, want.count);
     let mut last_print = Instant::now();
     loop {
-        let n = tasks_at(ctx, service, nodes, state).await? as u64;
-        if n >= want {
+        let n = tasks_at(ctx, want).await? as u64;
+        if n >= count {
             return Ok(t0.elapsed().as_secs_f64());
         }
         if t0.elapsed() > limit {
-            return Err(format!("{what}: only {n} of {want} tasks {state} after {} s", limit.as_secs()));
+            return Err(format!(
+                "{what}: only {n} of {count} tasks {state} after {} s",
+                limit.as_secs()
+            ));
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            println!("{what}: {:.0} s: {n} of {want} tasks {state}", t0.elapsed().as_secs_f64());
+            println!(
+                "{what}: {:.0} s: {n} of {count} tasks {state}",
+                t0.elapsed().as_secs_f64()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -113,7 +118,19 @@ pub async fn run(ctx: &Arc<Ctx>, nodes: usize, tasks: u64, cleanup: &mut Cleanup
     let t0 = Instant::now();
     let svc = create_service(ctx, "svc", tasks).await?;
     let limit = Duration::from_secs_f64(ctx.seconds.max(60.0));
-    let secs = wait_tasks(ctx, "scheduler", &svc.meta.id, Some(&ids), TaskState::Assigned, tasks, t0, limit).await?;
+    let secs = wait_tasks(
+        ctx,
+        "scheduler",
+        &Want {
+            service: &svc.meta.id,
+            nodes: &ids,
+            state: TaskState::Assigned,
+            count: tasks,
+        },
+        t0,
+        limit,
+    )
+    .await?;
     println!("scheduler: {tasks} tasks placed on {nodes} nodes and committed in {secs:.2} s");
     Ok(format!(
         "load scheduler nodes={nodes} tasks={tasks} seconds={secs:.2} tasks_per_s={:.0}",

@@ -32,7 +32,10 @@ pub async fn run(ctx: &Arc<Ctx>, clients: usize) -> Result<String, String> {
             .map_err(|e| format!("creating the networks: {e}"))?;
         objects.push(net);
     }
-    println!("store: {clients} clients, each updating its own network for {:.0} s", ctx.seconds);
+    println!(
+        "store: {clients} clients, each updating its own network for {:.0} s",
+        ctx.seconds
+    );
     let ticker = progress("store", stats.clone());
     let until = Instant::now() + ctx.duration();
     let workers: Vec<_> = objects
@@ -127,7 +130,9 @@ pub async fn remove_services(ctx: &Ctx) -> Result<usize, String> {
             return Ok(removed);
         }
         if Instant::now() >= deadline {
-            return Err(format!("tasks of this run's services were still written after 30 s ({left} last seen)"));
+            return Err(format!(
+                "tasks of this run's services were still written after 30 s ({left} last seen)"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
