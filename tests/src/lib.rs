@@ -76,6 +76,11 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// Waits for the exit; its status code (`None` when killed by a signal).
+    pub fn wait_code(&mut self) -> Option<i32> {
+        self.child.wait().ok()?.code()
+    }
+
     /// SIGTERM, then wait up to `grace` before SIGKILL.
     pub fn stop(mut self, grace: Duration) {
         self.signal(Signal::SIGTERM);

@@ -9,12 +9,14 @@
 //! - [`format`]: tables, templates, durations and sizes as docker prints them;
 //! - [`commands`]: the command line, one module per Docker noun (`swarm`,
 //!   `node`, `service`, `network`, `task`) reading the shared typed model;
+//! - [`load`]: `shoal load <component>`, a load tool driving one component of a running cluster;
 //! - [`up`]: `shoal up`, a supervised one-machine cluster (nats-server and every shoal process).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod commands;
 pub mod format;
+pub mod load;
 pub mod up;
 
 /// Runs the command line; returns the process exit status.

@@ -77,6 +77,10 @@ pub enum Cmd {
     /// Prints `metrics <process> http://ADDR/metrics` for each shoal process
     /// (Prometheus metrics on a free loopback port), then `DOCKER_HOST=...` when ready.
     Up(Box<crate::up::UpArgs>),
+    /// Load one component of a running cluster (over NATS; the API over --host) and print figures.
+    ///
+    /// What it creates is labeled `shoal.load=<run>` and removed when it ends, also on Ctrl-C.
+    Load(Box<crate::load::LoadArgs>),
 }
 
 /// The flags of every `ls`.
@@ -144,6 +148,9 @@ pub fn run(args: Vec<String>) -> i32 {
             return 125;
         }
     };
+    if let Cmd::Load(args) = cli.cmd {
+        return crate::load::run(*args, c);
+    }
     let (out, err) = dispatch(&c, cli.cmd);
     print!("{out}");
     match err {
@@ -160,6 +167,7 @@ fn dispatch(c: &Client, cmd: Cmd) -> Printed {
     match cmd {
         Cmd::Info => single(swarm::info(c)),
         Cmd::Up(_) => single(Err("shoal up is not an API command".into())),
+        Cmd::Load(_) => single(Err("shoal load is not an API command".into())),
         Cmd::Swarm(cmd) => single(swarm::run(c, cmd)),
         Cmd::Node(cmd) => node::run(c, cmd),
         Cmd::Service(cmd) => service::run(c, *cmd),
