@@ -869,7 +869,12 @@ mod tests {
         let _cleanup = Remove(names.clone());
         let mut executors = Vec::new();
         for ((node, task_id), name) in nodes.iter().zip(&tasks).zip(&names) {
-            let exec = DockerExecutor::connect(node).await.expect("engine");
+            let exec = DockerExecutor::connect(
+                node,
+                Arc::new(Files::new(std::env::temp_dir().join(format!("shoal-files-{node}")))),
+            )
+            .await
+            .expect("engine");
             let mut t = task();
             t.meta.id = task_id.clone();
             t.node_id = node.clone();

@@ -48,6 +48,7 @@ fn description(ctx: &Ctx, i: usize) -> Box<NodeDescription> {
         resources: Resources {
             nano_cpus: 4_000_000_000,
             memory_bytes: 8 << 30,
+            ..Resources::default()
         },
         ..NodeDescription::default()
     };
@@ -195,6 +196,7 @@ async fn agent_loop(
                                 message: if want == TaskState::Running { "started".into() } else { "shutdown".into() },
                                 ..TaskStatus::default()
                             },
+                            trace: None,
                         });
                     }
                 }
