@@ -187,6 +187,23 @@ pub struct DispatcherActor {
     status_traces: Vec<String>,
 }
 
+/// Each task whose change is still untraced-pushed goes out in a
+/// `dispatcher.assign` span of its write's trace, and the agent continues
+/// from that span. Both a push of increments and the full set a (re)registered
+/// agent fetches carry them: a task placed before its node's session was up
+/// reaches the agent in the full set, still in the trace that placed it.
+fn trace_pushes(traces: &mut std::collections::HashMap<String, String>, node: &str, a: &mut Assignments) {
+    for t in &a.tasks {
+        if let Some(tp) = traces.remove(&t.meta.id) {
+            let span = tracing::info_span!("dispatcher.assign", node = %node, task = %t.meta.id);
+            envelope::continue_traceparent(&span, Some(&tp));
+            if let Some(mine) = envelope::traceparent(&span) {
+                a.traces.insert(t.meta.id.clone(), mine);
+            }
+        }
+    }
+}
+
 /// Traces remembered at most, of tasks and of status reports.
 const MAX_TRACES: usize = 1024;
 
@@ -338,6 +355,7 @@ impl DispatcherActor {
                 }
                 match logic.full(&node_id, self.follow.tasks.by("node", &node_id)) {
                     Some(mut assignments) => {
+                        trace_pushes(&mut self.task_traces, &node_id, &mut assignments);
                         attach(&self.follow, self.key.as_ref(), &mut assignments);
                         crate::metrics::metrics().assignments_pushed.inc();
                         AgentResponse::Full { assignments }
@@ -368,17 +386,7 @@ impl DispatcherActor {
         let Some(logic) = self.logic.as_mut() else { return };
         for node in touched {
             if let Some(mut a) = logic.increment(&node, self.follow.tasks.by("node", &node)) {
-                // Each traced change is pushed in a span of its write's trace;
-                // the agent continues from that span.
-                for t in &a.tasks {
-                    if let Some(tp) = self.task_traces.remove(&t.meta.id) {
-                        let span = tracing::info_span!("dispatcher.assign", node = %node, task = %t.meta.id);
-                        envelope::continue_traceparent(&span, Some(&tp));
-                        if let Some(mine) = envelope::traceparent(&span) {
-                            a.traces.insert(t.meta.id.clone(), mine);
-                        }
-                    }
-                }
+                trace_pushes(&mut self.task_traces, &node, &mut a);
                 attach(&self.follow, self.key.as_ref(), &mut a);
                 self.outbox
                     .send(subjects::agent_assignments(&node), envelope::encode(&a));

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::Utc;
 use shoal_shared::store::mirror::{commit_fenced, Acting, GetState, Mirror};
-use shoal_shared::store::{Op, StoreClient, TxOutcome, WatchEvent};
+use shoal_shared::store::{Kind, Op, StoreClient, TxOutcome, WatchEvent};
 use shoal_shared::{ErrorCode, ShoalError};
 use tracing::Instrument;
 
@@ -59,23 +59,41 @@ pub struct Scheduler {
 }
 
 /// The traces (W3C `traceparent`s) of the writes a pass acts on: the pass is
-/// a child of the first and links the others, so one `docker service create`
-/// reads as one trace through the scheduler. Bounded: a pass after a burst
-/// of changes links the first few.
+/// a child of one and links the others, so one `docker service create`
+/// reads as one trace through the scheduler. The parent is the first write
+/// of a service's spec if there is one (a user's intent), else the first
+/// change: every write is traced while export is on, and the agents' status
+/// writes and the dispatcher's node updates that arrive in the same window
+/// must not take a create's pass away from its trace. Bounded: a pass after
+/// a burst of changes links the first few.
 #[derive(Debug, Default)]
-struct Traces(Vec<String>);
+struct Traces(Vec<(bool, String)>);
 
 impl Traces {
     const MAX: usize = 16;
 
     fn note(&mut self, ev: &WatchEvent) {
         if let WatchEvent::Batch(b) = ev {
-            for tp in b.changes.iter().filter_map(|c| c.trace.as_ref()) {
-                if self.0.len() < Self::MAX && !self.0.contains(tp) {
-                    self.0.push(tp.clone());
+            for c in &b.changes {
+                let Some(tp) = c.trace.as_ref() else { continue };
+                let intent = c.record.kind == Kind::Service;
+                if let Some(seen) = self.0.iter_mut().find(|(_, t)| t == tp) {
+                    seen.0 |= intent;
+                } else if self.0.len() < Self::MAX {
+                    self.0.push((intent, tp.clone()));
+                } else if let Some(i) = self.0.iter().rposition(|(seen, _)| !seen).filter(|_| intent) {
+                    // Full of status traces: an intent replaces the last one.
+                    self.0[i] = (true, tp.clone());
                 }
             }
         }
+    }
+
+    /// What was noted, intents first (each group in the order it came), forgotten.
+    fn take(&mut self) -> Vec<String> {
+        let mut traces = std::mem::take(&mut self.0);
+        traces.sort_by_key(|(intent, _)| !intent);
+        traces.into_iter().map(|(_, tp)| tp).collect()
     }
 
     /// The span of a pass over what was noted, which is then forgotten.
@@ -87,7 +105,7 @@ impl Traces {
         } else {
             tracing::info_span!("scheduler.pass", term, ops = tracing::field::Empty)
         };
-        let mut traces = std::mem::take(&mut self.0).into_iter();
+        let mut traces = self.take().into_iter();
         shoal_shared::envelope::continue_traceparent(&span, traces.next().as_deref());
         for tp in traces {
             shoal_shared::envelope::link_traceparent(&span, &tp);
@@ -297,4 +315,53 @@ pub fn start(config: Config, nats: async_nats::Client) -> Addr<Scheduler> {
         traces: Traces::default(),
     }
     .start()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_shared::store::{Action, Change, EventBatch, Record};
+
+    fn change(kind: Kind, trace: &str) -> Change {
+        let mut record = Record::blob("x", serde_json::json!({}));
+        record.kind = kind;
+        Change {
+            action: Action::Update,
+            record,
+            trace: Some(trace.to_string()),
+        }
+    }
+
+    fn batch(changes: Vec<Change>) -> WatchEvent {
+        WatchEvent::Batch(EventBatch {
+            index: 1,
+            prev_index: 0,
+            term: 1,
+            at: Utc::now(),
+            changes,
+        })
+    }
+
+    #[test]
+    fn a_services_write_leads_the_pass_over_status_writes_that_came_first() {
+        let mut t = Traces::default();
+        t.note(&batch(vec![change(Kind::Node, "node"), change(Kind::Task, "status")]));
+        t.note(&batch(vec![
+            change(Kind::Service, "create"),
+            change(Kind::Task, "status"),
+        ]));
+        assert_eq!(t.take(), ["create", "node", "status"]);
+        assert!(t.take().is_empty(), "a pass forgets what it took");
+    }
+
+    #[test]
+    fn an_intent_still_gets_in_when_the_bound_is_reached() {
+        let mut t = Traces::default();
+        let noise: Vec<Change> = (0..Traces::MAX).map(|i| change(Kind::Task, &format!("s{i}"))).collect();
+        t.note(&batch(noise));
+        t.note(&batch(vec![change(Kind::Service, "create")]));
+        let taken = t.take();
+        assert_eq!(taken.len(), Traces::MAX);
+        assert_eq!(taken[0], "create");
+    }
 }
