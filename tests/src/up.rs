@@ -114,6 +114,43 @@ impl Up {
         Run::from(out)
     }
 
+    /// `(process, ADDR)` of the `metrics <process> http://ADDR/metrics` lines `shoal up` printed.
+    pub fn metrics_targets(&self) -> Vec<(String, String)> {
+        self.output()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                match (w.next(), w.next(), w.next(), w.next()) {
+                    (Some("metrics"), Some(name), Some(url), None) => {
+                        let addr = url.strip_prefix("http://")?.strip_suffix("/metrics")?;
+                        Some((name.to_string(), addr.to_string()))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// The sum over every process named `process` (e.g. `agent`) of the
+    /// samples of `series` (a name with its exact label set, as exposed:
+    /// `shoal_agent_image_pull_seconds_count{outcome="ok"}`), scraped now.
+    pub fn metric_sum(&self, process: &str, series: &str) -> Result<f64, String> {
+        let mut sum = 0.0;
+        for (_, addr) in self.metrics_targets().iter().filter(|(p, _)| p == process) {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "5", &format!("http://{addr}/metrics")])
+                .output()
+                .map_err(|e| format!("curl: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            for l in text.lines() {
+                if let Some(v) = l.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok()) {
+                    sum += v;
+                }
+            }
+        }
+        Ok(sum)
+    }
+
     /// `docker ... --format` lines, or the failure as the state.
     pub fn lines(&self, args: &[&str]) -> Result<Vec<String>, String> {
         let r = self.docker(args);

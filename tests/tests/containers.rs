@@ -977,6 +977,17 @@ async fn with_registry_auth_pulls_from_a_private_registry_and_without_it_fails()
     rejected_with(&up, "nocreds", "no basic auth credentials").await;
     assert_eq!(count_is(&up, "nocreds", 0, false), Ok(()));
     up.docker(&["service", "rm", "nocreds"]).ok();
+    let pulls = |outcome: &str| {
+        up.metric_sum(
+            "agent",
+            &format!("shoal_agent_image_pull_seconds_count{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert!(
+        pulls("failed").unwrap() >= 1.0,
+        "the refused pull is in the agents' pull histogram"
+    );
+    assert_eq!(pulls("ok"), Ok(0.0), "nothing was pulled yet");
 
     // With --with-registry-auth the CLI sends the stored credentials and the node pulls.
     let r = up.docker(&[
@@ -1085,6 +1096,7 @@ async fn with_registry_auth_pulls_from_a_private_registry_and_without_it_fails()
         spec.stdout
     );
     // The node pulled it: the engine now knows the registry's digest.
+    assert!(pulls("ok").unwrap() >= 1.0, "the pull is in the agents' pull histogram");
     let digests = engine(&["image", "inspect", "busybox:latest", "--format", "{{.RepoDigests}}"]).ok();
     let repo = format!("127.0.0.1:{}/busybox@sha256:", reg.port);
     assert!(digests.stdout.contains(&repo), "{digests:?}");

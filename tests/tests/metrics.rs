@@ -14,23 +14,6 @@ use serde_json::Value;
 use shoal_tests::up::{temp_home, Up, CONVERGE};
 use shoal_tests::{eventually, free_port, which, Proc};
 
-/// The `metrics <process> http://ADDR/metrics` lines of `shoal up`'s output.
-fn metrics_targets(output: &str) -> Vec<(String, String)> {
-    output
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            match (w.next(), w.next(), w.next(), w.next()) {
-                (Some("metrics"), Some(name), Some(url), None) => {
-                    let addr = url.strip_prefix("http://")?.strip_suffix("/metrics")?;
-                    Some((name.to_string(), addr.to_string()))
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 /// A Prometheus scraping `targets` every second, with its own config, storage and port.
 fn start_prometheus(dir: &Path, targets: &[(String, String)]) -> (Proc, u16) {
     let mut scrape = String::new();
@@ -98,7 +81,7 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
     up.ready().await;
 
     // One metrics line per shoal process, each a distinct loopback address.
-    let targets = metrics_targets(&up.output());
+    let targets = up.metrics_targets();
     let names: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,

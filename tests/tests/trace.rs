@@ -370,50 +370,57 @@ async fn one_trace_from_service_create_to_its_running_tasks() {
 
     // `service scale` is one trace too: its request's trace reaches the
     // start of the new task's container (the file exporter still writes).
-    let all: Vec<String> = up
-        .lines(&[
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            "label=com.docker.swarm.service.name=traced",
-        ])
-        .unwrap();
-    let third: Vec<&String> = all.iter().filter(|c| !containers.contains(c)).collect();
-    assert_eq!(
-        third.len(),
-        1,
-        "one new container after scaling to 3: {all:?} vs {containers:?}"
-    );
-    let third = third[0].clone();
+    let (scaled, scale_trace) = new_container_in_an_update_trace(&up, &spans_file, &containers).await;
+    // And `service update`: the first rolled task starts in the update's trace.
+    up.docker(&["service", "update", "-d", "--env-add", "V=2", "traced"])
+        .ok();
+    let mut before = containers.clone();
+    before.push(scaled);
+    let (_, update_trace) = new_container_in_an_update_trace(&up, &spans_file, &before).await;
+    assert_ne!(update_trace, scale_trace, "the update is a trace of its own");
+    up.docker(&["service", "rm", "traced"]).ok();
+}
+
+/// A container of service `traced` not in `known` whose `agent.start` span
+/// is in the trace of a `POST /services/{id}/update` request: its ID and
+/// that trace.
+async fn new_container_in_an_update_trace(
+    up: &shoal_tests::up::Up,
+    spans_file: &std::path::Path,
+    known: &[String],
+) -> (String, String) {
+    use shoal_tests::otlp::spans_in_file;
     eventually(
         Duration::from_secs(60),
-        "the scale's trace reaches the new container's start",
+        "a new container started in an update's trace",
         || {
-            let spans = spans_in_file(&spans_file);
-            let third = third.clone();
+            let all = up.lines(&[
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                "label=com.docker.swarm.service.name=traced",
+            ]);
+            let spans = spans_in_file(spans_file);
             async move {
-                let roots: Vec<&ReceivedSpan> = spans
+                let fresh: Vec<String> = all?.into_iter().filter(|c| !known.contains(c)).collect();
+                let updates: std::collections::BTreeSet<&str> = spans
                     .iter()
                     .filter(|s| {
                         s.name == "api.request"
                             && s.attributes.get("http.route").map(String::as_str) == Some("/services/{id}/update")
                     })
+                    .map(|s| s.trace_id.as_str())
                     .collect();
-                let start = spans
+                spans
                     .iter()
-                    .find(|s| s.name == "agent.start" && s.attributes.get("container_id") == Some(&third))
-                    .ok_or("no agent.start of the new container yet")?;
-                match roots.iter().any(|r| r.trace_id == start.trace_id) {
-                    true => Ok(()),
-                    false => Err(format!(
-                        "the start is in trace {}, no update request is",
-                        start.trace_id
-                    )),
-                }
+                    .filter(|s| s.name == "agent.start")
+                    .filter_map(|s| Some((s.attributes.get("container_id")?, s.trace_id.as_str())))
+                    .find(|(c, trace)| fresh.contains(c) && updates.contains(trace))
+                    .map(|(c, trace)| (c.clone(), trace.to_string()))
+                    .ok_or_else(|| format!("new containers {fresh:?}; none started in an update's trace"))
             }
         },
     )
-    .await;
-    up.docker(&["service", "rm", "traced"]).ok();
+    .await
 }
