@@ -130,6 +130,10 @@ pub struct Payload {
     /// The data, base64 on the wire.
     #[serde(with = "b64_bytes")]
     pub data: Vec<u8>,
+    /// The template driver (`golang`) when the data is a template the
+    /// agent expands per task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templating: Option<String>,
 }
 
 impl std::fmt::Debug for Payload {
@@ -185,6 +189,7 @@ mod tests {
             id: "s".into(),
             name: "pw".into(),
             data: b"hunter2".to_vec(),
+            templating: None,
         };
         assert!(!format!("{p:?}").contains("hunter2"));
         let json = serde_json::to_string(&p).unwrap();

@@ -178,8 +178,8 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
     docker_stdin(&up, &["secret", "create", "from_stdin", "-"], b"other-secret\n").ok();
     up.docker(&["secret", "create", "db_pw", file])
         .fails_with("rpc error: code = AlreadyExists desc = secret db_pw already exists");
-    up.docker(&["secret", "create", "--template-driver", "golang", "tmpl", file])
-        .fails_with("unrecognized template type");
+    up.docker(&["secret", "create", "--template-driver", "mustache", "tmpl", file])
+        .fails_with("unrecognized template type mustache");
     up.docker(&["secret", "create", "bad_", file]).fails_with(
         "invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]",
     );
@@ -207,6 +207,32 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
     assert_eq!(shown, ["\"bGlzdGVuIDgwODAK\""]);
     up.docker(&["config", "create", "app.conf", conf.to_str().unwrap()])
         .fails_with("config app.conf already exists");
+    // A templated config, expanded per task by the agent (as SwarmKit's does).
+    let tmpl = home.path().join("tmpl.conf");
+    std::fs::write(
+        &tmpl,
+        r#"svc={{.Service.Name}} slot={{.Task.Slot}} node={{.Node.Hostname}} env={{env "GREETING"}} stdin={{secret "from_stdin"}}"#,
+    )
+    .unwrap();
+    up.docker(&[
+        "config",
+        "create",
+        "--template-driver",
+        "golang",
+        "tmpl.conf",
+        tmpl.to_str().unwrap(),
+    ])
+    .ok();
+    let driver = up
+        .lines(&[
+            "config",
+            "inspect",
+            "--format",
+            "{{.Spec.Templating.Name}}",
+            "tmpl.conf",
+        ])
+        .unwrap();
+    assert_eq!(driver, ["golang"]);
 
     // A service using both, owner and mode as asked.
     up.docker(&[
@@ -223,6 +249,10 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
         "from_stdin",
         "--config",
         "source=app.conf,target=/etc/app.conf,mode=0440",
+        "--config",
+        "source=tmpl.conf,target=/etc/tmpl.conf",
+        "--env",
+        "GREETING=hi",
         "busybox",
         "sleep",
         "3600",
@@ -238,6 +268,14 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
     assert_eq!(exec(&cid, "cat /run/secrets/from_stdin"), "other-secret");
     assert_eq!(exec(&cid, "stat -c '%u %g %a' /run/secrets/from_stdin"), "0 0 444");
     assert_eq!(exec(&cid, "cat /etc/app.conf"), "listen 8080");
+    let hostname = up
+        .lines(&["node", "inspect", "--format", "{{.Description.Hostname}}", &node])
+        .unwrap()
+        .join("");
+    assert_eq!(
+        exec(&cid, "cat /etc/tmpl.conf"),
+        format!("svc=sec slot=1 node={hostname} env=hi stdin=other-secret")
+    );
     assert_eq!(exec(&cid, "stat -c '%u %g %a' /etc/app.conf"), "0 0 440");
     // The secret's file is on a tmpfs (its bind mount shows the source's file system).
     assert_eq!(

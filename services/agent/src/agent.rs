@@ -605,6 +605,7 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
     let sub = nats.subscribe(subjects::agent_assignments(&node_id)).await?;
     nats.flush().await?;
     let description = describe(config, facts.as_ref());
+    files.set_node(description.clone());
     tracing::info!(node = %node_id, tasks = tasks.len(), executor = ?config.executor, "agent starting");
     Ok(Agent::create(move |ctx| {
         ctx.add_stream(sub.filter_map(|m| async move {

@@ -17,7 +17,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use shoal_shared::model::{config_path, secret_path, FileTarget, Task};
+use shoal_shared::model::{config_path, secret_path, FileTarget, NodeDescription, Task};
 use shoal_shared::secrets::Payload;
 
 /// Docker's default mode for a secret or config file (0444).
@@ -36,6 +36,8 @@ pub struct Files {
     root: PathBuf,
     secrets: Mutex<HashMap<String, Payload>>,
     configs: Mutex<HashMap<String, Payload>>,
+    /// This node, for the `.Node` of templated secrets and configs.
+    node: Mutex<NodeDescription>,
 }
 
 /// Whether `path` lies on a tmpfs (or ramfs), from `/proc/self/mountinfo`:
@@ -69,7 +71,13 @@ impl Files {
             root,
             secrets: Mutex::new(HashMap::new()),
             configs: Mutex::new(HashMap::new()),
+            node: Mutex::new(NodeDescription::default()),
         }
+    }
+
+    /// The node's description (hostname, platform), once known.
+    pub fn set_node(&self, node: NodeDescription) {
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
     }
 
     /// The default directory of a node's files.
@@ -145,43 +153,108 @@ impl Files {
                 self.root.display()
             ));
         }
-        let mut out = Vec::new();
-        {
+        // Each reference's payload, then the data each file gets: a
+        // templated payload (driver `golang`) expanded for this task.
+        let secrets: Vec<(String, Payload)> = {
             let held = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, r) in c.secrets.iter().enumerate() {
-                let p = held.get(&r.secret_id).ok_or_else(|| {
-                    format!(
-                        "secret {} ({}) was not delivered to this node",
-                        r.secret_name, r.secret_id
-                    )
-                })?;
-                let source = dir.join(format!("secret-{i}"));
-                write_file(&source, &p.data, r.file.as_ref())?;
-                out.push(FileMount {
-                    source,
-                    target: secret_path(r),
-                });
+            c.secrets
+                .iter()
+                .map(|r| {
+                    let p = held.get(&r.secret_id).ok_or_else(|| {
+                        format!(
+                            "secret {} ({}) was not delivered to this node",
+                            r.secret_name, r.secret_id
+                        )
+                    })?;
+                    Ok((secret_path(r), p.clone()))
+                })
+                .collect::<Result<_, String>>()?
+        };
+        let configs: Vec<(String, Payload)> = {
+            let held = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+            c.configs
+                .iter()
+                // A runtime (credential spec) config has no file.
+                .filter(|r| r.file.is_some())
+                .map(|r| {
+                    let p = held.get(&r.config_id).ok_or_else(|| {
+                        format!(
+                            "config {} ({}) was not delivered to this node",
+                            r.config_name, r.config_id
+                        )
+                    })?;
+                    Ok((config_path(r), p.clone()))
+                })
+                .collect::<Result<_, String>>()?
+        };
+        let data = |p: &Payload| -> Result<Vec<u8>, String> {
+            match p.templating.as_deref() {
+                None => Ok(p.data.clone()),
+                Some("golang") => self.expand(task, &p.data, &secrets, &configs),
+                Some(other) => Err(format!("unrecognized template type {other}")),
             }
-        }
-        let held = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, r) in c.configs.iter().enumerate() {
-            if r.file.is_none() {
-                continue; // a runtime (credential spec) config: no file
-            }
-            let p = held.get(&r.config_id).ok_or_else(|| {
-                format!(
-                    "config {} ({}) was not delivered to this node",
-                    r.config_name, r.config_id
-                )
-            })?;
-            let source = dir.join(format!("config-{i}"));
-            write_file(&source, &p.data, r.file.as_ref())?;
+        };
+        let mut out = Vec::new();
+        let secret_refs = c.secrets.iter();
+        for (i, (r, (target, p))) in secret_refs.zip(&secrets).enumerate() {
+            let source = dir.join(format!("secret-{i}"));
+            write_file(&source, &data(p)?, r.file.as_ref())?;
             out.push(FileMount {
                 source,
-                target: config_path(r),
+                target: target.clone(),
+            });
+        }
+        let config_refs = c.configs.iter().filter(|r| r.file.is_some());
+        for (i, (r, (target, p))) in config_refs.zip(&configs).enumerate() {
+            let source = dir.join(format!("config-{i}"));
+            write_file(&source, &data(p)?, r.file.as_ref())?;
+            out.push(FileMount {
+                source,
+                target: target.clone(),
             });
         }
         Ok(out)
+    }
+
+    /// A templated payload expanded for `task`, as SwarmKit's agent does:
+    /// `.Service`, `.Node`, `.Task`, and `env`, `secret` and `config` over
+    /// the task's environment and the raw data of its other references.
+    fn expand(
+        &self,
+        task: &Task,
+        data: &[u8],
+        secrets: &[(String, Payload)],
+        configs: &[(String, Payload)],
+    ) -> Result<Vec<u8>, String> {
+        let text = std::str::from_utf8(data).map_err(|_| "failed to parse template: data is not UTF-8".to_string())?;
+        let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let ctx = crate::template::task_context(task, &node);
+        let by_target = |refs: &[(String, Payload)]| -> HashMap<String, String> {
+            refs.iter()
+                .map(|(t, p)| {
+                    let name = t.strip_prefix("/run/secrets/").unwrap_or(t);
+                    (name.to_string(), String::from_utf8_lossy(&p.data).into_owned())
+                })
+                .collect()
+        };
+        let env = task
+            .spec
+            .container_spec
+            .as_ref()
+            .map(|c| {
+                c.env
+                    .iter()
+                    .filter_map(|e| e.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lookups = shoal_shared::template::Lookups {
+            env,
+            secrets: by_target(secrets),
+            configs: by_target(configs),
+        };
+        shoal_shared::template::expand_payload(text, &ctx, lookups).map(String::into_bytes)
     }
 
     /// Removes a task's files (its container is gone).
@@ -260,6 +333,7 @@ mod tests {
             id: id.into(),
             name: id.into(),
             data: data.to_vec(),
+            templating: None,
         }
     }
 

@@ -11,19 +11,16 @@ use serde_json::json;
 use shoal_shared::model::{NodeDescription, Task};
 use shoal_shared::template::{expand, to_gtmpl};
 
-/// The task with its container spec's placeholders expanded, or why not
-/// (in SwarmKit's words: `expanding env failed: ...`).
-pub fn expand_task(task: &Task, node: &NodeDescription) -> Result<Task, String> {
-    let Some(spec) = task.spec.container_spec.as_ref() else {
-        return Ok(task.clone());
-    };
+/// The context of a task's placeholders and of its templated secrets and
+/// configs: `.Service`, `.Node` and `.Task`, as SwarmKit gives them.
+pub fn task_context(task: &Task, node: &NodeDescription) -> gtmpl::Value {
     let service = task.service_annotations.clone().unwrap_or_default();
     let name = if service.name.is_empty() {
         task.service_id.clone()
     } else {
         service.name.clone()
     };
-    let ctx = to_gtmpl(&json!({
+    to_gtmpl(&json!({
         "Service": {"ID": task.service_id, "Name": name, "Labels": service.labels},
         "Node": {
             "ID": task.node_id,
@@ -35,7 +32,16 @@ pub fn expand_task(task: &Task, node: &NodeDescription) -> Result<Task, String> 
             "Name": format!("{}.{}", task.name(&name), task.meta.id),
             "Slot": task.slot.map_or_else(|| task.node_id.clone(), |s| s.to_string()),
         },
-    }));
+    }))
+}
+
+/// The task with its container spec's placeholders expanded, or why not
+/// (in SwarmKit's words: `expanding env failed: ...`).
+pub fn expand_task(task: &Task, node: &NodeDescription) -> Result<Task, String> {
+    let Some(spec) = task.spec.container_spec.as_ref() else {
+        return Ok(task.clone());
+    };
+    let ctx = task_context(task, node);
     let x = |s: &str| expand(s, &ctx);
     let mut c = spec.clone();
     c.env = c

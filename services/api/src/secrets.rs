@@ -57,14 +57,14 @@ fn data_of(data: Option<&str>) -> ApiResult<Vec<u8>> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: Data: illegal base64 data: {e}")))
 }
 
-/// Templates are not expanded by shoal's agents: refused with the words
-/// SwarmKit's agent uses for a template driver it does not know.
+/// The agents expand templates of the `golang` driver (as SwarmKit's do);
+/// another driver is refused here, in the words SwarmKit's agent uses when
+/// it meets one, rather than failing every task that uses it later.
 fn check_templating(t: Option<&shoal_shared::model::Driver>) -> ApiResult<()> {
     match t {
-        Some(d) if !d.name.is_empty() => Err(invalid(format!(
-            "unrecognized template type {:?}: shoal does not expand templates in secrets or configs",
-            clip(&d.name)
-        ))),
+        Some(d) if !d.name.is_empty() && d.name != "golang" => {
+            Err(invalid(format!("unrecognized template type {}", clip(&d.name))))
+        }
         _ => Ok(()),
     }
 }
@@ -405,15 +405,22 @@ mod tests {
         );
         let e = decode_secret(br#"{"Name":"x","Data":"ICAK"}"#).unwrap_err();
         assert!(e.message.ends_with("secret data must contain non white space bytes"));
-        let e = decode_secret(br#"{"Name":"x","Data":"YQ==","Templating":{"Name":"golang"}}"#).unwrap_err();
-        assert!(e.message.contains("unrecognized template type"), "{}", e.message);
+        let e = decode_secret(br#"{"Name":"x","Data":"YQ==","Templating":{"Name":"mustache"}}"#).unwrap_err();
+        assert!(
+            e.message.ends_with("unrecognized template type mustache"),
+            "{}",
+            e.message
+        );
+        let (spec, _) = decode_secret(br#"{"Name":"x","Data":"YQ==","Templating":{"Name":"golang"}}"#).unwrap();
+        assert_eq!(spec.templating.unwrap().name, "golang");
         let (spec, data) = decode_secret(br#"{"Name":"db.pw","Labels":{"a":"b"},"Data":"aHVudGVyMg=="}"#).unwrap();
         assert_eq!(
             (spec.name.as_str(), data.as_slice(), spec.data),
             ("db.pw", &b"hunter2"[..], None)
         );
         assert!(decode_config(br#"{"Name":"c","Data":"YQ=="}"#).is_ok());
-        assert!(decode_config(br#"{"Name":"c","Data":"YQ==","Templating":{"Name":"golang"}}"#).is_err());
+        assert!(decode_config(br#"{"Name":"c","Data":"YQ==","Templating":{"Name":"golang"}}"#).is_ok());
+        assert!(decode_config(br#"{"Name":"c","Data":"YQ==","Templating":{"Name":"x"}}"#).is_err());
     }
 
     #[test]

@@ -70,6 +70,11 @@ shoal_shared::mirror_tables!(Follow, position, KINDS, [
 /// none). Secrets are opened with the managers' key here and nowhere else;
 /// one that does not open (or no key) is left out, and the agent then
 /// rejects the task that needs it.
+/// The template driver's name of a secret or config, if it has one.
+fn template_driver(t: Option<&shoal_shared::model::Driver>) -> Option<String> {
+    t.map(|d| d.name.clone()).filter(|n| !n.is_empty())
+}
+
 pub fn attach(follow: &Follow, key: Option<&SecretKey>, a: &mut Assignments) {
     use base64::Engine;
     let mut secrets = std::collections::BTreeMap::new();
@@ -94,6 +99,7 @@ pub fn attach(follow: &Follow, key: Option<&SecretKey>, a: &mut Assignments) {
                             id: s.meta.id.clone(),
                             name: s.spec.name.clone(),
                             data,
+                            templating: template_driver(s.spec.templating.as_ref()),
                         },
                     );
                 }
@@ -117,6 +123,7 @@ pub fn attach(follow: &Follow, key: Option<&SecretKey>, a: &mut Assignments) {
                     id: cfg.meta.id.clone(),
                     name: cfg.spec.name.clone(),
                     data,
+                    templating: template_driver(cfg.spec.templating.as_ref()),
                 },
             );
         }
