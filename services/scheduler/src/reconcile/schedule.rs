@@ -37,7 +37,7 @@ pub(super) fn schedule(w: &mut Work) -> (usize, BTreeMap<&'static str, usize>) {
     let mut infos = placement::node_infos(w.snap.nodes.values(), view.iter().copied(), ports_of);
     let mut todo: Vec<(String, String, Option<u64>, String)> = view
         .iter()
-        .filter(|t| is_live(t) && t.status.state <= TaskState::Pending)
+        .filter(|t| is_live(t) && t.status.state <= TaskState::Pending && !w.unallocated.contains(&t.meta.id))
         .map(|t| (t.service_id.clone(), t.node_id.clone(), t.slot, t.meta.id.clone()))
         .collect();
     todo.sort();
