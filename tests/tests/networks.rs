@@ -133,6 +133,16 @@ fn ipam(n: &Value) -> (String, String) {
     )
 }
 
+/// `docker info`'s default address pool and subnet size.
+fn pool_info(up: &Up) -> String {
+    let info = up.docker(&[
+        "info",
+        "--format",
+        "{{json .Swarm.Cluster.DefaultAddrPool}} {{.Swarm.Cluster.SubnetSize}}",
+    ]);
+    info.ok().stdout.trim().to_string()
+}
+
 fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
@@ -158,14 +168,7 @@ async fn overlay_networks_vips_and_task_addresses() {
         "4096"
     );
     let ingress_id = ingress["Id"].as_str().unwrap().to_string();
-    let info = up
-        .docker(&[
-            "info",
-            "--format",
-            "{{json .Swarm.Cluster.DefaultAddrPool}} {{.Swarm.Cluster.SubnetSize}}",
-        ])
-        .ok();
-    assert_eq!(info.stdout.trim(), r#"["10.0.0.0/8"] 24"#);
+    assert_eq!(pool_info(&up), r#"["10.0.0.0/8"] 24"#);
 
     // A network without --subnet: the next /24.
     let backend_id = up
@@ -413,14 +416,7 @@ async fn swarm_init_default_addr_pool_is_honoured() {
         "26",
     ])
     .ok();
-    let info = up
-        .docker(&[
-            "info",
-            "--format",
-            "{{json .Swarm.Cluster.DefaultAddrPool}} {{.Swarm.Cluster.SubnetSize}}",
-        ])
-        .ok();
-    assert_eq!(info.stdout.trim(), r#"["10.20.0.0/16"] 26"#);
+    assert_eq!(pool_info(&up), r#"["10.20.0.0/16"] 26"#);
     let swarm = raw_request(up.port, "GET", "/swarm", None, &[]).unwrap().json();
     assert_eq!(
         (&swarm["DefaultAddrPool"], &swarm["SubnetSize"]),

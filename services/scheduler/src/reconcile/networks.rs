@@ -277,14 +277,8 @@ pub(super) fn allocate_vips(w: &mut Work, addrs: &mut Addresses) {
 /// address on each of its service's networks; a task that cannot get them
 /// all stays pending with the reason and is not placed this pass.
 pub(super) fn allocate_tasks(w: &mut Work, addrs: &mut Addresses) {
-    let deleted = &w.deleted;
     let todo: Vec<String> = w
-        .snap
-        .tasks
-        .iter()
-        .filter(|(id, _)| !deleted.contains_key(*id))
-        .map(|(id, t)| w.changed.get(id).unwrap_or(t))
-        .chain(w.created.values())
+        .view()
         .filter(|t| {
             t.desired_state <= TaskState::Running
                 && t.status.state <= TaskState::Pending
@@ -338,19 +332,7 @@ pub(super) fn allocate_tasks(w: &mut Work, addrs: &mut Addresses) {
                     addrs.release(&nid, a);
                 }
                 w.unallocated.insert(id.clone());
-                let t = w.task(&id);
-                if t.status.state != TaskState::Pending || t.status.err != msg {
-                    w.intents.push(Intent::Pending {
-                        task: id.clone(),
-                        reason: msg.clone(),
-                    });
-                    let now = w.now;
-                    let t = w.task_mut(&id);
-                    t.status.state = TaskState::Pending;
-                    t.status.timestamp = now;
-                    t.status.message = "pending task scheduling".into();
-                    t.status.err = msg;
-                }
+                w.set_pending(&id, msg);
             }
         }
     }

@@ -63,6 +63,35 @@ impl<'a> Work<'a> {
             .expect("task in view")
     }
 
+    /// Every task as this pass sees it: the snapshot's (changed ones as
+    /// changed, deleted ones left out), then the ones it created.
+    pub fn view(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.snap
+            .tasks
+            .iter()
+            .filter(|(id, _)| !self.deleted.contains_key(*id))
+            .map(|(id, t)| self.changed.get(id).unwrap_or(t))
+            .chain(self.created.values())
+    }
+
+    /// Leaves a task pending, saying why (written only when the reason changed).
+    pub fn set_pending(&mut self, id: &str, reason: String) {
+        let t = self.task(id);
+        if t.status.state == TaskState::Pending && t.status.err == reason {
+            return;
+        }
+        self.intents.push(Intent::Pending {
+            task: id.to_string(),
+            reason: reason.clone(),
+        });
+        let now = self.now;
+        let t = self.task_mut(id);
+        t.status.state = TaskState::Pending;
+        t.status.timestamp = now;
+        t.status.message = "pending task scheduling".into();
+        t.status.err = reason;
+    }
+
     pub fn task_mut(&mut self, id: &str) -> &mut Task {
         if self.created.contains_key(id) {
             return self.created.get_mut(id).expect("created");
