@@ -462,8 +462,9 @@ async fn docker_cli_service_and_network_flow() {
         "busybox",
     ])
     .fails_with("service cannot be explicitly attached to the ingress network");
+    let web_id = web[0]["ID"].as_str().unwrap().to_string();
     api.docker(&["network", "rm", "my-network"])
-        .fails_with("is in use by service web");
+        .fails_with(&format!("network {net_id} is in use by service {web_id}"));
     api.docker(&["service", "rm", "web"]).ok();
     let rm = api.docker(&["network", "rm", "my-network"]).ok();
     assert_eq!(rm.stdout.trim(), "my-network");

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_shared::id::new_id;
-use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec, OVERLAY_DRIVER};
+use shoal_shared::model::{Driver, IpamConfig, IpamOptions, Network, NetworkSpec, TaskState, OVERLAY_DRIVER};
 use shoal_shared::store::{Kind, ListFilter};
 use shoal_shared::ErrorCode;
 
@@ -460,6 +460,57 @@ pub fn decode_network(body: &[u8]) -> ApiResult<NetworkSpec> {
     Ok(spec)
 }
 
+/// The subnets a network has (allocated) or asked for.
+fn subnets_of(n: &Network) -> Vec<Prefix> {
+    n.ipam_options
+        .as_ref()
+        .or(n.spec.ipam_options.as_ref())
+        .iter()
+        .flat_map(|o| o.configs.iter())
+        .filter_map(|c| Prefix::parse(&c.subnet))
+        .collect()
+}
+
+/// What a new network must not clash with: a second `ingress` (SwarmKit's
+/// words), a subnet overlapping another network's (libnetwork's words; Swarm
+/// accepts such a network and leaves it unallocated, shoal refuses it up front).
+async fn check_against_existing(state: &AppState, spec: &NetworkSpec) -> ApiResult<()> {
+    if spec.ingress && spec.attachable {
+        return Err(ApiError::bad_request(
+            "rpc error: code = InvalidArgument desc = ingress network cannot be attachable",
+        ));
+    }
+    let asked: Vec<Prefix> = spec
+        .ipam_options
+        .iter()
+        .flat_map(|o| o.configs.iter())
+        .filter_map(|c| Prefix::parse(&c.subnet))
+        .collect();
+    if !spec.ingress && asked.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
+    if spec.ingress {
+        if let Some(n) = all.iter().find(|n| n.spec.ingress) {
+            return Err(ApiError::conflict(format!(
+                "rpc error: code = AlreadyExists desc = ingress network ({}) is already present",
+                n.meta.id
+            )));
+        }
+    }
+    if all
+        .iter()
+        .flat_map(subnets_of)
+        .any(|have| asked.iter().any(|a| a.overlaps(&have)))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid pool request: Pool overlaps with other one on this address space",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /networks/create`: an overlay network is the swarm's; any other
 /// driver is created by the host engine.
 pub async fn create(state: web::Data<AppState>, engine: web::Data<Engine>, body: Body) -> ApiResult<HttpResponse> {
@@ -477,6 +528,7 @@ pub async fn create(state: web::Data<AppState>, engine: web::Data<Engine>, body:
         }
         _ => state.manager().await?,
     };
+    check_against_existing(&state, &spec).await?;
     let name = spec.name.clone();
     let net = Network::new(new_id(), spec);
     let created = state.store.create(&net).await.map_err(|e| match e.code {
@@ -512,20 +564,15 @@ pub async fn delete(
         Err(e) => return Err(e),
     };
     // The ingress network may be removed like any other once no service uses
-    // it (Docker allows it, to recreate it with other options).
+    // it (Docker allows it, to recreate it with other options). Refusals are
+    // SwarmKit's words, naming the first service (or task) by ID.
     let services: Vec<shoal_shared::model::Service> = state.store.list(ListFilter::default()).await?;
-    let users: Vec<&str> = services
-        .iter()
-        .filter(|s| {
-            s.spec
-                .task_template
-                .networks
-                .iter()
-                .chain(s.spec.networks.iter())
-                .any(|a| a.target == n.meta.id || a.target == n.spec.name)
-        })
-        .map(|s| s.spec.name.as_str())
-        .collect();
+    let refuse = |what: String| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("rpc error: code = FailedPrecondition desc = {what}"),
+        )
+    };
     if n.spec.ingress {
         let published = |s: &&shoal_shared::model::Service| {
             s.spec.endpoint_spec.as_ref().is_some_and(|ep| {
@@ -535,25 +582,36 @@ pub async fn delete(
             })
         };
         if let Some(s) = services.iter().find(published) {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::FORBIDDEN,
-                format!(
-                    "rpc error: code = FailedPrecondition desc = ingress network cannot be removed because service {} \
-                     depends on it",
-                    s.meta.id
-                ),
-            ));
+            return Err(refuse(format!(
+                "ingress network cannot be removed because service {} depends on it",
+                s.meta.id
+            )));
         }
-    }
-    if !users.is_empty() {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            format!(
-                "rpc error: code = FailedPrecondition desc = network {} is in use by service {}",
-                n.meta.id,
-                users.join(", ")
-            ),
-        ));
+    } else {
+        let user = services.iter().find(|s| {
+            s.spec
+                .task_template
+                .networks
+                .iter()
+                .chain(s.spec.networks.iter())
+                .any(|a| a.target == n.meta.id || a.target == n.spec.name)
+        });
+        if let Some(s) = user {
+            return Err(refuse(format!(
+                "network {} is in use by service {}",
+                n.meta.id, s.meta.id
+            )));
+        }
+        // Tasks of a service that left the network may still run on it.
+        let tasks: Vec<shoal_shared::model::Task> = state.store.list(ListFilter::default()).await?;
+        let running = tasks.iter().find(|t| {
+            t.desired_state <= TaskState::Running
+                && t.status.state <= TaskState::Running
+                && t.networks_attachments.iter().any(|a| a.network.meta.id == n.meta.id)
+        });
+        if let Some(t) = running {
+            return Err(refuse(format!("network {} is in use by task {}", n.meta.id, t.meta.id)));
+        }
     }
     state.store.delete(Kind::Network, &n.meta.id, None).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_shared::id::new_id;
 use shoal_shared::model::{
-    Availability, Cluster, IpamConfig, IpamOptions, JoinTokens, ManagerStatus, Network, NetworkSpec, Node, NodeRole,
-    NodeState, NodeStatus, Reachability, SwarmSpec, TlsInfo,
+    Availability, Cluster, JoinTokens, ManagerStatus, Network, NetworkSpec, Node, NodeRole, NodeState, NodeStatus,
+    Reachability, SwarmSpec, TlsInfo, DEFAULTS,
 };
 use shoal_shared::store::{Kind, ListFilter, Op, StoreObject, TxRequest};
 
@@ -284,6 +284,40 @@ fn ip_of(addr: &str) -> Option<String> {
     addr.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
 }
 
+/// Docker's check of `--default-addr-pool` and `--default-addr-pool-mask-length`
+/// (the daemon's, behind the CLI's own): IPv4 CIDR pools, each at least as
+/// wide as the subnet size, which is at most 29 (eight addresses, the
+/// smallest overlay subnet).
+fn validate_addr_pool(pools: &[String], size: u32) -> ApiResult<()> {
+    if pools.is_empty() {
+        return Ok(());
+    }
+    let size = if size == 0 { DEFAULTS.subnet_size } else { size };
+    if size > 29 {
+        return Err(ApiError::bad_request(format!("subnet size is out of range: {size}")));
+    }
+    for p in pools.iter().map(|p| p.trim()) {
+        let bits = p
+            .split_once('/')
+            .filter(|(a, _)| a.parse::<std::net::Ipv4Addr>().is_ok())
+            .and_then(|(_, b)| b.parse::<u32>().ok())
+            .filter(|b| *b <= 32)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid base pool {}: invalid CIDR address: {}",
+                    crate::error::clip(p),
+                    crate::error::clip(p)
+                ))
+            })?;
+        if size < bits {
+            return Err(ApiError::bad_request(format!(
+                "invalid CIDR: {p:?}. Subnet size is too small for pool: {size}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// This host as a new Node object.
 fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availability, tls: &TlsInfo) -> Node {
     let mut node = Node::new(state.node_id.clone(), host::hostname(), role);
@@ -333,8 +367,9 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
     );
     cluster.spec = spec;
     cluster.tls_info = certs::tls_info(&ca_pem, &ca_der);
+    validate_addr_pool(&r.default_addr_pool, r.subnet_size)?;
     if !r.default_addr_pool.is_empty() {
-        cluster.default_addr_pool = r.default_addr_pool.clone();
+        cluster.default_addr_pool = r.default_addr_pool.iter().map(|p| p.trim().to_string()).collect();
     }
     if r.subnet_size > 0 {
         cluster.subnet_size = r.subnet_size;
@@ -364,17 +399,12 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
             record: node.to_record()?,
         },
     };
+    // `ingress` asks for no subnet: the scheduler's allocator gives it the
+    // first one of the default address pool (10.0.0.0/24 by default), as
+    // Swarm's allocator does.
     let mut ingress = NetworkSpec::overlay("ingress");
     ingress.ingress = true;
     ingress.labels.clear();
-    ingress.ipam_options = Some(IpamOptions {
-        driver: shoal_shared::model::Driver::named("default"),
-        configs: vec![IpamConfig {
-            subnet: "10.0.0.0/24".into(),
-            gateway: "10.0.0.1".into(),
-            ..IpamConfig::default()
-        }],
-    });
     let ops = vec![
         Op::Create {
             record: cluster.to_record()?,

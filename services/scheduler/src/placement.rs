@@ -286,9 +286,11 @@ impl NodeInfo {
     }
 }
 
-/// Every reason label a pending task can have: the filters' labels, and
-/// `no_nodes` when there is no node at all to check.
-pub const PENDING_REASONS: [&str; 6] = [
+/// Every reason label a pending task can have: `addresses` when the
+/// allocator could not give it an address on one of its networks, the
+/// filters' labels, and `no_nodes` when there is no node at all to check.
+pub const PENDING_REASONS: [&str; 7] = [
+    "addresses",
     "unavailable",
     "resources",
     "constraints",

@@ -3,7 +3,7 @@
 //! writes by the shared follower kit ([`shoal_shared::store::mirror`]):
 //! versions, tombstones pruned as the feed passes them, a reset on relist.
 
-use shoal_shared::model::{Cluster, Node, Service, Task, DEFAULTS};
+use shoal_shared::model::{Cluster, Network, Node, Service, Task, DEFAULTS};
 use shoal_shared::store::mirror::{Mirror, Table};
 use shoal_shared::store::{Kind, Record};
 
@@ -14,17 +14,19 @@ pub struct Snapshot {
     pub services: Table<Service>,
     pub tasks: Table<Task>,
     pub clusters: Table<Cluster>,
+    pub networks: Table<Network>,
     position: u64,
 }
 
 /// The kinds the scheduler follows.
-pub const KINDS: [Kind; 4] = [Kind::Cluster, Kind::Node, Kind::Service, Kind::Task];
+pub const KINDS: [Kind; 5] = [Kind::Cluster, Kind::Node, Kind::Service, Kind::Task, Kind::Network];
 
 shoal_shared::mirror_tables!(Snapshot, position, KINDS, [
     Node => nodes,
     Service => services,
     Task => tasks,
     Cluster => clusters,
+    Network => networks,
 ]);
 
 impl Snapshot {

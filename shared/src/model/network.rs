@@ -145,6 +145,14 @@ impl Network {
 
 store_object!(Network, Network, spec_named);
 
+/// The MAC address of a task's interface on an overlay network, derived from
+/// its address as libnetwork does (`02:42` then the four IPv4 bytes), so every
+/// host computes the same one without it being stored.
+pub fn mac_for_ip(ip: std::net::Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -187,6 +195,11 @@ mod tests {
         assert_eq!(rec.labels.get("tier").map(String::as_str), Some("db"));
         let back = Network::from_record(&rec).unwrap();
         assert_eq!(back, net);
+    }
+
+    #[test]
+    fn mac_is_derived_from_the_address() {
+        assert_eq!(mac_for_ip("10.0.1.3".parse().unwrap()), "02:42:0a:00:01:03");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! in this order, on a copy-on-write view of the snapshot ([`work`]):
 //!
 //! 0. [`ports`]: ingress-published ports without a number get one;
+//!    [`networks`]: networks without a subnet get one, services a VIP per
+//!    network (endpoint mode vip);
 //! 1. [`restart`]: tasks on nodes that are gone, `down` or drained are shut
 //!    down (a global service's task also when its node no longer satisfies
 //!    the constraints);
@@ -19,7 +21,9 @@
 //!    services one per eligible node;
 //! 5. tasks of removed services are removed, then [`history`] beyond
 //!    `TaskHistoryRetentionLimit` per slot is deleted;
-//! 6. [`schedule`]: unassigned tasks are placed ([`crate::placement`]) or
+//! 6. [`networks`]: tasks not yet placed get an address per network (or
+//!    stay pending, saying which network is full); [`schedule`]: unassigned
+//!    tasks with their addresses are placed ([`crate::placement`]) or
 //!    left pending with SwarmKit's explanation.
 //!
 //! Services are visited fewest live tasks first, and a pass creates at most
@@ -34,6 +38,7 @@
 
 mod global;
 mod history;
+mod networks;
 pub mod plan;
 mod ports;
 mod replicated;
@@ -100,6 +105,8 @@ pub fn reconcile(snap: &Snapshot, now: chrono::DateTime<chrono::Utc>, new_id: &m
     }
 
     ports::allocate_ports(&mut w);
+    let mut addresses = networks::allocate_networks(&mut w);
+    networks::allocate_vips(&mut w, &mut addresses);
 
     // Fewest live tasks first: a new service is never behind a growing one.
     let mut order: Vec<(usize, &String)> = snap
@@ -136,7 +143,11 @@ pub fn reconcile(snap: &Snapshot, now: chrono::DateTime<chrono::Utc>, new_id: &m
     }
 
     history::prune_history(&mut w);
-    let (placed, pending) = schedule::schedule(&mut w);
+    networks::allocate_tasks(&mut w, &mut addresses);
+    let (placed, mut pending) = schedule::schedule(&mut w);
+    if !w.unallocated.is_empty() {
+        pending.insert("addresses", w.unallocated.len());
+    }
     if w.deferred > 0 {
         // Work left for the next pass: run it as soon as this one is committed.
         w.wake(now);
@@ -192,6 +203,11 @@ fn lower(w: Work, placed: usize, pending: std::collections::BTreeMap<&'static st
         deferred: w.deferred,
         ..Plan::default()
     };
+    for n in w.networks.values() {
+        if let Ok(record) = n.to_record() {
+            plan.ops.push(Op::Update { record });
+        }
+    }
     for s in w.services.values() {
         if let Ok(record) = s.to_record() {
             plan.ops.push(Op::Update { record });

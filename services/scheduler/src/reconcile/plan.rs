@@ -39,6 +39,8 @@ pub enum DeleteReason {
 pub enum ServiceChange {
     /// Published ports were allocated (`Endpoint`).
     Endpoint,
+    /// Virtual IPs were allocated or released (`Endpoint.VirtualIPs`).
+    VirtualIps,
     /// `UpdateStatus` moved (started, paused, completed, rolled back).
     UpdateStatus,
 }
@@ -66,6 +68,8 @@ pub enum Intent {
     Delete { task: String, reason: DeleteReason },
     /// A service's status changes.
     ServiceStatus { service: String, change: ServiceChange },
+    /// A network got its subnet, gateway and VXLAN ID.
+    NetworkAllocated { network: String, subnet: String },
 }
 
 /// What one pass decided.
@@ -103,6 +107,7 @@ impl Plan {
                 Intent::Remove { .. } => "remove",
                 Intent::Delete { .. } => "delete",
                 Intent::ServiceStatus { .. } => "service-status",
+                Intent::NetworkAllocated { .. } => "network",
             };
             *counts.entry(k).or_default() += 1;
         }

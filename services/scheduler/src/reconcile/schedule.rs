@@ -17,15 +17,7 @@ use crate::placement::{self, Needs};
 /// Returns how many were placed, and how many were left pending by reason
 /// (the labels of [`placement::PENDING_REASONS`]).
 pub(super) fn schedule(w: &mut Work) -> (usize, BTreeMap<&'static str, usize>) {
-    let deleted = &w.deleted;
-    let view: Vec<&Task> = w
-        .snap
-        .tasks
-        .iter()
-        .filter(|(id, _)| !deleted.contains_key(*id))
-        .map(|(id, t)| w.changed.get(id).unwrap_or(t))
-        .chain(w.created.values())
-        .collect();
+    let view: Vec<&Task> = w.view().collect();
     let ports_of = |sid: &str| -> Vec<PortConfig> {
         w.services
             .get(sid)
@@ -37,7 +29,7 @@ pub(super) fn schedule(w: &mut Work) -> (usize, BTreeMap<&'static str, usize>) {
     let mut infos = placement::node_infos(w.snap.nodes.values(), view.iter().copied(), ports_of);
     let mut todo: Vec<(String, String, Option<u64>, String)> = view
         .iter()
-        .filter(|t| is_live(t) && t.status.state <= TaskState::Pending)
+        .filter(|t| is_live(t) && t.status.state <= TaskState::Pending && !w.unallocated.contains(&t.meta.id))
         .map(|t| (t.service_id.clone(), t.node_id.clone(), t.slot, t.meta.id.clone()))
         .collect();
     todo.sort();
@@ -100,18 +92,7 @@ pub(super) fn schedule(w: &mut Work) -> (usize, BTreeMap<&'static str, usize>) {
                     placement::explain(infos.get(&preset).into_iter(), &needs)
                 };
                 *pending.entry(reason).or_insert(0) += 1;
-                let t = w.task(&id);
-                if t.status.state != TaskState::Pending || t.status.err != msg {
-                    w.intents.push(Intent::Pending {
-                        task: id.clone(),
-                        reason: msg.clone(),
-                    });
-                    let t = w.task_mut(&id);
-                    t.status.state = TaskState::Pending;
-                    t.status.timestamp = now;
-                    t.status.message = "pending task scheduling".into();
-                    t.status.err = msg;
-                }
+                w.set_pending(&id, msg);
             }
         }
     }

@@ -1,10 +1,10 @@
 //! The copy-on-write working set of one pass: the snapshot it reads, the
 //! tasks and services it changed, created and deleted, and its intents.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use shoal_shared::model::{Availability, NodeState, Service, Task, TaskState};
+use shoal_shared::model::{Availability, Network, NodeState, Service, Task, TaskState};
 
 use super::plan::{DeleteReason, Intent, ServiceChange, StopReason};
 use super::{Group, MAX_NEW_TASKS_PER_PASS};
@@ -20,6 +20,10 @@ pub(super) struct Work<'a> {
     pub created: BTreeMap<String, Task>,
     pub deleted: BTreeMap<String, u64>,
     pub services: BTreeMap<String, Service>,
+    /// Networks the allocator gave a subnet this pass.
+    pub networks: BTreeMap<String, Network>,
+    /// Tasks the allocator could not give their addresses: left pending, not placed.
+    pub unallocated: HashSet<String>,
     pub wake: Option<DateTime<Utc>>,
     /// Decisions so far, in order.
     pub intents: Vec<Intent>,
@@ -41,6 +45,8 @@ impl<'a> Work<'a> {
             created: BTreeMap::new(),
             deleted: BTreeMap::new(),
             services: BTreeMap::new(),
+            networks: BTreeMap::new(),
+            unallocated: HashSet::new(),
             wake: None,
             intents: Vec::new(),
             budget: MAX_NEW_TASKS_PER_PASS,
@@ -55,6 +61,35 @@ impl<'a> Work<'a> {
             .or_else(|| self.changed.get(id))
             .or_else(|| self.index.get(id).copied())
             .expect("task in view")
+    }
+
+    /// Every task as this pass sees it: the snapshot's (changed ones as
+    /// changed, deleted ones left out), then the ones it created.
+    pub fn view(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.snap
+            .tasks
+            .iter()
+            .filter(|(id, _)| !self.deleted.contains_key(*id))
+            .map(|(id, t)| self.changed.get(id).unwrap_or(t))
+            .chain(self.created.values())
+    }
+
+    /// Leaves a task pending, saying why (written only when the reason changed).
+    pub fn set_pending(&mut self, id: &str, reason: String) {
+        let t = self.task(id);
+        if t.status.state == TaskState::Pending && t.status.err == reason {
+            return;
+        }
+        self.intents.push(Intent::Pending {
+            task: id.to_string(),
+            reason: reason.clone(),
+        });
+        let now = self.now;
+        let t = self.task_mut(id);
+        t.status.state = TaskState::Pending;
+        t.status.timestamp = now;
+        t.status.message = "pending task scheduling".into();
+        t.status.err = reason;
     }
 
     pub fn task_mut(&mut self, id: &str) -> &mut Task {
@@ -120,6 +155,11 @@ impl<'a> Work<'a> {
 
     pub fn service(&self, sid: &str) -> &Service {
         self.services.get(sid).unwrap_or_else(|| &self.snap.services[sid])
+    }
+
+    /// A network as this pass sees it.
+    pub fn network(&self, id: &str) -> Option<&Network> {
+        self.networks.get(id).or_else(|| self.snap.networks.get(id))
     }
 
     /// Changes a service's status (`UpdateStatus`, `Endpoint`, or its spec on a rollback).
