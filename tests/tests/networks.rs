@@ -429,3 +429,69 @@ async fn swarm_init_default_addr_pool_is_honoured() {
     up.docker(&["network", "create", "-d", "overlay", "n1"]).ok();
     assert_eq!(ipam(&allocated(&up, "n1").await), pair("10.20.0.64/26", "10.20.0.65"));
 }
+
+/// `-p 80` without a published port gets one from 30000 up, and keeps it
+/// across `service update`s that keep the port (as Docker does), including
+/// one that changes nothing of the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_assigned_published_port_survives_updates() {
+    let home = temp_home();
+    let mut up = start(home.path(), "auto-port");
+    up.ready().await;
+    up.docker(&["swarm", "init"]).ok();
+    up.docker(&[
+        "service", "create", "-d", "--name", "auto", "-p", "80", "busybox", "sleep", "3600",
+    ])
+    .ok();
+    let published = |up: &Up| -> Result<u64, String> {
+        let s = inspect(up, &["service", "inspect", "auto"])?;
+        s["Endpoint"]["Ports"][0]["PublishedPort"]
+            .as_u64()
+            .filter(|p| *p >= 30000)
+            .ok_or_else(|| format!("no published port yet: {}", s["Endpoint"]))
+    };
+    let first = eventually(CONVERGE, "a port from 30000 up", || {
+        let p = published(&up);
+        async move { p }
+    })
+    .await;
+    // An update that keeps the endpoint, then one that adds a port: each
+    // settles (the service's update completes) with the first port kept.
+    for args in [
+        &["service", "update", "-d", "--env-add", "X=1", "auto"][..],
+        &["service", "update", "-d", "--publish-add", "81", "auto"][..],
+    ] {
+        up.docker(args).ok();
+        let ports = eventually(CONVERGE, "the update done and every port numbered", || {
+            let s = inspect(&up, &["service", "inspect", "auto"]);
+            async move {
+                let s = s?;
+                let state = s["UpdateStatus"]["State"].as_str().unwrap_or("none").to_string();
+                let ports: Vec<(u64, u64)> = s["Endpoint"]["Ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        (
+                            p["TargetPort"].as_u64().unwrap_or(0),
+                            p["PublishedPort"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect();
+                let want = s["Spec"]["EndpointSpec"]["Ports"].as_array().map_or(0, Vec::len);
+                // An endpoint-only change rolls no task (no update status).
+                let settled = state == "completed" || state == "none";
+                match settled && ports.len() == want && ports.iter().all(|(_, p)| *p >= 30000) {
+                    true => Ok(ports),
+                    false => Err(format!("update {state}, ports {ports:?} of {want}")),
+                }
+            }
+        })
+        .await;
+        assert!(
+            ports.contains(&(80, first)),
+            "{args:?}: port 80 kept {first}: {ports:?}"
+        );
+    }
+    up.docker(&["service", "rm", "auto"]).ok();
+}

@@ -333,10 +333,24 @@ async fn check_references(state: &AppState, spec: &mut ServiceSpec, self_id: Opt
 fn fill_endpoint(s: &mut Service) {
     let spec = s.spec.endpoint_spec.clone().unwrap_or_default();
     let ep = s.endpoint.get_or_insert_with(Endpoint::default);
-    ep.ports = spec.ports.iter().filter(|p| p.published_port != 0).cloned().collect();
-    for p in ep.ports.iter_mut() {
+    let old = std::mem::take(&mut ep.ports);
+    for p in &spec.ports {
+        let mut p = p.clone();
         p.protocol.get_or_insert(PortProtocol::Tcp);
         p.publish_mode.get_or_insert(PublishMode::Ingress);
+        if p.published_port == 0 && p.publish_mode == Some(PublishMode::Ingress) {
+            // A port the allocator numbered keeps its number while the spec
+            // keeps it (same target and protocol); a new one is numbered by
+            // the scheduler's next pass.
+            match old
+                .iter()
+                .find(|o| o.published_port != 0 && o.target_port == p.target_port && o.protocol == p.protocol)
+            {
+                Some(o) => p.published_port = o.published_port,
+                None => continue,
+            }
+        }
+        ep.ports.push(p);
     }
     ep.spec = spec;
 }

@@ -5,11 +5,22 @@
 
 use std::collections::BTreeSet;
 
-use shoal_shared::model::{Endpoint, PortConfig, PublishMode};
+use shoal_shared::model::{Endpoint, PortConfig, PortProtocol, PublishMode};
 
 use super::plan::ServiceChange;
 use super::work::Work;
 use super::{PORT_RANGE_END, PORT_RANGE_START};
+
+/// An ingress port published without a number (the allocator picks one).
+fn needs_number(p: &PortConfig) -> bool {
+    p.published_port == 0 && p.publish_mode != Some(PublishMode::Host)
+}
+
+/// The same published port of a service: target and protocol (TCP when unset).
+fn same_port(a: &PortConfig, b: &PortConfig) -> bool {
+    let proto = |p: &PortConfig| p.protocol.unwrap_or(PortProtocol::Tcp);
+    a.target_port == b.target_port && proto(a) == proto(b)
+}
 
 /// Gives every ingress-published port without a number one from
 /// [`PORT_RANGE_START`]..=[`PORT_RANGE_END`], unique in the cluster.
@@ -26,17 +37,27 @@ pub(super) fn allocate_ports(w: &mut Work) {
     let mut changed = Vec::new();
     for s in w.snap.services.values() {
         let spec = s.spec.endpoint_spec.clone().unwrap_or_default();
-        if s.endpoint.as_ref().is_some_and(|e| e.spec == spec) || (s.endpoint.is_none() && spec.ports.is_empty()) {
+        // Done when the endpoint reflects the spec and every ingress port
+        // that asked for a number has one (the API fills what it can).
+        let numbered = |e: &Endpoint| {
+            spec.ports
+                .iter()
+                .filter(|p| needs_number(p))
+                .all(|p| e.ports.iter().any(|o| same_port(o, p) && o.published_port != 0))
+        };
+        if s.endpoint.as_ref().is_some_and(|e| e.spec == spec && numbered(e))
+            || (s.endpoint.is_none() && spec.ports.is_empty())
+        {
             continue;
         }
         let old: Vec<PortConfig> = s.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
         let mut ports = Vec::new();
         for p in &spec.ports {
             let mut p = p.clone();
-            if p.published_port == 0 && p.publish_mode != Some(PublishMode::Host) {
+            if needs_number(&p) {
                 let reuse = old
                     .iter()
-                    .find(|o| o.target_port == p.target_port && o.protocol == p.protocol && o.published_port != 0)
+                    .find(|o| same_port(o, &p) && o.published_port != 0)
                     .map(|o| o.published_port);
                 let port = reuse.or_else(|| (PORT_RANGE_START..=PORT_RANGE_END).find(|n| !used.contains(n)));
                 if let Some(port) = port {
