@@ -5,6 +5,7 @@
 use serde_json::Value;
 use shoal_shared::model::{Service, TaskState};
 use shoal_tests::api::{single_manager, Api, Run};
+use shoal_tests::hosts::Hosts;
 
 /// Runs the same command with docker (TCP) and shoal (unix socket); asserts
 /// the same exit status and stdout, and returns shoal's run.
@@ -327,18 +328,20 @@ async fn shoal_cli_reports_an_unreachable_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shoal_cli_joins_promotes_demotes_updates_and_removes_nodes() {
-    let (store, manager) = single_manager();
-    manager.shoal(&["swarm", "init"]).ok();
-    let token = manager.shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout;
-    let worker = Api::start(&store, &[]);
+    let mut hosts = Hosts::start(&[]);
+    hosts.manager.shoal(&["swarm", "init"]).ok();
+    let token = hosts.manager.shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout;
+    let addr = hosts.swarm_addr();
+    let w = hosts.add_host("worker", &[]);
+    let (manager, worker) = (&hosts.manager, &hosts.hosts[w].api);
     let wid = worker.node_id();
 
-    let bad = worker.shoal(&["swarm", "join", "--token", "SWMTKN-1-nope", "127.0.0.1:2377"]);
+    let digest = token.trim().split('-').nth(2).unwrap_or_default().to_string();
+    let bad_token = format!("SWMTKN-1-{digest}-{}", "0".repeat(25));
+    let bad = worker.shoal(&["swarm", "join", "--token", &bad_token, &addr]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("A valid join token is necessary"), "{}", bad.stderr);
-    let joined = worker
-        .shoal(&["swarm", "join", "--token", token.trim(), "127.0.0.1:2377"])
-        .ok();
+    let joined = worker.shoal(&["swarm", "join", "--token", token.trim(), &addr]).ok();
     assert_eq!(joined.stdout, "This node joined a swarm as a worker.\n");
     let denied = worker.shoal(&["node", "ls"]);
     assert_eq!(denied.code, 1);

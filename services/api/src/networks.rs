@@ -160,7 +160,7 @@ pub async fn list(
         Err(e) if local.is_some() && engine_may_answer(&e) => return Ok(HttpResponse::Ok().json(out)),
         Err(e) => return Err(e),
     }
-    let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
+    let all: Vec<Network> = state.store()?.list(ListFilter::default()).await?;
     let swarm = all
         .iter()
         .filter(|n| {
@@ -479,7 +479,7 @@ pub async fn create(state: web::Data<AppState>, engine: web::Data<Engine>, body:
     };
     let name = spec.name.clone();
     let net = Network::new(new_id(), spec);
-    let created = state.store.create(&net).await.map_err(|e| match e.code {
+    let created = state.store()?.create(&net).await.map_err(|e| match e.code {
         ErrorCode::NameConflict => ApiError::conflict(format!("network with name {} already exists", clip(&name))),
         _ => e.into(),
     })?;
@@ -513,7 +513,7 @@ pub async fn delete(
     };
     // The ingress network may be removed like any other once no service uses
     // it (Docker allows it, to recreate it with other options).
-    let services: Vec<shoal_shared::model::Service> = state.store.list(ListFilter::default()).await?;
+    let services: Vec<shoal_shared::model::Service> = state.store()?.list(ListFilter::default()).await?;
     let users: Vec<&str> = services
         .iter()
         .filter(|s| {
@@ -555,7 +555,7 @@ pub async fn delete(
             ),
         ));
     }
-    state.store.delete(Kind::Network, &n.meta.id, None).await?;
+    state.store()?.delete(Kind::Network, &n.meta.id, None).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
