@@ -23,7 +23,7 @@ fn node_row(hosts: &Hosts, id: &str) -> Result<Vec<String>, String> {
 fn cluster_id(hosts: &Hosts) -> String {
     hosts
         .manager
-        .docker(&["swarm", "inspect", "--format", "{{.ID}}"])
+        .docker(&["info", "--format", "{{.Swarm.Cluster.ID}}"])
         .ok()
         .stdout
         .trim()
@@ -42,8 +42,11 @@ async fn hosts_join_over_tls_with_the_worker_token_and_leave() {
     let addr = hosts.swarm_addr();
     let cid = cluster_id(&hosts);
     // The CA key stays in the store: never in an answer, never in a data dir.
-    let inspect = hosts.manager.docker(&["swarm", "inspect"]).ok();
-    assert!(!inspect.stdout.contains("PRIVATE KEY"), "{}", inspect.stdout);
+    for path in ["/swarm", "/info"] {
+        let r = hosts.manager.raw("GET", path, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains(&cid) && !r.body.contains("PRIVATE KEY"), "{path}: {}", r.body);
+    }
     assert!(!hosts.manager.dir.path().join("swarm-ca.key").exists());
     let parts: Vec<&str> = worker_token.split('-').collect();
     assert_eq!(parts.len(), 4, "{worker_token}");
