@@ -90,7 +90,14 @@ impl Hosts {
         let mut procs = Vec::new();
         for name in ["shoal-scheduler", "shoal-dispatcher"] {
             let mut cmd = shoal_cmd(name);
-            cmd.args(["--nats-url", &store.nats.url(), "--store-replica", "1", "--leader-check-ms", "200"]);
+            cmd.args([
+                "--nats-url",
+                &store.nats.url(),
+                "--store-replica",
+                "1",
+                "--leader-check-ms",
+                "200",
+            ]);
             let log = store.dir.path().join(format!("{name}.log"));
             procs.push(Proc::spawn(name, cmd, &log));
         }

@@ -704,7 +704,11 @@ async fn worker_apis_answer_not_a_swarm_manager() {
     let wid = worker.node_id();
     let cells = row(&ls, &wid);
     assert_eq!(&cells[2..4], ["Ready", "Active"], "{}", ls.stdout);
-    assert_eq!(cells.len(), 5, "a worker has no manager status: {}", ls.stdout);
+    assert!(
+        !cells.iter().any(|c| ["Leader", "Reachable", "Unreachable"].contains(c)),
+        "a worker has no manager status: {}",
+        ls.stdout
+    );
     manager
         .docker(&["node", "rm", &wid])
         .fails_with("is not down and can't be removed");

@@ -330,7 +330,11 @@ async fn shoal_cli_reports_an_unreachable_api() {
 async fn shoal_cli_joins_promotes_demotes_updates_and_removes_nodes() {
     let mut hosts = Hosts::start(&[]);
     hosts.manager.shoal(&["swarm", "init"]).ok();
-    let token = hosts.manager.shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout;
+    let token = hosts
+        .manager
+        .shoal(&["swarm", "join-token", "-q", "worker"])
+        .ok()
+        .stdout;
     let addr = hosts.swarm_addr();
     let w = hosts.add_host("worker", &[]);
     let (manager, worker) = (&hosts.manager, &hosts.hosts[w].api);

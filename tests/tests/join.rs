@@ -45,7 +45,11 @@ async fn hosts_join_over_tls_with_the_worker_token_and_leave() {
     for path in ["/swarm", "/info"] {
         let r = hosts.manager.raw("GET", path, None);
         assert_eq!(r.status, 200, "{}", r.body);
-        assert!(r.body.contains(&cid) && !r.body.contains("PRIVATE KEY"), "{path}: {}", r.body);
+        assert!(
+            r.body.contains(&cid) && !r.body.contains("PRIVATE KEY"),
+            "{path}: {}",
+            r.body
+        );
     }
     assert!(!hosts.manager.dir.path().join("swarm-ca.key").exists());
     let parts: Vec<&str> = worker_token.split('-').collect();
@@ -103,7 +107,11 @@ async fn hosts_join_over_tls_with_the_worker_token_and_leave() {
         (c.node_id.as_str(), c.role_ou.as_str(), c.cluster_id.as_str()),
         (bid.as_str(), "swarm-worker", cid.as_str())
     );
-    assert_eq!(c.not_after - c.not_before, 90 * 86_400 + 3_600, "90 days (and an hour of clock skew)");
+    assert_eq!(
+        c.not_after - c.not_before,
+        90 * 86_400 + 3_600,
+        "90 days (and an hour of clock skew)"
+    );
     let verify = std::process::Command::new("openssl")
         .arg("verify")
         .arg("-CAfile")
@@ -115,7 +123,9 @@ async fn hosts_join_over_tls_with_the_worker_token_and_leave() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.join("node.key")).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "the node key is the owner's only");
-    let info = host.docker(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}}"]).ok();
+    let info = host
+        .docker(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}}"])
+        .ok();
     assert_eq!(info.stdout.trim(), format!("active {bid}"));
     host.docker(&["swarm", "join", "--token", &worker_token, &addr])
         .fails_with("This node is already part of a swarm.");
@@ -204,7 +214,9 @@ async fn node_certificates_renew_between_half_and_four_fifths_of_their_life() {
     for round in 0..2 {
         let seen = renewals.last().cloned().unwrap_or(first.clone());
         let next = eventually(SLOW, &format!("renewal {round}"), || {
-            let now = std::fs::read_to_string(&cert).ok().and_then(|p| certs::cert_info(&p).ok());
+            let now = std::fs::read_to_string(&cert)
+                .ok()
+                .and_then(|p| certs::cert_info(&p).ok());
             let seen = seen.clone();
             async move {
                 match now {
@@ -224,7 +236,10 @@ async fn node_certificates_renew_between_half_and_four_fifths_of_their_life() {
             renewed_at >= seen.not_before + life / 2 && renewed_at <= seen.not_before + life * 8 / 10 + 3,
             "renewed at {renewed_at}, old certificate {seen:?}"
         );
-        assert_eq!((next.node_id.as_str(), next.role_ou.as_str()), (bid.as_str(), "swarm-worker"));
+        assert_eq!(
+            (next.node_id.as_str(), next.role_ou.as_str()),
+            (bid.as_str(), "swarm-worker")
+        );
         renewals.push(next);
     }
     // No restart, and the node kept working.

@@ -135,7 +135,9 @@ pub fn sign_node_cert(
     params
         .distinguished_name
         .push(rcgen::DnType::OrganizationalUnitName, role_ou);
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, cluster_id);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, cluster_id);
     let now = time::OffsetDateTime::now_utc();
     let skew = (expiry / 10).min(std::time::Duration::from_secs(3600));
     params.not_before = now - time::Duration::try_from(skew)?;
@@ -286,7 +288,13 @@ mod tests {
         assert_eq!(secret.len(), 25);
         let hex: String = Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(digest_hex(digest), hex);
-        for bad in ["", "SWMTKN-1-abc-def", "SWMTKN-2-0-x-y", &t.replace("SWMTKN", "XXX"), &t.to_uppercase()] {
+        for bad in [
+            "",
+            "SWMTKN-1-abc-def",
+            "SWMTKN-2-0-x-y",
+            &t.replace("SWMTKN", "XXX"),
+            &t.to_uppercase(),
+        ] {
             assert_eq!(parse_token(bad), Err(INVALID_TOKEN), "{bad}");
         }
     }

@@ -42,8 +42,8 @@ pub async fn distribution(
         }
     };
     let store = state.store()?;
-    let asked = envelope::first_ok::<_, ImageAnswer>(store.nats(), subject, &query, expected, DISTRIBUTION_TIMEOUT)
-        .await?;
+    let asked =
+        envelope::first_ok::<_, ImageAnswer>(store.nats(), subject, &query, expected, DISTRIBUTION_TIMEOUT).await?;
     match asked {
         Some(a) => {
             tracing::debug!(image = %query.image, node = %a.node_id, "distribution answered by an agent");

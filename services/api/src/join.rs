@@ -41,7 +41,8 @@ use crate::error::{ApiError, ApiResult, ALREADY_IN_SWARM};
 use crate::state::AppState;
 
 /// Docker's words when a join does not complete in time.
-pub const JOIN_TIMEOUT: &str = "Timeout was reached before node joined. The attempt to join the swarm will continue in \
+pub const JOIN_TIMEOUT: &str =
+    "Timeout was reached before node joined. The attempt to join the swarm will continue in \
                                 the background. Use the \"docker info\" command to see the current swarm status of \
                                 your node.";
 /// SwarmKit's words for a token whose secret is not the cluster's.
@@ -370,7 +371,9 @@ pub fn start_listener(state: &web::Data<AppState>) -> anyhow::Result<()> {
     }
     let ca_path = state.swarm.dir.join(CA_CERT);
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(&ca_path).map_err(|e| anyhow::anyhow!("read {}: {e}", ca_path.display()))?)?;
+    roots.add(
+        CertificateDer::from_pem_file(&ca_path).map_err(|e| anyhow::anyhow!("read {}: {e}", ca_path.display()))?,
+    )?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()?;
@@ -434,9 +437,10 @@ impl ServerCertVerifier for PinnedCa {
         };
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         verifier.verify_server_cert(end_entity, &[], server_name, ocsp, now)
     }
 
@@ -668,10 +672,7 @@ pub fn manager_status(state: &AppState, ip: &str, leader: bool) -> ManagerStatus
     ManagerStatus {
         leader,
         reachability: Reachability::Reachable,
-        addr: state
-            .swarm
-            .advertised(ip)
-            .unwrap_or_else(|| format!("{ip}:2377")),
+        addr: state.swarm.advertised(ip).unwrap_or_else(|| format!("{ip}:2377")),
     }
 }
 
@@ -746,7 +747,11 @@ async fn renew_step(dir: &Path, identity: &Identity, planned: &mut Option<(i64, 
         Some((not_after, at)) if not_after == info.not_after => at,
         _ => {
             let at = renew_at(info.not_before, info.not_after, rand::random::<f64>() * 0.3 + 0.5);
-            tracing::info!(not_after = info.not_after, renew_at = at, "node certificate renewal planned");
+            tracing::info!(
+                not_after = info.not_after,
+                renew_at = at,
+                "node certificate renewal planned"
+            );
             *planned = Some((info.not_after, at));
             at
         }
@@ -768,7 +773,16 @@ async fn renew_step(dir: &Path, identity: &Identity, planned: &mut Option<(i64, 
     );
     let mut last = String::from("no manager address in the membership");
     for addr in &m.managers {
-        match call(tls.clone(), None, addr, "/renew", &RenewRequest { csr: csr.clone() }, Duration::from_secs(5)).await {
+        match call(
+            tls.clone(),
+            None,
+            addr,
+            "/renew",
+            &RenewRequest { csr: csr.clone() },
+            Duration::from_secs(5),
+        )
+        .await
+        {
             Ok((200, body)) => {
                 let a: RenewAnswer = serde_json::from_slice(&body)?;
                 let mut m = m.clone();

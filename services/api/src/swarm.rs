@@ -432,9 +432,7 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
     let (cluster, node, manager) = match state.view().await {
         Ok(SwarmView::Active { cluster, node, manager }) => (cluster, node, manager),
         // A joined host whose managers are out of reach still leaves (Docker does).
-        Err(_) | Ok(SwarmView::Inactive)
-            if shoal_shared::membership::Membership::read(&state.swarm.dir).is_some() =>
-        {
+        Err(_) | Ok(SwarmView::Inactive) if shoal_shared::membership::Membership::read(&state.swarm.dir).is_some() => {
             crate::join::after_leave(&state)?;
             state.forget_cluster();
             return Ok(HttpResponse::Ok().finish());
