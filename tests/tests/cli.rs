@@ -352,15 +352,15 @@ async fn shoal_cli_joins_promotes_demotes_updates_and_removes_nodes() {
     assert!(denied
         .stderr
         .contains("This node is not a swarm manager. Worker nodes can't be used"));
-    same(&manager, &["node", "ls"]);
-    same(&manager, &["node", "ls", "-f", "role=worker"]);
+    same(manager, &["node", "ls"]);
+    same(manager, &["node", "ls", "-f", "role=worker"]);
 
     let promoted = manager.shoal(&["node", "promote", &wid]).ok();
     assert_eq!(
         promoted.stdout,
         format!("Node {wid} promoted to a manager in the swarm.\n")
     );
-    same(&manager, &["node", "ls"]);
+    same(manager, &["node", "ls"]);
     let again = manager.shoal(&["node", "promote", &wid]).ok();
     assert_eq!(again.stdout, format!("Node {wid} is already a manager.\n"));
     let demoted = manager.shoal(&["node", "demote", &wid]).ok();
@@ -378,16 +378,16 @@ async fn shoal_cli_joins_promotes_demotes_updates_and_removes_nodes() {
         ])
         .ok();
     assert_eq!(upd.stdout, format!("{wid}\n"));
-    same(&manager, &["node", "ls", "-f", "node.label=zone=b"]);
-    same(&manager, &["node", "inspect", "--pretty", &wid]);
-    same_error(&manager, &["node", "rm", &wid]);
+    same(manager, &["node", "ls", "-f", "node.label=zone=b"]);
+    same(manager, &["node", "inspect", "--pretty", &wid]);
+    same_error(manager, &["node", "rm", &wid]);
 
     let left = worker.shoal(&["swarm", "leave"]).ok();
     assert_eq!(left.stdout, "Node left the swarm.\n");
-    same(&manager, &["node", "ls"]);
-    same_error(&manager, &["swarm", "leave"]);
-    same_error(&manager, &["service", "ps", "nope"]);
-    same_error(&manager, &["service", "scale", "-d", "nope=2"]);
+    same(manager, &["node", "ls"]);
+    same_error(manager, &["swarm", "leave"]);
+    same_error(manager, &["service", "ps", "nope"]);
+    same_error(manager, &["service", "scale", "-d", "nope=2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,7 +57,7 @@ pub fn ca_digest(ca_der: &[u8]) -> String {
 
 /// The token's CA digest in hex (as SwarmKit names the expected fingerprint).
 pub fn digest_hex(digest_b36: &str) -> String {
-    let mut bytes = vec![0u8; 32];
+    let mut bytes = [0u8; 32];
     for c in digest_b36.bytes() {
         let mut carry = BASE36.iter().position(|&d| d == c).unwrap_or(0) as u32;
         for b in bytes.iter_mut().rev() {
