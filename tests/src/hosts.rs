@@ -1,9 +1,12 @@
 //! Several hosts on one machine: a manager host (one store replica, a
 //! scheduler, a dispatcher and an API serving the swarm port on its own
-//! loopback port) and joining hosts, each an API with `--nats-url none` and
-//! an agent with `--swarm-dir`, in its own data dir, that reach the managers
-//! only through what `docker swarm join` gave them. Everything is killed on
-//! drop, also when a test fails (agents with their task process groups).
+//! loopback port) and joining hosts, each an API and an agent with
+//! `--swarm-dir` in its own data dir. A worker host's API has `--nats-url
+//! none` and reaches the managers only through what `docker swarm join` gave
+//! it; a manager host's API has NATS of its own (the store's: the interim
+//! static peer set, one store for every manager) and a swarm port. Everything
+//! is killed on drop, also when a test fails (agents with their task process
+//! groups).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,6 +19,8 @@ use crate::{bin, dump_logs, free_port, Proc, StoreCluster};
 /// A joining host: its API and its agent.
 pub struct Host {
     pub name: String,
+    /// A manager host's swarm port (joins, renewals) on 127.0.0.1.
+    pub swarm_port: Option<u16>,
     group: Option<ProcGroup>,
     pub agent: Option<Proc>,
     pub api: Api,
@@ -33,6 +38,11 @@ impl Host {
 
     pub fn node_id(&self) -> String {
         self.api.node_id()
+    }
+
+    /// A manager host's swarm address, as `docker swarm join` takes it.
+    pub fn swarm_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.swarm_port.expect("a manager host"))
     }
 
     /// Whether the agent process is still running.
@@ -118,13 +128,31 @@ impl Hosts {
     /// Starts a host that is in no swarm yet: an API without NATS and an
     /// agent (process executor) waiting for the join. Returns its index.
     pub fn add_host(&mut self, name: &str, api_extra: &[&str]) -> usize {
+        self.add("none", None, name, api_extra)
+    }
+
+    /// Starts a host that will join as a manager: an API on the store's NATS
+    /// (no Node of its own yet) serving a swarm port, and an agent waiting
+    /// for the join. Returns its index.
+    pub fn add_manager_host(&mut self, name: &str, api_extra: &[&str]) -> usize {
+        let url = self.store.nats.url();
+        self.add(&url, Some(free_port()), name, api_extra)
+    }
+
+    fn add(&mut self, nats_url: &str, swarm_port: Option<u16>, name: &str, api_extra: &[&str]) -> usize {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::Builder::new()
             .prefix(&format!("shoal-host-{name}-"))
             .tempdir()
             .expect("temp dir");
         let data = dir.path().to_path_buf();
-        let api = Api::start_on("none", dir, api_extra);
+        let listen = swarm_port.map(|p| format!("127.0.0.1:{p}"));
+        let mut args: Vec<&str> = match &listen {
+            Some(l) => vec!["--swarm-listen", l.as_str()],
+            None => Vec::new(),
+        };
+        args.extend_from_slice(api_extra);
+        let api = Api::start_on(nats_url, dir, &args);
         let mut cmd = shoal_cmd("shoal-agent");
         cmd.args(["--node-name", name, "--executor", "process"])
             .arg("--data-dir")
@@ -136,6 +164,7 @@ impl Hosts {
         let group = ProcGroup(agent.pid().as_raw());
         self.hosts.push(Host {
             name: name.to_string(),
+            swarm_port,
             group: Some(group),
             agent: Some(agent),
             api,

@@ -130,12 +130,14 @@ async fn hosts_join_over_tls_with_the_worker_token_and_leave() {
     host.docker(&["swarm", "join", "--token", &worker_token, &addr])
         .fails_with("This node is already part of a swarm.");
 
-    // Joining with the manager token is not built yet: refused, said so.
+    // A host with no NATS server and store replica of its own cannot be a
+    // manager: refused before its Node is written.
     let c_host = hosts.add_host("host-c", &["--join-timeout-ms", "15000"]);
     hosts
         .host(c_host)
         .docker(&["swarm", "join", "--token", &manager_token, &addr])
-        .fails_with("joining as a manager is not supported by shoal yet");
+        .fails_with("can join the swarm as a worker only");
+    assert_eq!(hosts.manager.docker(&["node", "ls", "-q"]).ok().lines().len(), 2);
 
     // After a rotation the old worker token is refused; joined nodes are unaffected.
     hosts
@@ -252,4 +254,123 @@ async fn node_certificates_renew_between_half_and_four_fifths_of_their_life() {
     assert!(log.contains("node certificate renewed"), "{log}");
     let row = node_row(&hosts, &bid).unwrap();
     assert_eq!(row[2], "Ready", "{row:?}");
+}
+
+/// The `docker swarm join` answer's JSON file `state.json` of a host.
+fn membership(host: &shoal_tests::hosts::Host) -> serde_json::Value {
+    let text = std::fs::read_to_string(host.swarm_dir().join("state.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The strings of a JSON array, sorted (the managers come in store order).
+fn sorted(v: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_joins_as_a_manager_with_the_manager_token_and_serves_joins() {
+    let mut hosts = Hosts::start(&[]);
+    hosts
+        .manager
+        .docker(&["swarm", "init", "--dispatcher-heartbeat", "1s"])
+        .ok();
+    let manager_token = hosts.token("manager");
+    let worker_token = hosts.token("worker");
+    let addr = hosts.swarm_addr();
+    let cid = cluster_id(&hosts);
+    let m = hosts.add_manager_host("mgr-b", &["--join-timeout-ms", "15000"]);
+    let host = hosts.host(m);
+    // Before the join it shares the store but is no manager of the swarm.
+    host.docker(&["node", "ls"])
+        .fails_with("This node is not a swarm manager.");
+    let joined = host.docker(&["swarm", "join", "--token", &manager_token, &addr]).ok();
+    assert!(
+        joined.stdout.contains("This node joined a swarm as a manager."),
+        "{}",
+        joined.stdout
+    );
+    let host = hosts.host(m);
+    let mid = host.node_id();
+    let mgr_b_addr = host.swarm_addr();
+    // Its certificate names it a manager of this cluster.
+    let pem = std::fs::read_to_string(host.swarm_dir().join("node.crt")).unwrap();
+    let c = certs::cert_info(&pem).unwrap();
+    assert_eq!(
+        (c.node_id.as_str(), c.role_ou.as_str(), c.cluster_id.as_str()),
+        (mid.as_str(), "swarm-manager", cid.as_str())
+    );
+    // It knows where the managers' NATS servers and swarm ports are.
+    let state = membership(host);
+    assert_eq!(state["role"], "manager", "{state}");
+    let nats = hosts.store.nats.url();
+    assert_eq!(state["nats_urls"], serde_json::json!([nats]), "{state}");
+    assert_eq!(
+        sorted(&state["managers"]),
+        sorted(&serde_json::json!([addr, mgr_b_addr])),
+        "{state}"
+    );
+    // Registered as a manager, reachable at its swarm port; `node ls` works on it.
+    let row = node_row(&hosts, &mid).unwrap();
+    assert_eq!(&row[2..5], ["Ready", "Active", "Reachable"], "{row:?}");
+    let host = hosts.host(m);
+    let ls = host.docker(&["node", "ls", "-q"]).ok();
+    assert_eq!(ls.lines().len(), 2, "{}", ls.stdout);
+    let inspect = host
+        .docker(&["node", "inspect", "self", "--format", "{{json .ManagerStatus}}"])
+        .ok();
+    assert!(
+        inspect.stdout.contains(&mgr_b_addr) && !inspect.stdout.contains("NATS"),
+        "the NATS URLs stay in the store: {}",
+        inspect.stdout
+    );
+
+    // A worker joins through the new manager's swarm port and learns both managers.
+    let w = hosts.add_host("host-w", &["--join-timeout-ms", "15000"]);
+    hosts
+        .host(w)
+        .docker(&["swarm", "join", "--token", &worker_token, &mgr_b_addr])
+        .ok();
+    let w_state = membership(hosts.host(w));
+    assert_eq!(w_state["role"], "worker", "{w_state}");
+    assert_eq!(
+        sorted(&w_state["managers"]),
+        sorted(&serde_json::json!([addr, mgr_b_addr])),
+        "{w_state}"
+    );
+    assert_eq!(w_state["nats_urls"], serde_json::json!([nats]), "{w_state}");
+    let wid = hosts.host(w).node_id();
+    assert_eq!(node_row(&hosts, &wid).unwrap()[2], "Ready");
+
+    // Rotating the manager token on the new manager: the old one is refused
+    // for new joins, the joined manager keeps working.
+    let host = hosts.host(m);
+    let rotated = host
+        .docker(&["swarm", "join-token", "--rotate", "-q", "manager"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert_ne!(rotated, manager_token);
+    assert_eq!(hosts.token("manager"), rotated);
+    assert_eq!(hosts.token("worker"), worker_token, "the worker token is not rotated");
+    let c = hosts.add_manager_host("mgr-c", &["--join-timeout-ms", "15000"]);
+    hosts
+        .host(c)
+        .docker(&["swarm", "join", "--token", &manager_token, &addr])
+        .fails_with("A valid join token is necessary to join this cluster");
+    assert_eq!(hosts.host(m).docker(&["node", "ls", "-q"]).ok().lines().len(), 3);
+    hosts
+        .host(c)
+        .docker(&["swarm", "join", "--token", &rotated, &mgr_b_addr])
+        .ok();
+    let cid_c = hosts.host(c).node_id();
+    assert_eq!(
+        &node_row(&hosts, &cid_c).unwrap()[2..5],
+        ["Ready", "Active", "Reachable"]
+    );
 }

@@ -31,13 +31,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use shoal_shared::membership::{self, Membership, CA_CERT, NODE_CERT, NODE_KEY};
-use shoal_shared::model::{
-    Availability, Cluster, ManagerStatus, Node, NodeRole, NodeState, NodeStatus, Reachability, DEFAULTS,
-};
-use shoal_shared::store::{ListFilter, StoreClient};
+use shoal_shared::model::{Availability, Cluster, Node, NodeRole, NodeState, NodeStatus, DEFAULTS};
+use shoal_shared::store::StoreClient;
 
 use crate::certs;
 use crate::error::{ApiError, ApiResult, ALREADY_IN_SWARM};
+use crate::managers;
 use crate::state::AppState;
 
 /// Docker's words when a join does not complete in time.
@@ -149,6 +148,14 @@ pub struct JoinRequest {
     /// The address other nodes reach the joining node at.
     pub addr: String,
     pub availability: Availability,
+    /// Where the joining host serves joins and renewals if it becomes a
+    /// manager (`IP:PORT`; empty: none, `<addr>:2377` is assumed).
+    #[serde(default)]
+    pub swarm_addr: String,
+    /// The NATS URLs the joining host serves (empty: it has no NATS of its
+    /// own and can join only as a worker).
+    #[serde(rename = "NATSURLs", default)]
+    pub nats_urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,17 +231,6 @@ pub fn sign_for(cluster: &Cluster, csr: &str, node_id: &str, role: NodeRole) -> 
     .map_err(|e| ApiError::bad_request(format!("cannot sign the node certificate: {e}")))
 }
 
-/// The managers' swarm addresses, from their Node objects.
-async fn manager_addrs(store: &StoreClient) -> ApiResult<Vec<String>> {
-    let nodes: Vec<Node> = store.list(ListFilter::default()).await?;
-    Ok(nodes
-        .iter()
-        .filter(|n| n.is_manager())
-        .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
-        .filter(|a| !a.is_empty())
-        .collect())
-}
-
 /// Keeps a node's identity and membership in `dir`.
 pub fn write_identity(
     dir: &Path,
@@ -267,11 +263,8 @@ async fn join_handler(state: web::Data<AppState>, body: web::Json<JoinRequest>) 
     } else {
         return Err(ApiError::bad_request(WRONG_SECRET));
     };
-    if role == NodeRole::Manager {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::NOT_IMPLEMENTED,
-            "joining as a manager is not supported by shoal yet: join with the worker token",
-        ));
+    if role == NodeRole::Manager && r.nats_urls.is_empty() {
+        return Err(ApiError::bad_request(managers::NO_STORE_REPLICA));
     }
     if !shoal_shared::id::is_id(&r.node_id) {
         return Err(ApiError::bad_request(format!(
@@ -294,12 +287,15 @@ async fn join_handler(state: web::Data<AppState>, body: web::Json<JoinRequest>) 
         message: String::new(),
         addr: r.addr.clone(),
     };
+    let manager_status =
+        (role == NodeRole::Manager).then(|| managers::joining_manager_status(&r.addr, &r.swarm_addr, &r.nats_urls));
     match store.get::<Node>(&r.node_id).await? {
         Some(mut n) => {
             n.spec.role = role;
             n.spec.availability = r.availability;
             n.status = status;
             n.description.tls_info = Some(cluster.tls_info.clone());
+            n.manager_status = manager_status;
             store.update(&n).await?;
         }
         None => {
@@ -308,17 +304,19 @@ async fn join_handler(state: web::Data<AppState>, body: web::Json<JoinRequest>) 
             n.status = status;
             n.description.hostname = r.hostname.clone();
             n.description.tls_info = Some(cluster.tls_info.clone());
+            n.manager_status = manager_status;
             store.create(&n).await?;
         }
     }
     tracing::info!(node = %r.node_id, role = role_name(role), addr = %r.addr, "node joined");
+    let (managers, nats_urls) = managers::managers_of(&state, &store).await?;
     Ok(HttpResponse::Ok().json(JoinAnswer {
         cluster_id: cluster.meta.id.clone(),
         role,
         certificate,
         ca_certificate: cluster.tls_info.trust_root.clone(),
-        nats_urls: state.swarm.nats_advertise.clone(),
-        managers: manager_addrs(&store).await?,
+        nats_urls,
+        managers,
     }))
 }
 
@@ -571,6 +569,8 @@ pub async fn join(state: &web::Data<AppState>, p: JoinParams) -> ApiResult<()> {
         hostname: crate::host::hostname(),
         addr: p.addr.clone(),
         availability: p.availability,
+        swarm_addr: state.swarm.advertised(&p.addr).unwrap_or_default(),
+        nats_urls: managers::own_nats_urls(state),
     };
     let mut last = String::new();
     let answer: JoinAnswer = 'found: loop {
@@ -621,7 +621,8 @@ pub async fn join(state: &web::Data<AppState>, p: JoinParams) -> ApiResult<()> {
         cluster_id: answer.cluster_id.clone(),
         node_id: state.node_id.clone(),
         role: role_name(answer.role).to_string(),
-        nats_urls: answer.nats_urls.clone(),
+        // A manager host's processes use its own NATS server first.
+        nats_urls: managers::union(&managers::own_nats_urls(state), answer.nats_urls.clone()),
         managers: if answer.managers.is_empty() {
             p.remote_addrs.clone()
         } else {
@@ -648,7 +649,13 @@ pub async fn join(state: &web::Data<AppState>, p: JoinParams) -> ApiResult<()> {
         state.set_store(Some(StoreClient::new(nats)));
     }
     state.forget_cluster();
-    tracing::info!(cluster = %m.cluster_id, managers = ?m.managers, "joined; waiting for this node's agent to register");
+    if answer.role == NodeRole::Manager {
+        if let Err(e) = managers::joined_as_manager(state, &m).await {
+            after_leave(state)?;
+            return Err(e);
+        }
+    }
+    tracing::info!(cluster = %m.cluster_id, role = %m.role, managers = ?m.managers, "joined; waiting for this node's agent to register");
     // The join answers once this node's agent has registered (Ready).
     let store = state.store()?;
     loop {
@@ -664,15 +671,6 @@ pub async fn join(state: &web::Data<AppState>, p: JoinParams) -> ApiResult<()> {
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The ManagerStatus a manager's Node gets (reachable at its swarm address).
-pub fn manager_status(state: &AppState, ip: &str, leader: bool) -> ManagerStatus {
-    ManagerStatus {
-        leader,
-        reachability: Reachability::Reachable,
-        addr: state.swarm.advertised(ip).unwrap_or_else(|| format!("{ip}:2377")),
     }
 }
 

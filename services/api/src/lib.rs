@@ -21,7 +21,8 @@
 //! - [`host`]: this host's description; [`certs`]: root CA, join tokens,
 //!   node certificates, `TLSInfo`;
 //! - [`join`]: the swarm listener (joins and certificate renewals over TLS),
-//!   the joining side, and the renewal loop;
+//!   the joining side, and the renewal loop; [`managers`]: what a manager
+//!   host brings (swarm address, NATS URLs) and joining as one;
 //! - [`spec`]: body decoding that names the bad field, service spec
 //!   validation with Docker's defaults;
 //! - [`filters`]: Docker's `filters` query parameter;
@@ -43,6 +44,7 @@ pub mod fold;
 pub mod host;
 pub mod join;
 pub mod logs;
+pub mod managers;
 pub mod metrics;
 pub mod names;
 pub mod networks;

@@ -81,12 +81,14 @@ async fn resolve_ids<'a, T: StoreObject>(
     Ok(ids)
 }
 
-/// A node as Docker shows it: no store-only `Spec.Membership`; `Leader` on
+/// A node as Docker shows it: no store-only `Spec.Membership` or
+/// `ManagerStatus.NATSURLs`; `Leader` on
 /// this API's node when it is the only manager (a single-manager cluster).
 fn node_json(n: &Node, self_id: &str, managers: usize) -> Value {
     let mut n = n.clone();
     n.spec.membership = None;
     if let Some(ms) = n.manager_status.as_mut() {
+        ms.nats_urls.clear();
         if managers == 1 && n.meta.id == self_id {
             ms.leader = true;
         }
@@ -199,6 +201,7 @@ pub async fn node_update(
                 leader: false,
                 reachability: shoal_shared::model::Reachability::Reachable,
                 addr: format!("{}:2377", n.status.addr),
+                nats_urls: Vec::new(),
             })
         }
         NodeRole::Worker => n.manager_status = None,

@@ -296,7 +296,7 @@ fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availab
         addr: addr.to_string(),
     };
     if role == NodeRole::Manager {
-        node.manager_status = Some(crate::join::manager_status(state, addr, false));
+        node.manager_status = Some(crate::managers::manager_status(state, addr, false));
     }
     node
 }
