@@ -114,7 +114,8 @@ pub async fn connect(
             .add_root_certificates(dir.join(CA_CERT))
             .add_client_certificate(dir.join(NODE_CERT), dir.join(NODE_KEY));
     }
-    opts.connect(membership.nats_url()).await
+    // A list, not the joined string: async-nats reads a string as one URL.
+    opts.connect(membership.nats_urls.clone()).await
 }
 
 #[cfg(test)]

@@ -283,7 +283,11 @@ async fn a_host_joins_as_a_manager_with_the_manager_token_and_serves_joins() {
     let worker_token = hosts.token("worker");
     let addr = hosts.swarm_addr();
     let cid = cluster_id(&hosts);
-    let m = hosts.add_manager_host("mgr-b", &["--join-timeout-ms", "15000"]);
+    // mgr-b advertises its NATS (the store's) under another name, so that
+    // hosts get a list of URLs to connect with.
+    let nats = hosts.store.nats.url();
+    let alias = nats.replace("127.0.0.1", "localhost");
+    let m = hosts.add_manager_host("mgr-b", &["--join-timeout-ms", "15000", "--nats-advertise", &alias]);
     let host = hosts.host(m);
     // Before the join it shares the store but is no manager of the swarm.
     host.docker(&["node", "ls"])
@@ -307,8 +311,11 @@ async fn a_host_joins_as_a_manager_with_the_manager_token_and_serves_joins() {
     // It knows where the managers' NATS servers and swarm ports are.
     let state = membership(host);
     assert_eq!(state["role"], "manager", "{state}");
-    let nats = hosts.store.nats.url();
-    assert_eq!(state["nats_urls"], serde_json::json!([nats]), "{state}");
+    assert_eq!(
+        state["nats_urls"],
+        serde_json::json!([alias, nats]),
+        "its own first: {state}"
+    );
     assert_eq!(
         sorted(&state["managers"]),
         sorted(&serde_json::json!([addr, mgr_b_addr])),
@@ -342,7 +349,11 @@ async fn a_host_joins_as_a_manager_with_the_manager_token_and_serves_joins() {
         sorted(&serde_json::json!([addr, mgr_b_addr])),
         "{w_state}"
     );
-    assert_eq!(w_state["nats_urls"], serde_json::json!([nats]), "{w_state}");
+    assert_eq!(
+        w_state["nats_urls"],
+        serde_json::json!([alias, nats]),
+        "the answering manager's first: {w_state}"
+    );
     let wid = hosts.host(w).node_id();
     assert_eq!(node_row(&hosts, &wid).unwrap()[2], "Ready");
 
