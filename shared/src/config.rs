@@ -80,6 +80,11 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 /// reconnection is unbounded, the server is pinged every [`PING_INTERVAL`],
 /// and the client is named after the process.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    connect_options(name).connect(server_list(url)).await
+}
+
+/// shoal's NATS connection options (see [`connect`]), for callers that add TLS.
+pub fn connect_options(name: &str) -> async_nats::ConnectOptions {
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -88,8 +93,6 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_
         .ping_interval(PING_INTERVAL)
         .max_reconnects(None)
         .reconnect_delay_callback(|attempt| Duration::from_millis((50 * attempt as u64).min(1000)))
-        .connect(server_list(url))
-        .await
 }
 
 /// The servers of a comma-separated URL list (`SHOAL_NATS_URL`); async-nats

@@ -10,6 +10,7 @@
 //! - [`logs`]: task logs pulled from the agents (cursor, lines, work state);
 //! - [`metrics`]: the Prometheus registry and the `/metrics` server (`--metrics-addr`);
 //! - [`secrets`]: the managers' key for secret data at rest, and the payloads agents receive;
+//! - [`membership`]: a host's membership of a swarm, kept in `<data-dir>/swarm/`;
 //! - [`process`]: what every service binary does around its `run` (runtime, signals, exit).
 //!
 //! It does not depend on actix actors: services adapt these types to theirs
@@ -22,6 +23,7 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod logs;
+pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod process;

@@ -108,12 +108,18 @@ impl Api {
     }
 
     pub fn start_in(store: &StoreCluster, dir: tempfile::TempDir, extra: &[&str]) -> Api {
+        Api::start_on(&store.nats.url(), dir, extra)
+    }
+
+    /// Starts `shoal-api` with `--nats-url nats_url` (`none`: a host that
+    /// reaches NATS only once it has joined).
+    pub fn start_on(nats_url: &str, dir: tempfile::TempDir, extra: &[&str]) -> Api {
         let port = free_port();
         let mut cmd = Command::new(bin("shoal-api"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("SHOAL_LOG", "info")
-            .args(["--nats-url", &store.nats.url()])
+            .args(["--nats-url", nats_url])
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--listen", &format!("tcp://127.0.0.1:{port}")])

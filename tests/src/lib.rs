@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod api;
 pub mod dev;
+pub mod hosts;
 pub mod orch;
 pub mod otlp;
 pub mod up;

@@ -5,6 +5,7 @@
 use serde_json::Value;
 use shoal_shared::model::{Service, TaskState};
 use shoal_tests::api::{single_manager, Api, Run};
+use shoal_tests::hosts::Hosts;
 
 /// Runs the same command with docker (TCP) and shoal (unix socket); asserts
 /// the same exit status and stdout, and returns shoal's run.
@@ -327,33 +328,39 @@ async fn shoal_cli_reports_an_unreachable_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shoal_cli_joins_promotes_demotes_updates_and_removes_nodes() {
-    let (store, manager) = single_manager();
-    manager.shoal(&["swarm", "init"]).ok();
-    let token = manager.shoal(&["swarm", "join-token", "-q", "worker"]).ok().stdout;
-    let worker = Api::start(&store, &[]);
+    let mut hosts = Hosts::start(&[]);
+    hosts.manager.shoal(&["swarm", "init"]).ok();
+    let token = hosts
+        .manager
+        .shoal(&["swarm", "join-token", "-q", "worker"])
+        .ok()
+        .stdout;
+    let addr = hosts.swarm_addr();
+    let w = hosts.add_host("worker", &[]);
+    let (manager, worker) = (&hosts.manager, &hosts.hosts[w].api);
     let wid = worker.node_id();
 
-    let bad = worker.shoal(&["swarm", "join", "--token", "SWMTKN-1-nope", "127.0.0.1:2377"]);
+    let digest = token.trim().split('-').nth(2).unwrap_or_default().to_string();
+    let bad_token = format!("SWMTKN-1-{digest}-{}", "0".repeat(25));
+    let bad = worker.shoal(&["swarm", "join", "--token", &bad_token, &addr]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("A valid join token is necessary"), "{}", bad.stderr);
-    let joined = worker
-        .shoal(&["swarm", "join", "--token", token.trim(), "127.0.0.1:2377"])
-        .ok();
+    let joined = worker.shoal(&["swarm", "join", "--token", token.trim(), &addr]).ok();
     assert_eq!(joined.stdout, "This node joined a swarm as a worker.\n");
     let denied = worker.shoal(&["node", "ls"]);
     assert_eq!(denied.code, 1);
     assert!(denied
         .stderr
         .contains("This node is not a swarm manager. Worker nodes can't be used"));
-    same(&manager, &["node", "ls"]);
-    same(&manager, &["node", "ls", "-f", "role=worker"]);
+    same(manager, &["node", "ls"]);
+    same(manager, &["node", "ls", "-f", "role=worker"]);
 
     let promoted = manager.shoal(&["node", "promote", &wid]).ok();
     assert_eq!(
         promoted.stdout,
         format!("Node {wid} promoted to a manager in the swarm.\n")
     );
-    same(&manager, &["node", "ls"]);
+    same(manager, &["node", "ls"]);
     let again = manager.shoal(&["node", "promote", &wid]).ok();
     assert_eq!(again.stdout, format!("Node {wid} is already a manager.\n"));
     let demoted = manager.shoal(&["node", "demote", &wid]).ok();
@@ -371,16 +378,16 @@ async fn shoal_cli_joins_promotes_demotes_updates_and_removes_nodes() {
         ])
         .ok();
     assert_eq!(upd.stdout, format!("{wid}\n"));
-    same(&manager, &["node", "ls", "-f", "node.label=zone=b"]);
-    same(&manager, &["node", "inspect", "--pretty", &wid]);
-    same_error(&manager, &["node", "rm", &wid]);
+    same(manager, &["node", "ls", "-f", "node.label=zone=b"]);
+    same(manager, &["node", "inspect", "--pretty", &wid]);
+    same_error(manager, &["node", "rm", &wid]);
 
     let left = worker.shoal(&["swarm", "leave"]).ok();
     assert_eq!(left.stdout, "Node left the swarm.\n");
-    same(&manager, &["node", "ls"]);
-    same_error(&manager, &["swarm", "leave"]);
-    same_error(&manager, &["service", "ps", "nope"]);
-    same_error(&manager, &["service", "scale", "-d", "nope=2"]);
+    same(manager, &["node", "ls"]);
+    same_error(manager, &["swarm", "leave"]);
+    same_error(manager, &["service", "ps", "nope"]);
+    same_error(manager, &["service", "scale", "-d", "nope=2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

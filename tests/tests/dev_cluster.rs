@@ -330,7 +330,7 @@ fn five_hosts_survive_the_seeds_failures() {
 
 #[test]
 #[ignore = "`docker node ls` MANAGER STATUS is the stored flag set at init/join, not the store's live \
-            membership (issue 16 §1, branch join-tls): the stopped leader stays `Leader`"]
+            membership (issue 16 §1, branch membership): the stopped leader stays `Leader`"]
 fn the_stopped_leader_shows_unreachable_and_another_manager_leader() {
     let mut c = DevCluster::up();
     poll(STEP, "every node Ready", || all_ready(&c));
@@ -424,10 +424,15 @@ fn force_new_cluster_brings_back_a_backed_up_managers_services() {
     .ok();
     c.exec(
         "manager2",
-        &["sh", "-c", "rm -rf /var/lib/shoal/store /var/lib/shoal/agent"],
+        &[
+            "sh",
+            "-c",
+            "rm -rf /var/lib/shoal/store /var/lib/shoal/agent /var/lib/shoal/swarm",
+        ],
     )
     .ok();
-    c.exec("manager2", &["systemctl", "start", "shoal-api.service"]).ok();
+    // Its agent waits for the join (SHOAL_SWARM_DIR); the join answers once it registered.
+    c.exec("manager2", &["systemctl", "start", "shoal-manager.target"]).ok();
     c.docker(
         "manager2",
         &[
@@ -439,7 +444,6 @@ fn force_new_cluster_brings_back_a_backed_up_managers_services() {
         ],
     )
     .ok();
-    c.exec("manager2", &["systemctl", "start", "shoal-manager.target"]).ok();
     poll(STEP, "manager2 Reachable", || {
         let nodes = c.nodes("manager1")?;
         match nodes.get("manager2").map(|(s, m)| (s.as_str(), m.as_str())) {

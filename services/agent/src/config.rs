@@ -57,13 +57,23 @@ pub struct Config {
     /// that use them; must be on a tmpfs (default: `/dev/shm/shoal/<node-id>`).
     #[arg(long, env = "SHOAL_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+
+    /// The host's swarm membership directory (`<api data dir>/swarm`, written by
+    /// `swarm join`). When given, the agent waits until the host has joined,
+    /// then takes its node ID and the managers' NATS URLs (and, for `tls://`
+    /// URLs, the node certificate) from it instead of --nats-url / --node-id,
+    /// and exits when the host leaves the swarm.
+    #[arg(long, env = "SHOAL_SWARM_DIR")]
+    pub swarm_dir: Option<PathBuf>,
 }
 
 impl Config {
     /// Checks everything and reports every problem at once.
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
-        self.nats.validate(&mut p);
+        if self.swarm_dir.is_none() {
+            self.nats.validate(&mut p);
+        }
         self.metrics.validate(&mut p);
         if self.node_name.trim().is_empty() {
             p.push("--node-name / SHOAL_NODE_NAME: must not be empty");
@@ -118,6 +128,7 @@ impl Config {
             nano_cpus: None,
             memory_bytes: None,
             secrets_dir: None,
+            swarm_dir: None,
         }
     }
 }

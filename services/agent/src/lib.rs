@@ -37,18 +37,41 @@ pub mod template;
 
 use std::future::Future;
 
+use shoal_shared::membership;
+
 pub use config::Config;
 
 /// Runs the agent until `shutdown` completes. Must be called inside an actix
 /// `System`. Tasks keep running after the agent stops.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     metrics::metrics();
-    let nats = config
-        .nats
-        .connect(&format!("shoal-agent-{}", config.node_name))
-        .await?;
+    let name = format!("shoal-agent-{}", config.node_name);
+    let Some(dir) = config.swarm_dir.clone() else {
+        let nats = config.nats.connect(&name).await?;
+        let _addr = agent::start(&config, nats).await?;
+        shutdown.await;
+        tracing::info!("agent stopping; tasks keep running");
+        return Ok(());
+    };
+    // A joined host: node ID and NATS from the membership `swarm join` wrote.
+    tokio::pin!(shutdown);
+    let every = std::time::Duration::from_millis(200);
+    let m = tokio::select! {
+        m = membership::wait_joined(&dir, every) => m,
+        _ = &mut shutdown => return Ok(()),
+    };
+    config.node_id = Some(m.node_id.clone());
+    tracing::info!(node = %m.node_id, nats = %m.nats_url(), "this host is in a swarm");
+    let nats = membership::connect(&dir, &m, &name).await?;
     let _addr = agent::start(&config, nats).await?;
-    shutdown.await;
-    tracing::info!("agent stopping; tasks keep running");
+    let left = async {
+        while membership::Membership::read(&dir).is_some() {
+            tokio::time::sleep(every).await;
+        }
+    };
+    tokio::select! {
+        _ = left => tracing::info!("this host left the swarm: agent stopping"),
+        _ = &mut shutdown => tracing::info!("agent stopping; tasks keep running"),
+    }
     Ok(())
 }

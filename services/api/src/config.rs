@@ -67,6 +67,22 @@ pub struct Config {
     #[arg(long, env = "SHOAL_ADVERTISE_ADDR", default_value = "127.0.0.1")]
     pub advertise_addr: String,
 
+    /// Where this host, once a manager, accepts joins and certificate renewals
+    /// from other hosts over TLS (`IP:PORT`, Docker's `--listen-addr`, e.g.
+    /// `0.0.0.0:2377`); `none` (the default) for not at all.
+    #[arg(long, env = "SHOAL_SWARM_LISTEN", default_value = "none")]
+    pub swarm_listen: String,
+
+    /// The NATS URL(s) this manager gives joining hosts (comma separated, as
+    /// other hosts dial them); default: --nats-url.
+    #[arg(long, env = "SHOAL_NATS_ADVERTISE")]
+    pub nats_advertise: Option<String>,
+
+    /// How long `swarm join` may take (Docker: 20 s) before it answers that the
+    /// timeout was reached.
+    #[arg(long, env = "SHOAL_JOIN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub join_timeout_ms: u64,
+
     /// Largest request body accepted, in bytes; larger ones get 413 unread.
     #[arg(long, env = "SHOAL_MAX_BODY", default_value_t = 1024 * 1024)]
     pub max_body: usize,
@@ -105,11 +121,55 @@ impl Config {
         }
     }
 
+    /// The swarm listener's address, if any.
+    pub fn swarm_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let s = self.swarm_listen.trim();
+        if s.is_empty() || s == "none" {
+            return Ok(None);
+        }
+        s.parse::<SocketAddr>().map(Some).map_err(|e| {
+            format!(
+                "--swarm-listen / SHOAL_SWARM_LISTEN: {:?} is not IP:PORT: {e}",
+                self.swarm_listen
+            )
+        })
+    }
+
+    /// Whether this host's API has no NATS of its own: it reaches the
+    /// managers' NATS servers once it has joined (`--nats-url none`).
+    pub fn nats_from_membership(&self) -> bool {
+        matches!(self.nats.nats_url.trim(), "none" | "")
+    }
+
+    /// This host's swarm membership directory (`<data-dir>/swarm`).
+    pub fn swarm_dir(&self) -> PathBuf {
+        self.data_dir.join("swarm")
+    }
+
+    /// The NATS URLs given to joining hosts.
+    pub fn nats_advertise_urls(&self) -> Vec<String> {
+        self.nats_advertise
+            .as_deref()
+            .unwrap_or(&self.nats.nats_url)
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty() && u != "none")
+            .collect()
+    }
+
     /// Checks everything and reports every problem at once.
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
-        self.nats.validate(&mut p);
+        if !self.nats_from_membership() {
+            self.nats.validate(&mut p);
+        }
         self.metrics.validate(&mut p);
+        if let Err(e) = self.swarm_addr() {
+            p.push(e);
+        }
+        if self.join_timeout_ms == 0 {
+            p.push("--join-timeout-ms / SHOAL_JOIN_TIMEOUT_MS: must be at least 1");
+        }
         match self.tcp_addr() {
             Err(e) => p.push(e),
             Ok(Some(addr)) if !addr.ip().is_loopback() && (self.tls_cert.is_none() || self.tls_key.is_none()) => {
@@ -202,6 +262,9 @@ impl Config {
             tls_ca: None,
             role: Role::Auto,
             advertise_addr: "127.0.0.1".into(),
+            swarm_listen: "none".into(),
+            nats_advertise: None,
+            join_timeout_ms: 20_000,
             max_body: 1024 * 1024,
             body_timeout_ms: 10_000,
             engine: "none".into(),

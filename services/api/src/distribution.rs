@@ -36,14 +36,14 @@ pub async fn distribution(
     let (subject, expected) = match query.registry_auth {
         Some(_) => (subjects::agent_image_query_on(&state.node_id), 1),
         None => {
-            let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
+            let nodes: Vec<Node> = state.store()?.list(ListFilter::default()).await?;
             let ready = nodes.iter().filter(|n| n.status.state == NodeState::Ready).count();
             (subjects::agent_image_query(), ready.max(1))
         }
     };
+    let store = state.store()?;
     let asked =
-        envelope::first_ok::<_, ImageAnswer>(state.store.nats(), subject, &query, expected, DISTRIBUTION_TIMEOUT)
-            .await?;
+        envelope::first_ok::<_, ImageAnswer>(store.nats(), subject, &query, expected, DISTRIBUTION_TIMEOUT).await?;
     match asked {
         Some(a) => {
             tracing::debug!(image = %query.image, node = %a.node_id, "distribution answered by an agent");

@@ -18,7 +18,11 @@
 //! - [`logs`]: `/services/{id}/logs`, `/tasks/{id}/logs` (pulled from the agents);
 //! - [`request`]: request bodies within limits, query parameters, `{id}`
 //!   paths, and the [`request::Manager`] extractor;
-//! - [`host`]: this host's description; [`certs`]: root CA, join tokens, `TLSInfo`;
+//! - [`host`]: this host's description; [`certs`]: root CA, join tokens,
+//!   node certificates, `TLSInfo`;
+//! - [`join`]: the swarm listener (joins and certificate renewals over TLS),
+//!   the joining side, and the renewal loop; [`managers`]: what a manager
+//!   host brings (swarm address, NATS URLs) and joining as one;
 //! - [`spec`]: body decoding that names the bad field, service spec
 //!   validation with Docker's defaults;
 //! - [`filters`]: Docker's `filters` query parameter;
@@ -38,7 +42,9 @@ pub mod error;
 pub mod filters;
 pub mod fold;
 pub mod host;
+pub mod join;
 pub mod logs;
+pub mod managers;
 pub mod metrics;
 pub mod names;
 pub mod networks;
@@ -283,8 +289,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     config.validate().map_err(|m| anyhow::anyhow!(m))?;
     metrics::metrics();
     let node_id = config.resolve_node_id()?;
-    let nats = config.nats.connect(&format!("shoal-api-{node_id}")).await?;
-    let store = shoal_shared::store::StoreClient::new(nats);
+    let swarm_dir = config.swarm_dir();
+    let membership = shoal_shared::membership::Membership::read(&swarm_dir);
+    let name = format!("shoal-api-{node_id}");
+    // A host without NATS of its own reaches the managers' once it has joined.
+    let store = match (config.nats_from_membership(), &membership) {
+        (false, _) => Some(config.nats.connect(&name).await?),
+        (true, Some(m)) => Some(shoal_shared::membership::connect(&swarm_dir, m, &name).await?),
+        (true, None) => None,
+    }
+    .map(shoal_shared::store::StoreClient::new);
+    let swarm = join::SwarmSettings::new(
+        swarm_dir.clone(),
+        config.swarm_addr().map_err(|m| anyhow::anyhow!(m))?,
+        config.nats_advertise_urls(),
+        config.nats_from_membership(),
+        std::time::Duration::from_millis(config.join_timeout_ms),
+    );
     let state = web::Data::new(AppState::new(
         store,
         node_id.clone(),
@@ -293,7 +314,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.data_dir.clone(),
         config.max_body,
         std::time::Duration::from_millis(config.body_timeout_ms),
+        swarm,
     ));
+    if state.swarm.identity.load(&swarm_dir)? && membership.as_ref().is_some_and(|m| m.role == "manager") {
+        join::start_listener(&state)?;
+    }
+    actix_web::rt::spawn(join::renew_loop(swarm_dir, state.swarm.identity.clone()));
     let engine = web::Data::new(engine::Engine::new(&config.engine));
     let mut server = HttpServer::new(move || {
         App::new()

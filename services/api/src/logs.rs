@@ -172,7 +172,8 @@ pub async fn service_logs(
     state.manager().await?;
     let svc: Service = find(&state, &path.id, "service").await?;
     let (tx, rx) = mpsc::channel(64);
-    let (store, nats) = (state.store.clone(), state.store.nats().clone());
+    let store = state.store()?;
+    let nats = store.nats().clone();
     actix_web::rt::spawn(follow_service(store, nats, svc.meta.id, o, tx));
     Ok(stream_response(&req, rx))
 }
@@ -188,7 +189,8 @@ pub async fn task_logs(
     state.manager().await?;
     let task: Task = find(&state, &path.id, "task").await?;
     let (tx, rx) = mpsc::channel(64);
-    let (store, nats) = (state.store.clone(), state.store.nats().clone());
+    let store = state.store()?;
+    let nats = store.nats().clone();
     actix_web::rt::spawn(async move {
         if !task.node_id.is_empty() {
             read_task(store, nats, task, o, tx).await;

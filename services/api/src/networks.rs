@@ -160,7 +160,7 @@ pub async fn list(
         Err(e) if local.is_some() && engine_may_answer(&e) => return Ok(HttpResponse::Ok().json(out)),
         Err(e) => return Err(e),
     }
-    let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
+    let all: Vec<Network> = state.store()?.list(ListFilter::default()).await?;
     let swarm = all
         .iter()
         .filter(|n| {
@@ -489,7 +489,7 @@ async fn check_against_existing(state: &AppState, spec: &NetworkSpec) -> ApiResu
     if !spec.ingress && asked.is_empty() {
         return Ok(());
     }
-    let all: Vec<Network> = state.store.list(ListFilter::default()).await?;
+    let all: Vec<Network> = state.store()?.list(ListFilter::default()).await?;
     if spec.ingress {
         if let Some(n) = all.iter().find(|n| n.spec.ingress) {
             return Err(ApiError::conflict(format!(
@@ -531,7 +531,7 @@ pub async fn create(state: web::Data<AppState>, engine: web::Data<Engine>, body:
     check_against_existing(&state, &spec).await?;
     let name = spec.name.clone();
     let net = Network::new(new_id(), spec);
-    let created = state.store.create(&net).await.map_err(|e| match e.code {
+    let created = state.store()?.create(&net).await.map_err(|e| match e.code {
         ErrorCode::NameConflict => ApiError::conflict(format!("network with name {} already exists", clip(&name))),
         _ => e.into(),
     })?;
@@ -566,7 +566,7 @@ pub async fn delete(
     // The ingress network may be removed like any other once no service uses
     // it (Docker allows it, to recreate it with other options). Refusals are
     // SwarmKit's words, naming the first service (or task) by ID.
-    let services: Vec<shoal_shared::model::Service> = state.store.list(ListFilter::default()).await?;
+    let services: Vec<shoal_shared::model::Service> = state.store()?.list(ListFilter::default()).await?;
     let refuse = |what: String| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -603,7 +603,7 @@ pub async fn delete(
             )));
         }
         // Tasks of a service that left the network may still run on it.
-        let tasks: Vec<shoal_shared::model::Task> = state.store.list(ListFilter::default()).await?;
+        let tasks: Vec<shoal_shared::model::Task> = state.store()?.list(ListFilter::default()).await?;
         let running = tasks.iter().find(|t| {
             t.desired_state <= TaskState::Running
                 && t.status.state <= TaskState::Running
@@ -613,7 +613,7 @@ pub async fn delete(
             return Err(refuse(format!("network {} is in use by task {}", n.meta.id, t.meta.id)));
         }
     }
-    state.store.delete(Kind::Network, &n.meta.id, None).await?;
+    state.store()?.delete(Kind::Network, &n.meta.id, None).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -46,18 +46,18 @@ pub async fn find<T: StoreObject>(state: &AppState, key: &str, what: &str) -> Ap
             crate::error::clip(key)
         )));
     }
-    if let Some(o) = state.store.get::<T>(key).await? {
+    if let Some(o) = state.store()?.get::<T>(key).await? {
         return Ok(o);
     }
     // Tasks have no name to look up.
     let mut by_name: Vec<T> = match T::KIND {
         Kind::Task => Vec::new(),
-        _ => state.store.list(ListFilter::default().name(key)).await?,
+        _ => state.store()?.list(ListFilter::default().name(key)).await?,
     };
     if by_name.len() == 1 {
         return Ok(by_name.remove(0));
     }
-    let by_prefix: Vec<T> = state.store.list(ListFilter::default().id_prefix(key)).await?;
+    let by_prefix: Vec<T> = state.store()?.list(ListFilter::default().id_prefix(key)).await?;
     by_unique_prefix(by_prefix, by_name.len(), key, what)
 }
 
@@ -81,12 +81,14 @@ async fn resolve_ids<'a, T: StoreObject>(
     Ok(ids)
 }
 
-/// A node as Docker shows it: no store-only `Spec.Membership`; `Leader` on
+/// A node as Docker shows it: no store-only `Spec.Membership` or
+/// `ManagerStatus.NATSURLs`; `Leader` on
 /// this API's node when it is the only manager (a single-manager cluster).
 fn node_json(n: &Node, self_id: &str, managers: usize) -> Value {
     let mut n = n.clone();
     n.spec.membership = None;
     if let Some(ms) = n.manager_status.as_mut() {
+        ms.nats_urls.clear();
         if managers == 1 && n.meta.id == self_id {
             ms.leader = true;
         }
@@ -99,7 +101,7 @@ async fn find_node(state: &AppState, key: &str) -> ApiResult<(Node, usize)> {
     let key = if key == "self" { state.node_id.as_str() } else { key };
     let n = find::<Node>(state, key, "node").await?;
     let managers = state
-        .store
+        .store()?
         .list_records(
             &[Kind::Node],
             ListFilter::default().field("role", NodeRole::Manager.as_str()),
@@ -122,7 +124,7 @@ pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     f.check_values("role", &["worker", "manager"])?;
     f.check_values("membership", &["pending", "accepted"])?;
     state.manager().await?;
-    let all: Vec<Node> = state.store.list(ListFilter::default()).await?;
+    let all: Vec<Node> = state.store()?.list(ListFilter::default()).await?;
     let m = managers(&all);
     let out: Vec<Value> = all
         .iter()
@@ -199,13 +201,14 @@ pub async fn node_update(
                 leader: false,
                 reachability: shoal_shared::model::Reachability::Reachable,
                 addr: format!("{}:2377", n.status.addr),
+                nats_urls: Vec::new(),
             })
         }
         NodeRole::Worker => n.manager_status = None,
         _ => {}
     }
     n.meta.version.index = version;
-    state.store.update(&n).await?;
+    state.store()?.update(&n).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
@@ -230,7 +233,7 @@ pub async fn node_delete(
             n.meta.id
         )));
     }
-    state.store.delete(Kind::Node, &n.meta.id, None).await?;
+    state.store()?.delete(Kind::Node, &n.meta.id, None).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
@@ -271,7 +274,7 @@ async fn check_references(state: &AppState, spec: &mut ServiceSpec, self_id: Opt
         .chain(spec.networks.iter_mut())
         .collect();
     if !attachments.is_empty() {
-        let nets: Vec<Network> = state.store.list(ListFilter::default()).await?;
+        let nets: Vec<Network> = state.store()?.list(ListFilter::default()).await?;
         for a in attachments.iter_mut() {
             let t = a.target.as_str();
             let net = nets
@@ -302,7 +305,7 @@ async fn check_references(state: &AppState, spec: &mut ServiceSpec, self_id: Opt
         .filter(|p| p.published_port != 0 && p.publish_mode != Some(PublishMode::Host))
         .collect();
     if !ports.is_empty() {
-        let services: Vec<Service> = state.store.list(ListFilter::default()).await?;
+        let services: Vec<Service> = state.store()?.list(ListFilter::default()).await?;
         for other in services.iter().filter(|o| Some(o.meta.id.as_str()) != self_id) {
             let taken = other
                 .spec
@@ -366,7 +369,7 @@ pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<Htt
     for p in f.get("id") {
         store_filter = store_filter.id_prefix(p.clone());
     }
-    let all: Vec<Service> = state.store.list(store_filter).await?;
+    let all: Vec<Service> = state.store()?.list(store_filter).await?;
     let listed = all.len();
     let selected: Vec<Service> = all
         .into_iter()
@@ -382,13 +385,13 @@ pub async fn service_list(state: web::Data<AppState>, q: Query) -> ApiResult<Htt
     // The tasks of the services shown: all tasks only when all services are shown.
     let tasks: Vec<Task> = match (with_status, selected.len()) {
         (false, _) | (true, 0) => Vec::new(),
-        (true, n) if n == listed && !f.has("id") => state.store.list(ListFilter::default()).await?,
+        (true, n) if n == listed && !f.has("id") => state.store()?.list(ListFilter::default()).await?,
         (true, _) => {
             let mut by_service = ListFilter::default();
             for s in &selected {
                 by_service = by_service.field("service", s.meta.id.clone());
             }
-            state.store.list(by_service).await?
+            state.store()?.list(by_service).await?
         }
     };
     let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
@@ -425,7 +428,7 @@ pub async fn service_create(state: web::Data<AppState>, req: HttpRequest, body: 
         }
         let mut svc = Service::new(new_id(), spec.clone());
         fill_endpoint(&mut svc);
-        match state.store.create(&svc).await {
+        match state.store()?.create(&svc).await {
             Ok(c) => break c,
             Err(e) if e.code == ErrorCode::NameConflict && generated && attempts < 8 => continue,
             Err(e) if e.code == ErrorCode::NameConflict => {
@@ -501,7 +504,7 @@ pub async fn service_update(
     });
     fill_endpoint(&mut s);
     s.meta.version.index = version;
-    state.store.update(&s).await?;
+    state.store()?.update(&s).await?;
     Ok(HttpResponse::Ok().json(json!({"Warnings": []})))
 }
 
@@ -511,7 +514,7 @@ pub async fn service_delete(
     _: Manager,
 ) -> ApiResult<HttpResponse> {
     let s = find_service(&state, &path.id).await?;
-    state.store.delete(Kind::Service, &s.meta.id, None).await?;
+    state.store()?.delete(Kind::Service, &s.meta.id, None).await?;
     tracing::info!(service = %s.meta.id, "service removed");
     Ok(HttpResponse::Ok().finish())
 }
@@ -566,7 +569,7 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     for s in f.get("desired-state").iter().filter(|s| !s.is_empty()) {
         store_filter = store_filter.field("desired-state", s.to_ascii_lowercase());
     }
-    let tasks: Vec<Task> = state.store.list(store_filter).await?;
+    let tasks: Vec<Task> = state.store()?.list(store_filter).await?;
     let up_to_date = f.get("_up-to-date").iter().any(|v| v == "true" || v == "1");
     // The services of these tasks, only when a filter needs them (task names, up to date).
     let services: Vec<Service> = if (f.has("name") || up_to_date) && !tasks.is_empty() {
@@ -584,7 +587,7 @@ pub async fn task_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
         if ids.is_empty() {
             Vec::new()
         } else {
-            state.store.list(by_id).await?
+            state.store()?.list(by_id).await?
         }
     } else {
         Vec::new()

@@ -147,7 +147,7 @@ fn in_use(what: &str, name: &str, users: &[String]) -> ApiError {
 pub async fn secret_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
     let f = list_filters(&q)?;
     state.manager().await?;
-    let all: Vec<Secret> = state.store.list(ListFilter::default()).await?;
+    let all: Vec<Secret> = state.store()?.list(ListFilter::default()).await?;
     let out: Vec<Value> = all
         .iter()
         .filter(|s| selected(&f, &s.meta.id, &s.spec.name, &s.spec.labels))
@@ -169,7 +169,7 @@ pub async fn secret_create(state: web::Data<AppState>, body: Body) -> ApiResult<
         spec,
         sealed_data: sealed,
     };
-    let created = state.store.create(&secret).await.map_err(|e| match e.code {
+    let created = state.store()?.create(&secret).await.map_err(|e| match e.code {
         ErrorCode::NameConflict => ApiError::conflict(format!(
             "rpc error: code = AlreadyExists desc = secret {} already exists",
             clip(&name)
@@ -212,18 +212,18 @@ pub async fn secret_update(
     }
     s.spec.labels = spec.labels;
     s.meta.version.index = version;
-    state.store.update(&s).await?;
+    state.store()?.update(&s).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
 pub async fn secret_delete(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let s: Secret = crate::objects::find(&state, &path.id, "secret").await?;
-    let services: Vec<Service> = state.store.list(ListFilter::default()).await?;
+    let services: Vec<Service> = state.store()?.list(ListFilter::default()).await?;
     let users = users(&services, Kind::Secret, &s.meta.id);
     if !users.is_empty() {
         return Err(in_use("secret", &s.spec.name, &users));
     }
-    state.store.delete(Kind::Secret, &s.meta.id, None).await?;
+    state.store()?.delete(Kind::Secret, &s.meta.id, None).await?;
     tracing::info!(secret = %s.meta.id, "secret removed");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -233,7 +233,7 @@ pub async fn secret_delete(state: web::Data<AppState>, path: web::Path<IdPath>, 
 pub async fn config_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
     let f = list_filters(&q)?;
     state.manager().await?;
-    let all: Vec<Config> = state.store.list(ListFilter::default()).await?;
+    let all: Vec<Config> = state.store()?.list(ListFilter::default()).await?;
     let out: Vec<&Config> = all
         .iter()
         .filter(|c| selected(&f, &c.meta.id, &c.spec.name, &c.spec.labels))
@@ -249,7 +249,7 @@ pub async fn config_create(state: web::Data<AppState>, body: Body) -> ApiResult<
         meta: shoal_shared::store::Meta::new(new_id()),
         spec,
     };
-    let created = state.store.create(&config).await.map_err(|e| match e.code {
+    let created = state.store()?.create(&config).await.map_err(|e| match e.code {
         ErrorCode::NameConflict => ApiError::conflict(format!(
             "rpc error: code = AlreadyExists desc = config {} already exists",
             clip(&name)
@@ -288,18 +288,18 @@ pub async fn config_update(
     }
     c.spec.labels = spec.labels;
     c.meta.version.index = version;
-    state.store.update(&c).await?;
+    state.store()?.update(&c).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
 pub async fn config_delete(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let c: Config = crate::objects::find(&state, &path.id, "config").await?;
-    let services: Vec<Service> = state.store.list(ListFilter::default()).await?;
+    let services: Vec<Service> = state.store()?.list(ListFilter::default()).await?;
     let users = users(&services, Kind::Config, &c.meta.id);
     if !users.is_empty() {
         return Err(in_use("config", &c.spec.name, &users));
     }
-    state.store.delete(Kind::Config, &c.meta.id, None).await?;
+    state.store()?.delete(Kind::Config, &c.meta.id, None).await?;
     tracing::info!(config = %c.meta.id, "config removed");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -316,7 +316,7 @@ pub async fn check_references(state: &AppState, spec: &ServiceSpec) -> ApiResult
     check_targets(c)?;
     let mut missing = Vec::new();
     for r in &c.secrets {
-        let found: Option<Secret> = state.store.get(&r.secret_id).await?;
+        let found: Option<Secret> = state.store()?.get(&r.secret_id).await?;
         if found.is_none_or(|s| s.spec.name != r.secret_name) {
             missing.push(r.secret_name.clone());
         }
@@ -326,7 +326,7 @@ pub async fn check_references(state: &AppState, spec: &ServiceSpec) -> ApiResult
         return Err(invalid(format!("{noun} not found: {}", missing.join(", "))));
     }
     for r in &c.configs {
-        let found: Option<Config> = state.store.get(&r.config_id).await?;
+        let found: Option<Config> = state.store()?.get(&r.config_id).await?;
         if found.is_none_or(|s| s.spec.name != r.config_name) {
             missing.push(r.config_name.clone());
         }

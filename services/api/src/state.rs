@@ -17,7 +17,9 @@ pub const API_VERSION: &str = "1.50";
 pub const MIN_API_VERSION: &str = "1.24";
 
 pub struct AppState {
-    pub store: StoreClient,
+    /// The store, reached over NATS; `None` on a host that reaches NATS only
+    /// through its membership (`--nats-url none`) and has not joined yet.
+    store: RwLock<Option<StoreClient>>,
     pub node_id: String,
     pub role: Role,
     pub advertise_addr: String,
@@ -29,6 +31,8 @@ pub struct AppState {
     cluster_id: RwLock<Option<String>>,
     /// The managers' key for secret data, read (or made) at first use.
     secrets_key: std::sync::Mutex<Option<std::sync::Arc<shoal_shared::secrets::SecretKey>>>,
+    /// Joining and certificates: where the membership lives, the swarm listener, this node's TLS identity.
+    pub swarm: crate::join::SwarmSettings,
 }
 
 /// The swarm as this node sees it.
@@ -50,17 +54,19 @@ pub struct Ctx {
 }
 
 impl AppState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: StoreClient,
+        store: Option<StoreClient>,
         node_id: String,
         role: Role,
         advertise_addr: String,
         data_dir: PathBuf,
         max_body: usize,
         body_timeout: Duration,
+        swarm: crate::join::SwarmSettings,
     ) -> AppState {
         AppState {
-            store,
+            store: RwLock::new(store),
             node_id,
             role,
             advertise_addr,
@@ -69,6 +75,7 @@ impl AppState {
             body_timeout,
             cluster_id: RwLock::new(None),
             secrets_key: std::sync::Mutex::new(None),
+            swarm,
         }
     }
 
@@ -85,6 +92,25 @@ impl AppState {
         Ok(key)
     }
 
+    /// The store client, or Docker's "not part of a swarm" (503) on a host
+    /// that reaches the store only once it has joined.
+    pub fn store(&self) -> ApiResult<StoreClient> {
+        self.store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| ApiError::unavailable(crate::error::NOT_IN_SWARM))
+    }
+
+    /// Uses (or, with `None`, drops) a store client: after a join, after a leave.
+    pub fn set_store(&self, store: Option<StoreClient>) {
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = store;
+    }
+
+    fn current_store(&self) -> Option<StoreClient> {
+        self.store.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn forget_cluster(&self) {
         *self.cluster_id.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
@@ -96,7 +122,10 @@ impl AppState {
 
     /// The swarm as this node sees it, read from the store.
     pub async fn view(&self) -> ApiResult<SwarmView> {
-        self.view_with(&self.store).await
+        match self.current_store() {
+            Some(store) => self.view_with(&store).await,
+            None => Ok(SwarmView::Inactive),
+        }
     }
 
     pub async fn view_with(&self, store: &StoreClient) -> ApiResult<SwarmView> {
@@ -164,10 +193,10 @@ impl AppState {
 
     /// The `Swarm` header of `/_ping`: quick, falls back to what was last seen.
     pub async fn ping_swarm_header(&self) -> &'static str {
-        match self
-            .view_with(&self.store.with_deadline(Duration::from_millis(500)))
-            .await
-        {
+        let Some(store) = self.current_store() else {
+            return "inactive";
+        };
+        match self.view_with(&store.with_deadline(Duration::from_millis(500))).await {
             Ok(SwarmView::Inactive) => "inactive",
             Ok(SwarmView::Active { manager: true, .. }) => "active/manager",
             Ok(SwarmView::Active { manager: false, .. }) => "active/worker",

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_shared::id::new_id;
 use shoal_shared::model::{
-    Availability, Cluster, JoinTokens, ManagerStatus, Network, NetworkSpec, Node, NodeRole, NodeState, NodeStatus,
-    Reachability, SwarmSpec, TlsInfo, DEFAULTS,
+    Availability, Cluster, JoinTokens, Network, NetworkSpec, Node, NodeRole, NodeState, NodeStatus, SwarmSpec, TlsInfo,
+    DEFAULTS,
 };
 use shoal_shared::store::{Kind, ListFilter, Op, StoreObject, TxRequest};
 
@@ -96,7 +96,7 @@ fn own_version() -> Value {
 
 /// The cluster as `/info` shows it (no join tokens).
 fn cluster_info(c: &Cluster) -> Value {
-    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    let mut v = serde_json::to_value(c.public()).unwrap_or(Value::Null);
     if let Some(m) = v.as_object_mut() {
         m.remove("JoinTokens");
     }
@@ -139,7 +139,7 @@ async fn own_info(state: &AppState) -> ApiResult<Value> {
                 .unwrap_or_else(|| state.advertise_addr.clone()));
             swarm["LocalNodeState"] = json!("active");
             swarm["ControlAvailable"] = json!(manager);
-            let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
+            let nodes: Vec<Node> = state.store()?.list(ListFilter::default()).await?;
             let managers: Vec<&Node> = nodes.iter().filter(|n| n.is_manager()).collect();
             swarm["RemoteManagers"] = json!(managers
                 .iter()
@@ -181,7 +181,7 @@ async fn own_info(state: &AppState) -> ApiResult<Value> {
 /// `GET /swarm`.
 pub async fn inspect(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let ctx = swarm_manager(&state).await?;
-    Ok(HttpResponse::Ok().json(&ctx.cluster))
+    Ok(HttpResponse::Ok().json(ctx.cluster.public()))
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -330,24 +330,28 @@ fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availab
         addr: addr.to_string(),
     };
     if role == NodeRole::Manager {
-        node.manager_status = Some(ManagerStatus {
-            leader: false,
-            reachability: Reachability::Reachable,
-            addr: format!("{addr}:2377"),
-        });
+        node.manager_status = Some(crate::managers::manager_status(state, addr, false));
     }
     node
 }
 
 /// `POST /swarm/init`.
 pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
+    if shoal_shared::membership::Membership::read(&state.swarm.dir).is_some() && state.swarm.nats_from_membership {
+        return Err(ApiError::unavailable(ALREADY_IN_SWARM));
+    }
     let r: InitRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
     match state.view().await? {
         SwarmView::Active { .. } => return Err(ApiError::unavailable(ALREADY_IN_SWARM)),
         SwarmView::Inactive => {}
     }
-    if !state.store.list::<Cluster>(ListFilter::default()).await?.is_empty() {
+    if state.swarm.nats_from_membership {
+        return Err(ApiError::unavailable(
+            "this host runs no store replica (--nats-url none): it can join a swarm, not start one",
+        ));
+    }
+    if !state.store()?.list::<Cluster>(ListFilter::default()).await?.is_empty() {
         return Err(ApiError::unavailable(
             "a swarm already exists in this store; use \"docker swarm join\" with one of its tokens",
         ));
@@ -357,7 +361,6 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
         .unwrap_or_else(|| state.advertise_addr.clone());
     let spec = merged_spec(&SwarmSpec::default_spec(), r.spec.as_ref())?;
     let (ca_pem, ca_der, ca_key) = certs::new_root_ca().map_err(|e| ApiError::internal(format!("root CA: {e}")))?;
-    write_ca_key(&state, &ca_key)?;
     let mut cluster = Cluster::new(
         new_id(),
         JoinTokens {
@@ -368,6 +371,7 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
     cluster.spec = spec;
     cluster.tls_info = certs::tls_info(&ca_pem, &ca_der);
     validate_addr_pool(&r.default_addr_pool, r.subnet_size)?;
+    cluster.root_ca_key = ca_key;
     if !r.default_addr_pool.is_empty() {
         cluster.default_addr_pool = r.default_addr_pool.iter().map(|p| p.trim().to_string()).collect();
     }
@@ -383,7 +387,7 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
     }
     // This host's agent may have registered (through the dispatcher) before the
     // swarm existed: then its Node object is promoted, keeping what the agent reported.
-    let existing = state.store.get::<Node>(&state.node_id).await?;
+    let existing = state.store()?.get::<Node>(&state.node_id).await?;
     let node_op = match existing {
         Some(mut n) => {
             n.spec.role = NodeRole::Manager;
@@ -414,33 +418,19 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
             record: Network::new(new_id(), ingress).to_record()?,
         },
     ];
-    state.store.tx(TxRequest::new(ops)).await.map_err(|e| match e.code {
+    state.store()?.tx(TxRequest::new(ops)).await.map_err(|e| match e.code {
         shoal_shared::ErrorCode::AlreadyExists | shoal_shared::ErrorCode::NameConflict => {
             ApiError::unavailable(ALREADY_IN_SWARM)
         }
         _ => e.into(),
     })?;
+    crate::join::after_init(&state, &cluster, &addr)?;
     tracing::info!(node = %state.node_id, cluster = %cluster.meta.id, "swarm initialized");
     Ok(HttpResponse::Ok().json(&state.node_id))
 }
 
-fn write_ca_key(state: &AppState, key: &str) -> ApiResult<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = state.data_dir.join("swarm-ca.key");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
-    f.write_all(key.as_bytes())
-        .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))
-}
-
-/// `POST /swarm/join`: the store is shared over NATS, so joining is checking
-/// the token against the cluster's and adding this host's Node object.
+/// `POST /swarm/join`: over TLS to a manager at `RemoteAddrs`, pinned by the
+/// token's CA digest (see [`crate::join`]); answers once this node is Ready.
 pub async fn join(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
     let r: JoinRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
@@ -452,49 +442,33 @@ pub async fn join(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
             "RemoteAddrs: at least 1 RemoteAddr is required to join",
         ));
     }
-    let Some(cluster) = state
-        .store
-        .list::<Cluster>(ListFilter::default())
-        .await?
-        .into_iter()
-        .next()
-    else {
-        return Err(ApiError::unavailable(
-            "rpc error: code = Unavailable desc = no swarm to join: no cluster in this node's store",
-        ));
-    };
-    let role = if !r.join_token.is_empty() && r.join_token == cluster.join_tokens.manager {
-        NodeRole::Manager
-    } else if !r.join_token.is_empty() && r.join_token == cluster.join_tokens.worker {
-        NodeRole::Worker
-    } else {
-        return Err(ApiError::bad_request(
-            "rpc error: code = InvalidArgument desc = A valid join token is necessary to join this cluster",
-        ));
-    };
     let addr = ip_of(&r.advertise_addr).unwrap_or_else(|| state.advertise_addr.clone());
-    let node = self_node(&state, role, &addr, availability, &cluster.tls_info);
-    match state.store.get::<Node>(&state.node_id).await? {
-        // Registered by this host's agent already: take the role the token gives.
-        Some(mut n) => {
-            n.spec.role = role;
-            n.spec.availability = availability;
-            n.manager_status = node.manager_status;
-            state.store.update(&n).await?;
-        }
-        None => {
-            state.store.create(&node).await?;
-        }
-    }
+    crate::join::join(
+        &state,
+        crate::join::JoinParams {
+            remote_addrs: r.remote_addrs.clone(),
+            token: r.join_token.clone(),
+            addr,
+            availability,
+        },
+    )
+    .await?;
     Ok(HttpResponse::Ok().finish())
 }
 
 /// `POST /swarm/leave?force=`.
 pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpResponse> {
     let force = flag(&q, "force");
-    let (cluster, node, manager) = match state.view().await? {
-        SwarmView::Inactive => return Err(ApiError::unavailable(NOT_IN_SWARM)),
-        SwarmView::Active { cluster, node, manager } => (cluster, node, manager),
+    let (cluster, node, manager) = match state.view().await {
+        Ok(SwarmView::Active { cluster, node, manager }) => (cluster, node, manager),
+        // A joined host whose managers are out of reach still leaves (Docker does).
+        Err(_) | Ok(SwarmView::Inactive) if shoal_shared::membership::Membership::read(&state.swarm.dir).is_some() => {
+            crate::join::after_leave(&state)?;
+            state.forget_cluster();
+            return Ok(HttpResponse::Ok().finish());
+        }
+        Ok(SwarmView::Inactive) => return Err(ApiError::unavailable(NOT_IN_SWARM)),
+        Err(e) => return Err(e),
     };
     if manager && !force {
         return Err(ApiError::unavailable(
@@ -502,10 +476,12 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
              manager erases all current state of the swarm. Use `--force` to ignore this message.",
         ));
     }
-    let nodes: Vec<Node> = state.store.list(ListFilter::default()).await?;
+    let nodes: Vec<Node> = state.store()?.list(ListFilter::default()).await?;
     let last_manager = manager && !nodes.iter().any(|n| n.is_manager() && n.meta.id != state.node_id);
     let mut ops = Vec::new();
-    if node.is_some() {
+    // A worker that leaves stays in the node list, Down, until `docker node rm`
+    // (as in Docker); a manager leaving with --force takes its Node with it.
+    if node.is_some() && manager {
         ops.push(Op::Delete {
             kind: Kind::Node,
             id: state.node_id.clone(),
@@ -515,7 +491,7 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
     if last_manager {
         // The last manager leaving erases the swarm's state.
         let all = state
-            .store
+            .store()?
             .list_records(
                 &[Kind::Node, Kind::Service, Kind::Task, Kind::Network],
                 ListFilter::default(),
@@ -538,8 +514,9 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
         });
     }
     if !ops.is_empty() {
-        state.store.tx(TxRequest::new(ops)).await?;
+        state.store()?.tx(TxRequest::new(ops)).await?;
     }
+    crate::join::after_leave(&state)?;
     state.forget_cluster();
     Ok(HttpResponse::Ok().finish())
 }
@@ -572,7 +549,7 @@ pub async fn update(state: web::Data<AppState>, q: Query, body: Body) -> ApiResu
             cluster.join_tokens.manager = certs::join_token(&der);
         }
     }
-    state.store.update(&cluster).await?;
+    state.store()?.update(&cluster).await?;
     Ok(HttpResponse::Ok().finish())
 }
 

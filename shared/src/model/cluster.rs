@@ -155,6 +155,11 @@ pub struct Cluster {
     pub data_path_port: u32,
     #[serde(rename = "JoinTokens", default)]
     pub join_tokens: JoinTokens,
+    /// The root CA's private key (PEM), so every manager can sign node
+    /// certificates. Only the store holds it: the API removes it from every
+    /// answer ([`Cluster::public`]), and only managers may read the store.
+    #[serde(rename = "RootCAKey", default, skip_serializing_if = "String::is_empty")]
+    pub root_ca_key: String,
 }
 
 impl Cluster {
@@ -170,6 +175,15 @@ impl Cluster {
             subnet_size: DEFAULTS.subnet_size,
             data_path_port: DEFAULTS.data_path_port,
             join_tokens,
+            root_ca_key: String::new(),
+        }
+    }
+
+    /// The cluster as clients may see it: without the CA key.
+    pub fn public(&self) -> Cluster {
+        Cluster {
+            root_ca_key: String::new(),
+            ..self.clone()
         }
     }
 }

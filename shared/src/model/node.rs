@@ -167,6 +167,10 @@ pub struct ManagerStatus {
     /// The manager's Raft address, `ip:2377`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub addr: String,
+    /// Store-only (shoal): the NATS URLs this manager's host serves, as other
+    /// hosts dial them; given to joining hosts. The API does not show it.
+    #[serde(rename = "NATSURLs", skip_serializing_if = "Vec::is_empty")]
+    pub nats_urls: Vec<String>,
 }
 
 /// A node in the store.
@@ -276,6 +280,7 @@ mod tests {
             leader: false,
             reachability: Reachability::Reachable,
             addr: "10.0.0.2:2377".into(),
+            nats_urls: Vec::new(),
         };
         assert_eq!(
             serde_json::to_value(&ms).unwrap(),
