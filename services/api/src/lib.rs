@@ -39,6 +39,7 @@ pub mod filters;
 pub mod fold;
 pub mod host;
 pub mod logs;
+pub mod managers;
 pub mod metrics;
 pub mod names;
 pub mod networks;
@@ -285,7 +286,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let node_id = config.resolve_node_id()?;
     let nats = config.nats.connect(&format!("shoal-api-{node_id}")).await?;
     let store = shoal_shared::store::StoreClient::new(nats);
-    let state = web::Data::new(AppState::new(
+    let mut state = AppState::new(
         store,
         node_id.clone(),
         config.role,
@@ -293,7 +294,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.data_dir.clone(),
         config.max_body,
         std::time::Duration::from_millis(config.body_timeout_ms),
-    ));
+    );
+    state.store_replica = config.store_replica;
+    let state = web::Data::new(state);
     let engine = web::Data::new(engine::Engine::new(&config.engine));
     let mut server = HttpServer::new(move || {
         App::new()

@@ -19,6 +19,8 @@ pub const MIN_API_VERSION: &str = "1.24";
 pub struct AppState {
     pub store: StoreClient,
     pub node_id: String,
+    /// This host's store replica (`--store-replica`), on a manager.
+    pub store_replica: Option<u64>,
     pub role: Role,
     pub advertise_addr: String,
     pub data_dir: PathBuf,
@@ -62,6 +64,7 @@ impl AppState {
         AppState {
             store,
             node_id,
+            store_replica: None,
             role,
             advertise_addr,
             data_dir,

@@ -193,8 +193,7 @@ struct InitRequest {
     _data_path_addr: String,
     data_path_port: u32,
     default_addr_pool: Vec<String>,
-    #[serde(rename = "ForceNewCluster")]
-    _force_new_cluster: bool,
+    force_new_cluster: bool,
     subnet_size: u32,
     availability: String,
     spec: Option<Value>,
@@ -300,6 +299,7 @@ fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availab
             leader: false,
             reachability: Reachability::Reachable,
             addr: format!("{addr}:2377"),
+            raft_id: state.store_replica.unwrap_or(0),
         });
     }
     node
@@ -309,6 +309,10 @@ fn self_node(state: &AppState, role: NodeRole, addr: &str, availability: Availab
 pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpResponse> {
     let r: InitRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
+    if r.force_new_cluster && crate::managers::force_new_cluster(&state).await? {
+        tracing::info!(node = %state.node_id, "swarm restored from this manager's store (--force-new-cluster)");
+        return Ok(HttpResponse::Ok().json(&state.node_id));
+    }
     match state.view().await? {
         SwarmView::Active { .. } => return Err(ApiError::unavailable(ALREADY_IN_SWARM)),
         SwarmView::Inactive => {}
@@ -455,6 +459,11 @@ pub async fn join(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
         None => {
             state.store.create(&node).await?;
         }
+    }
+    // A manager's replica joins the store: a learner, then a voter once
+    // caught up (at once when it already is one, as a --peers replica is).
+    if let (NodeRole::Manager, Some(replica)) = (role, state.store_replica) {
+        crate::managers::add_replica(&state, replica).await?;
     }
     Ok(HttpResponse::Ok().finish())
 }

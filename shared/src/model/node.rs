@@ -167,6 +167,15 @@ pub struct ManagerStatus {
     /// The manager's Raft address, `ip:2377`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub addr: String,
+    /// Store-only (as SwarmKit's `RaftID`; the API does not show it): the
+    /// id of this manager's raft-store replica, 0 when unknown. It maps the
+    /// node to the store's membership for `Leader`/`Reachability`.
+    #[serde(rename = "RaftID", skip_serializing_if = "is_zero")]
+    pub raft_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A node in the store.
@@ -276,6 +285,7 @@ mod tests {
             leader: false,
             reachability: Reachability::Reachable,
             addr: "10.0.0.2:2377".into(),
+            raft_id: 0,
         };
         assert_eq!(
             serde_json::to_value(&ms).unwrap(),
