@@ -93,14 +93,23 @@ impl Replica {
         match status.member(replica) {
             Some(m) if m.voter => return Ok(()),
             Some(_) if !voter => return Ok(()),
-            _ => {}
+            // A learner to become a voter: mark its record (`AddNodes` keeps
+            // an existing record; the address is only this mark, never dialed).
+            Some(_) => {
+                self.raft
+                    .change_membership(ChangeMembers::SetNodes([(replica, node(replica, true))].into()), false)
+                    .await
+                    .map_err(|e| failed(&format!("mark learner {replica}"), e))?;
+            }
+            // Non-blocking: the replica may not run yet (its host's manager
+            // processes start after the promotion that asked for it).
+            None => {
+                self.raft
+                    .add_learner(replica, node(replica, voter), false)
+                    .await
+                    .map_err(|e| failed(&format!("add learner {replica}"), e))?;
+            }
         }
-        // Non-blocking: the replica may not run yet (its host's manager
-        // processes start after the promotion that asked for it).
-        self.raft
-            .add_learner(replica, node(replica, voter), false)
-            .await
-            .map_err(|e| failed(&format!("add learner {replica}"), e))?;
         if voter {
             self.promote_caught_up().await;
         }
