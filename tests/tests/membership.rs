@@ -71,6 +71,24 @@ async fn membership(client: &StoreClient) -> Result<StoreMembership, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `docker service create` of a stored spec (no image lookup, no wait).
+fn create_service(api: &Api, name: &str, replicas: &str) {
+    api.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        name,
+        "--replicas",
+        replicas,
+        "busybox",
+        "sleep",
+        "60",
+    ])
+    .ok();
+}
+
 fn expect(run: Run, code: i32, needle: &str) {
     assert_eq!(run.code, code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
     assert!(run.stderr.contains(needle), "{needle:?} not in {}", run.stderr);
@@ -207,21 +225,7 @@ async fn promote_adds_a_replica_as_learner_then_voter_and_demote_removes_it() {
 async fn force_new_cluster_restores_a_backed_up_managers_swarm() {
     let (mut store, _client, apis) = three_managers().await;
     for name in ["kept", "also"] {
-        apis[0]
-            .docker(&[
-                "service",
-                "create",
-                "-d",
-                "--no-resolve-image",
-                "--name",
-                name,
-                "--replicas",
-                "2",
-                "busybox",
-                "sleep",
-                "60",
-            ])
-            .ok();
+        create_service(&apis[0], name, "2");
     }
     let spec = |api: &Api, name: &str| {
         api.docker(&["service", "inspect", "--format", "{{json .Spec}}", name])
@@ -255,19 +259,7 @@ async fn force_new_cluster_restores_a_backed_up_managers_swarm() {
     assert!(out.stdout.contains(&apis[0].node_id()), "{}", out.stdout);
     assert_eq!(spec(&apis[0], "kept"), before);
     apis[0].docker(&["service", "inspect", "also"]).ok();
-    apis[0]
-        .docker(&[
-            "service",
-            "create",
-            "-d",
-            "--no-resolve-image",
-            "--name",
-            "new",
-            "busybox",
-            "sleep",
-            "60",
-        ])
-        .ok();
+    create_service(&apis[0], "new", "1");
     let ls = manager_status(&apis[0]).unwrap();
     assert_eq!(status_of(&ls, &apis[0].node_id()), "Leader", "{ls:?}");
     for gone in &apis[1..] {
