@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 /// Docker's text when there is no Raft leader (HTTP 503).
 pub const NO_LEADER_MESSAGE: &str = "rpc error: code = Unknown desc = raft: no elected cluster leader";
 
+/// Removing a store voter that would leave the reachable voters short of a
+/// quorum (SwarmKit's `CanRemoveMember` safeguard, in Docker's words).
+pub const LOSES_QUORUM_MESSAGE: &str =
+    "rpc error: code = FailedPrecondition desc = can't remove member from the raft: this would result in a loss of quorum";
+
 /// What went wrong, in a form a caller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -19,10 +19,10 @@
 //! - every node restarted one at a time: no acknowledged service lost, each
 //!   back to its replicas with no duplicates.
 //!
-//! Two scenarios need what does not exist yet and are `#[ignore]`d with the
-//! reason: `docker node ls` showing the old leader Unreachable (manager
-//! status is a stored flag, not the store's membership) and
-//! `swarm init --force-new-cluster` from a backed-up manager data dir.
+//! Two scenarios are `#[ignore]`d until run on the dev cluster: `docker node
+//! ls` showing the old leader Unreachable (from the store's membership) and
+//! `swarm init --force-new-cluster` from a backed-up manager data dir; both
+//! work with real processes (tests/membership.rs).
 //!
 //! Every cluster is removed when its test ends, also when it fails (node
 //! containers, their task containers, network, volumes).
@@ -329,8 +329,8 @@ fn five_hosts_survive_the_seeds_failures() {
 }
 
 #[test]
-#[ignore = "`docker node ls` MANAGER STATUS is the stored flag set at init/join, not the store's live \
-            membership (issue 16 §1, branch membership): the stopped leader stays `Leader`"]
+#[ignore = "not yet run on the dev cluster: MANAGER STATUS now comes from the store's membership (branch \
+            membership; each manager's API reads SHOAL_REPLICA_ID from raft-store.env); un-ignore once it passes"]
 fn the_stopped_leader_shows_unreachable_and_another_manager_leader() {
     let mut c = DevCluster::up();
     poll(STEP, "every node Ready", || all_ready(&c));
@@ -353,8 +353,9 @@ fn the_stopped_leader_shows_unreachable_and_another_manager_leader() {
 }
 
 #[test]
-#[ignore = "`swarm init --force-new-cluster` is accepted and ignored by shoal-api, and the store has no \
-            way to make a replica the single voter of a new cluster from its data (issue 16 §1/§5)"]
+#[ignore = "not yet run on the dev cluster: `swarm init --force-new-cluster` restarts the API's replica as the \
+            only voter (branch membership; tested with real processes in tests/membership.rs); un-ignore once it \
+            passes"]
 fn force_new_cluster_brings_back_a_backed_up_managers_services() {
     let c = DevCluster::up();
     poll(STEP, "every node Ready", || all_ready(&c));
@@ -431,6 +432,10 @@ fn force_new_cluster_brings_back_a_backed_up_managers_services() {
         ],
     )
     .ok();
+    // Its node ID is kept in /etc/shoal/shoal.env: its old Node object (a
+    // worker since the forced cluster) goes first, or the join would find
+    // this node already in the swarm.
+    c.docker("manager1", &["node", "rm", "--force", "manager2"]).ok();
     // Its agent waits for the join (SHOAL_SWARM_DIR); the join answers once it registered.
     c.exec("manager2", &["systemctl", "start", "shoal-manager.target"]).ok();
     c.docker(

@@ -58,6 +58,13 @@ pub struct Config {
     #[arg(long, env = "SHOAL_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 
+    /// This host's raft-store replica id, on a manager (the store's own
+    /// SHOAL_REPLICA_ID): maps this node to the store's membership (`docker
+    /// node ls` Leader/Reachable/Unreachable) and is the replica `swarm
+    /// init --force-new-cluster` restarts as a one-voter cluster.
+    #[arg(long, env = "SHOAL_REPLICA_ID")]
+    pub store_replica: Option<u64>,
+
     /// Which kind of node this API answers for.
     #[arg(long, env = "SHOAL_ROLE", value_enum, default_value = "auto")]
     pub role: Role,
@@ -204,6 +211,9 @@ impl Config {
                 self.advertise_addr
             ));
         }
+        if self.store_replica == Some(0) {
+            p.push("--store-replica / SHOAL_REPLICA_ID: must be a positive integer");
+        }
         if self.body_timeout_ms == 0 || self.body_timeout_ms > 3_600_000 {
             p.push("--body-timeout-ms / SHOAL_BODY_TIMEOUT_MS: must be between 1 and 3600000");
         }
@@ -254,6 +264,7 @@ impl Config {
             },
             metrics: MetricsArgs::default(),
             node_id: None,
+            store_replica: None,
             data_dir,
             listen: format!("tcp://127.0.0.1:{port}"),
             socket: None,

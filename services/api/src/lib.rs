@@ -306,7 +306,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.nats_from_membership(),
         std::time::Duration::from_millis(config.join_timeout_ms),
     );
-    let state = web::Data::new(AppState::new(
+    let mut state = AppState::new(
         store,
         node_id.clone(),
         config.role,
@@ -315,7 +315,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.max_body,
         std::time::Duration::from_millis(config.body_timeout_ms),
         swarm,
-    ));
+    );
+    state.store_replica = config.store_replica;
+    let state = web::Data::new(state);
     if state.swarm.identity.load(&swarm_dir)? && membership.as_ref().is_some_and(|m| m.role == "manager") {
         join::start_listener(&state)?;
     }

@@ -10,7 +10,7 @@ use shoal_shared::model::{
     Endpoint, Network, Node, NodeRole, NodeSpec, NodeState, PortProtocol, PublishMode, PullOptions, Service,
     ServiceSpec, ServiceStatus, Task, TaskSpec, TaskState, UpdateState, UpdateStatus,
 };
-use shoal_shared::store::{Kind, ListFilter, StoreObject};
+use shoal_shared::store::{Kind, ListFilter, StoreMembership, StoreObject};
 use shoal_shared::ErrorCode;
 
 use crate::error::{ApiError, ApiResult};
@@ -82,16 +82,21 @@ async fn resolve_ids<'a, T: StoreObject>(
 }
 
 /// A node as Docker shows it: no store-only `Spec.Membership` or
-/// `ManagerStatus.NATSURLs`; `Leader` on
-/// this API's node when it is the only manager (a single-manager cluster).
-fn node_json(n: &Node, self_id: &str, managers: usize) -> Value {
+/// `ManagerStatus.NATSURLs` or `ManagerStatus.RaftID`; `Leader`/`Reachability`
+/// from the store's live membership (`m`) when the node's replica is known,
+/// else the stored flags with `Leader` on this API's node when it is the
+/// only manager.
+fn node_json(n: &Node, self_id: &str, managers: usize, m: Option<&StoreMembership>) -> Value {
     let mut n = n.clone();
     n.spec.membership = None;
     if let Some(ms) = n.manager_status.as_mut() {
         ms.nats_urls.clear();
-        if managers == 1 && n.meta.id == self_id {
+        if ms.raft_id != 0 && m.is_some() {
+            crate::managers::apply_live_status(ms, m);
+        } else if managers == 1 && n.meta.id == self_id {
             ms.leader = true;
         }
+        ms.raft_id = 0;
     }
     serde_json::to_value(&n).unwrap_or(Value::Null)
 }
@@ -126,6 +131,13 @@ pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
     state.manager().await?;
     let all: Vec<Node> = state.store()?.list(ListFilter::default()).await?;
     let m = managers(&all);
+    let live = match all
+        .iter()
+        .any(|n| n.manager_status.as_ref().is_some_and(|s| s.raft_id != 0))
+    {
+        true => crate::managers::membership(&state).await,
+        false => None,
+    };
     let out: Vec<Value> = all
         .iter()
         .filter(|n| {
@@ -139,14 +151,18 @@ pub async fn node_list(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRe
                 && f.labels_match("label", &n.description.engine.labels)
                 && f.labels_match("node.label", &n.spec.labels)
         })
-        .map(|n| node_json(n, &state.node_id, m))
+        .map(|n| node_json(n, &state.node_id, m, live.as_ref()))
         .collect();
     Ok(HttpResponse::Ok().json(out))
 }
 
 pub async fn node_inspect(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let (n, managers) = find_node(&state, &path.id).await?;
-    Ok(HttpResponse::Ok().json(node_json(&n, &state.node_id, managers)))
+    let live = match n.manager_status.as_ref().is_some_and(|s| s.raft_id != 0) {
+        true => crate::managers::membership(&state).await,
+        false => None,
+    };
+    Ok(HttpResponse::Ok().json(node_json(&n, &state.node_id, managers, live.as_ref())))
 }
 
 /// A node spec body with `Role` and `Availability` checked as Docker's
@@ -193,22 +209,33 @@ pub async fn node_update(
             "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm",
         ));
     }
+    let was = n.spec.role;
     let membership = n.spec.membership;
     n.spec = NodeSpec { membership, ..spec };
-    match n.spec.role {
-        NodeRole::Manager if n.manager_status.is_none() => {
-            n.manager_status = Some(shoal_shared::model::ManagerStatus {
-                leader: false,
-                reachability: shoal_shared::model::Reachability::Reachable,
-                addr: format!("{}:2377", n.status.addr),
-                nats_urls: Vec::new(),
-            })
+    let mut add_replica = None;
+    match (was, n.spec.role) {
+        (NodeRole::Manager, NodeRole::Worker) => {
+            crate::managers::demote(&state, &n).await?;
+            n.manager_status = None;
         }
-        NodeRole::Worker => n.manager_status = None,
+        (_, NodeRole::Manager) => {
+            let raft_id = n.manager_status.as_ref().map_or(0, |s| s.raft_id);
+            // A promotion, or one whose replica never became a member (retried).
+            let retry = raft_id != 0
+                && crate::managers::membership(&state)
+                    .await
+                    .is_none_or(|m| m.member(raft_id).is_none());
+            if was == NodeRole::Worker || retry {
+                add_replica = crate::managers::promote(&state, &mut n).await?;
+            }
+        }
         _ => {}
     }
     n.meta.version.index = version;
     state.store()?.update(&n).await?;
+    if let Some(replica) = add_replica {
+        crate::managers::add_replica(&state, replica).await?;
+    }
     Ok(HttpResponse::Ok().finish())
 }
 

@@ -21,6 +21,8 @@ pub struct AppState {
     /// through its membership (`--nats-url none`) and has not joined yet.
     store: RwLock<Option<StoreClient>>,
     pub node_id: String,
+    /// This host's store replica (`--store-replica`), on a manager.
+    pub store_replica: Option<u64>,
     pub role: Role,
     pub advertise_addr: String,
     pub data_dir: PathBuf,
@@ -68,6 +70,7 @@ impl AppState {
         AppState {
             store: RwLock::new(store),
             node_id,
+            store_replica: None,
             role,
             advertise_addr,
             data_dir,

@@ -193,8 +193,7 @@ struct InitRequest {
     _data_path_addr: String,
     data_path_port: u32,
     default_addr_pool: Vec<String>,
-    #[serde(rename = "ForceNewCluster")]
-    _force_new_cluster: bool,
+    force_new_cluster: bool,
     subnet_size: u32,
     availability: String,
     spec: Option<Value>,
@@ -342,6 +341,10 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
     }
     let r: InitRequest = decode(&body)?;
     let availability = parse_availability(&r.availability)?;
+    if r.force_new_cluster && crate::managers::force_new_cluster(&state).await? {
+        tracing::info!(node = %state.node_id, "swarm restored from this manager's store (--force-new-cluster)");
+        return Ok(HttpResponse::Ok().json(&state.node_id));
+    }
     match state.view().await? {
         SwarmView::Active { .. } => return Err(ApiError::unavailable(ALREADY_IN_SWARM)),
         SwarmView::Inactive => {}

@@ -10,6 +10,8 @@
 //! - [`wal`]: segment files, CRC-framed records, one flusher batching `fdatasync`s;
 //! - [`log_store`]: the Raft log and vote in the WAL, durable before acknowledged;
 //! - [`sm`]: the deterministic state machine (objects, names, change history, request ids);
+//! - [`membership`]: voters, learners and their reachability; adding and
+//!   removing replicas; `--force-new-cluster`;
 //! - [`network`]: Raft RPCs as NATS request/reply;
 //! - [`server`]: the replica: store API, leader forwarding, proposal batching,
 //!   change-feed publishing;
@@ -26,6 +28,7 @@ pub mod codec;
 pub mod config;
 pub mod index;
 pub mod log_store;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod server;

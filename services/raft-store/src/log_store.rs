@@ -52,6 +52,13 @@ impl LogStore {
         LogStore { wal }
     }
 
+    /// Appends entries and waits until they are durable (outside Raft: for
+    /// `--force-new-cluster` before Raft starts).
+    pub async fn append_durable(&mut self, entries: Vec<Entry>) -> std::io::Result<()> {
+        let records: Vec<(u64, Vec<u8>)> = entries.iter().map(|e| (e.log_id.index, codec::encode(e))).collect();
+        durable(|d| self.wal.append(records, d)).await
+    }
+
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
         match self.wal.purged() {
             None => Ok(None),

@@ -16,16 +16,20 @@ use shoal_shared::subjects::{self, RaftRpc};
 use shoal_shared::ShoalError;
 
 use crate::codec;
+use crate::membership::Contacts;
 use crate::typ::TypeConfig;
 
 /// Creates one NATS client per target replica (they share the connection).
 pub struct NatsNetwork {
     pub nats: async_nats::Client,
+    /// Every answered RPC is noted here (the membership's reachability).
+    pub contacts: Contacts,
 }
 
 pub struct NatsPeer {
     nats: async_nats::Client,
     target: u64,
+    contacts: Contacts,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NatsNetwork {
@@ -35,6 +39,7 @@ impl RaftNetworkFactory<TypeConfig> for NatsNetwork {
         NatsPeer {
             nats: self.nats.clone(),
             target,
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -67,6 +72,7 @@ impl NatsPeer {
                 });
             }
         };
+        self.contacts.heard_from(self.target);
         match codec::decode::<Result<Resp, RaftError<u64, E>>>(&msg.payload) {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{BasicNode, ServerState};
 use shoal_shared::envelope::{self, Reply};
 use shoal_shared::store::*;
 use shoal_shared::subjects::{self, RaftRpc};
@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::codec;
 use crate::config::Config;
 use crate::log_store::LogStore;
+use crate::membership::{self, node, Contacts};
 use crate::network::NatsNetwork;
 use crate::sm::{Reader, StateMachine};
 use crate::typ::*;
@@ -42,10 +43,17 @@ pub struct Replica {
     pub id: u64,
     pub raft: Raft,
     nats: async_nats::Client,
+    pub(crate) data_dir: std::path::PathBuf,
     reader: Reader,
     proposals: mpsc::Sender<Pending>,
     is_leader: Arc<AtomicBool>,
     in_flight: usize,
+    /// When this replica last heard back from each peer (its Raft RPCs answered).
+    pub(crate) contacts: Contacts,
+    /// How recently a member must have answered to count as reachable.
+    pub(crate) reach_window: Duration,
+    /// Set once Raft is shut down (for a forced new cluster or the process's end).
+    stopped: AtomicBool,
 }
 
 impl Replica {
@@ -62,7 +70,13 @@ impl Replica {
                 wal_dir.display()
             );
         }
-        let log = LogStore::open(&wal_dir)?;
+        let mut log = LogStore::open(&wal_dir)?;
+        let marker = cfg.data_dir.join(membership::FORCE_MARKER);
+        if marker.exists() {
+            membership::force_single_voter(&mut log, cfg.replica_id).await?;
+            std::fs::remove_file(&marker)?;
+            crate::wal::sync_dir(&cfg.data_dir)?;
+        }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let sm = StateMachine::open(&cfg.data_dir, events_tx)?;
         let reader = sm.reader();
@@ -81,7 +95,11 @@ impl Replica {
             ..Default::default()
         }
         .validate()?;
-        let network = NatsNetwork { nats: nats.clone() };
+        let contacts = Contacts::default();
+        let network = NatsNetwork {
+            nats: nats.clone(),
+            contacts: contacts.clone(),
+        };
         let raft = Raft::new(cfg.replica_id, Arc::new(raft_config), network, log, sm).await?;
 
         let (proposals, proposals_rx) = mpsc::channel(8192);
@@ -89,16 +107,21 @@ impl Replica {
             id: cfg.replica_id,
             raft,
             nats,
+            data_dir: cfg.data_dir.clone(),
             reader,
             proposals,
             is_leader: Arc::new(AtomicBool::new(false)),
             in_flight: cfg.proposals_in_flight,
+            contacts,
+            reach_window: cfg.election_timeout() * 2,
+            stopped: AtomicBool::new(false),
         });
 
         replica.clone().serve_raft_rpcs().await?;
         tokio::spawn(replica.clone().batch_proposals(proposals_rx));
         tokio::spawn(replica.clone().publish_events(events_rx));
         tokio::spawn(replica.clone().watch_leadership());
+        tokio::spawn(replica.clone().keep_promoting(cfg.heartbeat()));
 
         let members: BTreeSet<u64> = if cfg.init {
             [cfg.replica_id].into()
@@ -112,7 +135,7 @@ impl Replica {
         // election timeout (3-6 s with production timing), all writes stalled.
         let initializer = members.first().copied() == Some(cfg.replica_id);
         if initializer && !replica.raft.is_initialized().await? {
-            let nodes: BTreeMap<u64, BasicNode> = members.iter().map(|&id| (id, node(id))).collect();
+            let nodes: BTreeMap<u64, BasicNode> = members.iter().map(|&id| (id, node(id, false))).collect();
             match replica.raft.initialize(nodes).await {
                 Ok(()) => tracing::info!(?members, "initialized a new store cluster"),
                 Err(e) => tracing::info!(error = %e, "not initializing"),
@@ -123,7 +146,12 @@ impl Replica {
 
     /// Stops Raft (everything acknowledged is already on disk).
     pub async fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Release);
         let _ = self.raft.shutdown().await;
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     async fn serve_raft_rpcs(self: Arc<Self>) -> anyhow::Result<()> {
@@ -172,8 +200,14 @@ impl Replica {
         let span = tracing::info_span!("store.request", replica = self.id, direct);
         envelope::continue_trace(&span, msg.headers.as_ref());
         async {
+            let mut restart = false;
             let reply: Reply<StoreResponse> = match envelope::decode::<StoreRequest>(&msg.payload) {
                 Err(e) => Reply::Err(e),
+                Ok(StoreRequest::ForceNewCluster) if direct => {
+                    let res = self.prepare_force_new_cluster().await;
+                    restart = res.is_ok();
+                    res.into()
+                }
                 Ok(req) => self.serve(req, direct).await.into(),
             };
             let mut headers = async_nats::HeaderMap::new();
@@ -181,6 +215,10 @@ impl Replica {
                 headers.insert(envelope::LEADER_HEADER, leader.to_string().as_str());
             }
             envelope::respond_with_headers(&self.nats, &msg, &reply, headers).await;
+            if restart {
+                let _ = self.nats.flush().await;
+                membership::restart_process();
+            }
         }
         .instrument(span)
         .await
@@ -193,6 +231,12 @@ impl Replica {
                 return Ok(StoreResponse::List {
                     result: self.reader.list(&kinds, &filter)?,
                 })
+            }
+            // Never forwarded: it would force whichever replica leads.
+            StoreRequest::ForceNewCluster => {
+                return Err(ShoalError::invalid(
+                    "force-new-cluster is asked of one replica directly (shoal.store.replica.<id>)",
+                ))
             }
             _ => {}
         }
@@ -233,7 +277,12 @@ impl Replica {
                 self.remove_replica(replica).await?;
                 Ok(StoreResponse::Done)
             }
-            StoreRequest::Status | StoreRequest::LocalList { .. } => unreachable!("served above"),
+            StoreRequest::Membership => Ok(StoreResponse::Membership {
+                membership: self.membership(),
+            }),
+            StoreRequest::Status | StoreRequest::LocalList { .. } | StoreRequest::ForceNewCluster => {
+                unreachable!("served above")
+            }
         }
     }
 
@@ -391,41 +440,6 @@ impl Replica {
         }
     }
 
-    async fn add_replica(&self, replica: u64, voter: bool) -> Result<(), ShoalError> {
-        self.raft
-            .add_learner(replica, node(replica), true)
-            .await
-            .map_err(|e| ShoalError::unavailable(format!("add learner {replica}: {e}")))?;
-        if voter {
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds([replica].into()), false)
-                .await
-                .map_err(|e| ShoalError::unavailable(format!("promote {replica}: {e}")))?;
-        }
-        Ok(())
-    }
-
-    async fn remove_replica(&self, replica: u64) -> Result<(), ShoalError> {
-        let is_voter = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == replica);
-        let change = if is_voter {
-            ChangeMembers::RemoveVoters([replica].into())
-        } else {
-            ChangeMembers::RemoveNodes([replica].into())
-        };
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| ShoalError::unavailable(format!("remove {replica}: {e}")))?;
-        Ok(())
-    }
-
     /// This replica's view of the cluster.
     pub fn status(&self) -> StoreStatus {
         let m = self.raft.metrics().borrow().clone();
@@ -443,8 +457,4 @@ impl Replica {
             state: format!("{:?}", m.state).to_lowercase(),
         }
     }
-}
-
-fn node(id: u64) -> BasicNode {
-    BasicNode::new(format!("replica-{id}"))
 }

@@ -213,7 +213,7 @@ fn seq_of(path: &Path) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

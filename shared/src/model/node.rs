@@ -171,6 +171,15 @@ pub struct ManagerStatus {
     /// hosts dial them; given to joining hosts. The API does not show it.
     #[serde(rename = "NATSURLs", skip_serializing_if = "Vec::is_empty")]
     pub nats_urls: Vec<String>,
+    /// Store-only (as SwarmKit's `RaftID`; the API does not show it): the
+    /// id of this manager's raft-store replica, 0 when unknown. It maps the
+    /// node to the store's membership for `Leader`/`Reachability`.
+    #[serde(rename = "RaftID", skip_serializing_if = "is_zero")]
+    pub raft_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A node in the store.
@@ -281,6 +290,7 @@ mod tests {
             reachability: Reachability::Reachable,
             addr: "10.0.0.2:2377".into(),
             nats_urls: Vec::new(),
+            raft_id: 0,
         };
         assert_eq!(
             serde_json::to_value(&ms).unwrap(),

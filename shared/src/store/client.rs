@@ -248,6 +248,17 @@ impl StoreClient {
         }
     }
 
+    /// The store's membership and each member's reachability, as the leader sees them.
+    pub async fn membership(&self) -> Result<StoreMembership, ShoalError> {
+        match self.call(&StoreRequest::Membership).await? {
+            StoreResponse::Membership { membership } => Ok(membership),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Makes `replica` a member: a learner at once; with `voter`, promoted by
+    /// the leader once it has caught up (see [`StoreRequest::AddReplica`]).
+    /// This is the call a manager's join or promotion makes for its host's replica.
     pub async fn add_replica(&self, replica: u64, voter: bool) -> Result<(), ShoalError> {
         self.call(&StoreRequest::AddReplica { replica, voter })
             .await
@@ -256,6 +267,15 @@ impl StoreClient {
 
     pub async fn remove_replica(&self, replica: u64) -> Result<(), ShoalError> {
         self.call(&StoreRequest::RemoveReplica { replica }).await.map(|_| ())
+    }
+
+    /// Makes `replica` the only voter of a new cluster with its data
+    /// (`swarm init --force-new-cluster`); asked of that replica alone.
+    pub async fn force_new_cluster(&self, replica: u64) -> Result<StoreStatus, ShoalError> {
+        match self.call_replica(replica, &StoreRequest::ForceNewCluster).await? {
+            StoreResponse::Status { status } => Ok(status),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// A watcher of `kinds` (list, then follow the change feed).

@@ -194,6 +194,35 @@ pub struct StoreStatus {
     pub state: String,
 }
 
+/// One member of the store's Raft membership, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub replica: u64,
+    /// A voter (counts for quorum and may lead), else a learner (receives the log only).
+    pub voter: bool,
+    /// The leader itself, or a member that answered one of the leader's Raft
+    /// RPCs (appends and heartbeats) within the last two election timeouts.
+    pub reachable: bool,
+    /// The last log index the leader knows this member holds.
+    pub matched: Option<u64>,
+}
+
+/// The store's membership as its leader sees it (`StoreRequest::Membership`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreMembership {
+    pub leader: u64,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    /// Voters first, then learners, each by replica id.
+    pub members: Vec<MemberStatus>,
+}
+
+impl StoreMembership {
+    pub fn member(&self, replica: u64) -> Option<&MemberStatus> {
+        self.members.iter().find(|m| m.replica == replica)
+    }
+}
+
 /// A request to the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -224,21 +253,35 @@ pub enum StoreRequest {
         #[serde(default)]
         filter: ListFilter,
     },
-    /// Adds `replica` as a learner, then (if `voter`) makes it a voter.
+    /// The membership with each member's reachability, from the leader.
+    Membership,
+    /// Adds `replica` as a learner (answered once the learner is part of the
+    /// membership). With `voter`, the leader promotes it to voter as soon as
+    /// it has caught up with the log (at once when it already has); the
+    /// intent is kept in the membership itself, so a new leader finishes it.
     AddReplica {
         replica: u64,
         voter: bool,
     },
-    /// Removes `replica` from the voters and learners.
+    /// Removes `replica` from the voters and learners; a voter whose removal
+    /// would leave fewer reachable voters than a quorum of the rest is
+    /// refused (SwarmKit's `CanRemoveMember`).
     RemoveReplica {
         replica: u64,
     },
+    /// `swarm init --force-new-cluster`: sent to one replica directly (never
+    /// forwarded, no leader needed); it restarts Raft with itself as the
+    /// only voter, keeping its log and state.
+    ForceNewCluster,
 }
 
 impl StoreRequest {
     /// Whether this request must be served by the leader.
     pub fn needs_leader(&self) -> bool {
-        !matches!(self, StoreRequest::Status | StoreRequest::LocalList { .. })
+        !matches!(
+            self,
+            StoreRequest::Status | StoreRequest::LocalList { .. } | StoreRequest::ForceNewCluster
+        )
     }
 }
 
@@ -251,6 +294,7 @@ pub enum StoreResponse {
     List { result: ListResult },
     Events { result: EventsResult },
     Status { status: StoreStatus },
+    Membership { membership: StoreMembership },
     Done,
 }
 

@@ -253,7 +253,8 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
         a.extend(metrics_arg(name)?);
         children.push(Child::new(name, &bin(&format!("shoal-{name}")), a, 0, &logs));
     }
-    let mut api_args = os(&["--node-id", &node_id, "--nats-url", &nats_url]);
+    // Its node is replica 1's: `docker node ls` shows the store's real leader.
+    let mut api_args = os(&["--node-id", &node_id, "--nats-url", &nats_url, "--store-replica", "1"]);
     api_args.extend([
         "--data-dir".into(),
         path(data_dir.clone()),
