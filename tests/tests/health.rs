@@ -49,6 +49,8 @@ fn ps(up: &Up, service: &str) -> Result<Vec<String>, String> {
         .iter()
         .map(|r| {
             let (state, err) = r.split_once('|').unwrap_or((r, ""));
+            // The CLI quotes the error with --no-trunc.
+            let err = err.trim_matches('"');
             format!("{}|{err}", state.split_whitespace().next().unwrap_or(""))
         })
         .collect())
@@ -124,7 +126,7 @@ async fn health_checks_gate_running_and_unhealthy_tasks_are_replaced() {
     up.ready().await;
     let image = HealthImage::make("jobs-health-hc:1");
 
-    // The image's HEALTHCHECK gates the task: healthy three seconds in.
+    // The image's HEALTHCHECK gates the task: healthy six seconds in.
     let r = up.docker(&[
         "service",
         "create",
@@ -134,9 +136,13 @@ async fn health_checks_gate_running_and_unhealthy_tasks_are_replaced() {
         image.0,
         "sh",
         "-c",
-        "sleep 3; touch /tmp/ok; exec sleep 3600",
+        "sleep 6; touch /tmp/ok; exec sleep 3600",
     ]);
     assert_eq!(r.code, 0, "create: {r:?}");
+    assert!(
+        runs_only_once_healthy(&up, "img").await,
+        "img was seen starting while its container ran"
+    );
     // --health-cmd does the same.
     let r = up.docker(&[
         "service",
@@ -153,9 +159,13 @@ async fn health_checks_gate_running_and_unhealthy_tasks_are_replaced() {
         "busybox",
         "sh",
         "-c",
-        "sleep 3; touch /tmp/ok; exec sleep 3600",
+        "sleep 6; touch /tmp/ok; exec sleep 3600",
     ]);
     assert_eq!(r.code, 0, "create: {r:?}");
+    assert!(
+        runs_only_once_healthy(&up, "flag").await,
+        "flag was seen starting while its container ran"
+    );
     // --no-healthcheck turns the image's check off: it runs at once, never healthy.
     let r = up.docker(&[
         "service",
@@ -169,14 +179,6 @@ async fn health_checks_gate_running_and_unhealthy_tasks_are_replaced() {
         "3600",
     ]);
     assert_eq!(r.code, 0, "create: {r:?}");
-    assert!(
-        runs_only_once_healthy(&up, "img").await,
-        "img was seen starting while its container ran"
-    );
-    assert!(
-        runs_only_once_healthy(&up, "flag").await,
-        "flag was seen starting while its container ran"
-    );
     until("nohc running", || {
         let states = ps(&up, "nohc")?;
         match states.first().map(String::as_str) {
