@@ -864,7 +864,7 @@ mod tests {
         assert_eq!(spec.replicas(), Some(3));
         spec.mode = ServiceMode {
             replicated: Some(ReplicatedService { replicas: None }),
-            global: None,
+            ..ServiceMode::default()
         };
         assert_eq!(spec.replicas(), Some(1));
         spec.mode = ServiceMode::default();
@@ -872,6 +872,35 @@ mod tests {
         assert_eq!(spec.replicas(), Some(1));
         spec.mode = ServiceMode::replicated(0);
         assert_eq!(spec.replicas(), Some(0));
+    }
+
+    #[test]
+    fn job_modes_use_dockers_keys_and_names() {
+        let mut spec = web_spec();
+        spec.mode = serde_json::from_value(json!({"ReplicatedJob": {"MaxConcurrent": 2}})).unwrap();
+        let job = spec.mode.replicated_job.clone().unwrap();
+        assert_eq!(
+            (job.concurrency(), job.total()),
+            (2, 2),
+            "the total defaults to the concurrency"
+        );
+        assert!(spec.is_job() && !spec.is_global());
+        assert_eq!((spec.replicas(), spec.mode_name()), (None, "replicated-job"));
+        spec.mode = serde_json::from_value(json!({"GlobalJob": {}})).unwrap();
+        assert!(spec.is_job() && spec.is_global());
+        assert_eq!(spec.mode_name(), "global-job");
+        assert_eq!(serde_json::to_value(&spec.mode).unwrap(), json!({"GlobalJob": {}}));
+        let mut svc = Service::new("s1", spec.clone());
+        assert_eq!(svc.job_iteration(), Some(0));
+        svc.job_status = Some(JobStatus {
+            job_iteration: crate::store::Version { index: 3 },
+            last_execution: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        });
+        assert_eq!(svc.job_iteration(), Some(3));
+        let v = serde_json::to_value(&svc).unwrap();
+        assert_eq!(v["JobStatus"]["JobIteration"], json!({"Index": 3}));
+        svc.spec = web_spec();
+        assert_eq!(svc.job_iteration(), None, "not a job");
     }
 
     #[test]
