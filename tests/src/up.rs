@@ -17,6 +17,21 @@ use crate::{bin, dump_logs, eventually};
 /// How long a step may take on a loaded 2-core machine.
 pub const CONVERGE: Duration = Duration::from_secs(90);
 
+/// Polls a (docker-CLI heavy) check until it holds, within [`CONVERGE`], at
+/// a pace the engine can bear.
+pub async fn until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    eventually(CONVERGE, what, || {
+        let r = check();
+        async move {
+            if r.is_err() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r
+        }
+    })
+    .await
+}
+
 /// A `shoal up` process group; SIGKILLed as a whole when dropped.
 pub struct Up {
     pub child: Child,

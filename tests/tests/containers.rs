@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use shoal_shared::dispatch::{Assignments, ImageAnswer, ImageQuery};
 use shoal_shared::{envelope, subjects, ErrorCode};
-use shoal_tests::up::{engine, temp_home, Up, CONVERGE};
+use shoal_tests::up::{engine, temp_home, until, Up, CONVERGE};
 use shoal_tests::{eventually, free_port, which};
 
 /// Starts `shoal up --executor docker` and waits for its `DOCKER_HOST` line.
@@ -27,20 +27,6 @@ async fn up_docker_with(home: &Path, name: &str, data: &Path, port: u16, extra: 
     up.ready().await;
     assert!(up.output().contains("shoal up: executor: docker"), "{}", up.output());
     up
-}
-
-/// Polls a (docker-CLI heavy) check until it holds, at a pace the engine can bear.
-async fn until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    eventually(CONVERGE, what, || {
-        let r = check();
-        async move {
-            if r.is_err() {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            r
-        }
-    })
-    .await
 }
 
 /// `<name> <replicas>` of every service.

@@ -142,7 +142,7 @@ impl TaskCtl {
 
     /// Whether the task should not run (stopped by the managers, or no longer assigned).
     pub fn stop_wanted(&self) -> bool {
-        self.unassigned || self.task.desired_state > TaskState::Running
+        self.unassigned || !self.task.desired_state.wants_run()
     }
 
     pub fn id(&self) -> &str {
@@ -154,8 +154,8 @@ impl TaskCtl {
 /// store believes started here, which this agent never saw (its database
 /// was lost), is reported failed rather than started twice.
 pub fn first_assignment(task: Task, now: DateTime<Utc>) -> (TaskCtl, Vec<Effect>) {
-    let started_elsewhere = (TaskState::Starting..=TaskState::Running).contains(&task.status.state)
-        && task.desired_state <= TaskState::Running;
+    let started_elsewhere =
+        (TaskState::Starting..=TaskState::Running).contains(&task.status.state) && task.desired_state.wants_run();
     let mut ctl = TaskCtl::new(task.clone());
     if started_elsewhere {
         let mut fx = Vec::new();

@@ -32,8 +32,9 @@ use shoal_shared::model::{EngineDescription, PluginDescription, Task};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::exec::{stop_grace, ExecError, Executor, Exit, Found, Handle, Started};
+use crate::exec::{stop_grace, ExecError, Executor, Exit, Found, Handle, Started, DEFAULT_STOP_GRACE};
 use crate::files::Files;
+use crate::health;
 
 pub const LABEL_SERVICE_ID: &str = "com.docker.swarm.service.id";
 pub const LABEL_SERVICE_NAME: &str = "com.docker.swarm.service.name";
@@ -659,15 +660,21 @@ impl Executor for DockerExecutor {
         .boxed()
     }
 
-    fn start(&self, _task: &Task, prepared: Option<Handle>) -> BoxFuture<'static, Result<Started, ExecError>> {
-        let d = self.clone();
+    /// Starts the container and, if it has a health check, waits for it to
+    /// be healthy (the task stays `starting`); an unhealthy one is stopped
+    /// and its task fails ([`crate::health`]).
+    fn start(&self, task: &Task, prepared: Option<Handle>) -> BoxFuture<'static, Result<Started, ExecError>> {
+        let (d, grace) = (self.clone(), stop_grace(&task.spec));
         async move {
             let Some(handle @ Handle::Container { .. }) = prepared else {
                 return Err(ExecError::Failed("the container was not prepared".into()));
             };
-            d.start_container(handle.container_id().unwrap_or_default())
-                .await
-                .map_err(ExecError::Failed)?;
+            let id = handle.container_id().unwrap_or_default().to_string();
+            d.start_container(&id).await.map_err(ExecError::Failed)?;
+            if !health::until_healthy(&d.docker, &id).await {
+                d.stop_container(&id, grace).await;
+                return Err(ExecError::Failed(health::UNHEALTHY.into()));
+            }
             Ok(Started { handle, child: None })
         }
         .boxed()
@@ -677,7 +684,14 @@ impl Executor for DockerExecutor {
         let d = self.clone();
         async move {
             match handle {
-                Handle::Container { container_id } => d.wait_container(&container_id).await,
+                // A container that turns unhealthy is stopped, and its task fails.
+                Handle::Container { container_id } => tokio::select! {
+                    exit = d.wait_container(&container_id) => exit,
+                    () = health::until_unhealthy(&d.docker, &container_id) => {
+                        d.stop_container(&container_id, DEFAULT_STOP_GRACE).await;
+                        Exit::Lost(health::UNHEALTHY.into())
+                    }
+                },
                 Handle::Process(_) => Exit::Lost("task: a process, but this agent runs containers".into()),
             }
         }

@@ -28,6 +28,7 @@ pub mod db;
 pub mod docker;
 pub mod exec;
 pub mod files;
+pub mod health;
 pub mod image;
 pub mod logs;
 pub mod metrics;

@@ -68,6 +68,8 @@ impl Executor for ProcessExecutor {
             Err(ExecError::Rejected(
                 "secrets and configs need the docker executor (this node runs processes)".into(),
             ))
+        } else if let Some(why) = crate::health::process_rejection(&task.spec) {
+            Err(ExecError::Rejected(why))
         } else {
             command_line(&task.spec).map(|_| None).map_err(ExecError::Rejected)
         };

@@ -605,7 +605,7 @@ pub async fn delete(
         // Tasks of a service that left the network may still run on it.
         let tasks: Vec<shoal_shared::model::Task> = state.store()?.list(ListFilter::default()).await?;
         let running = tasks.iter().find(|t| {
-            t.desired_state <= TaskState::Running
+            t.desired_state.wants_run()
                 && t.status.state <= TaskState::Running
                 && t.networks_attachments.iter().any(|a| a.network.meta.id == n.meta.id)
         });

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use shoal_shared::id::new_id;
 use shoal_shared::model::{
-    Endpoint, Network, Node, NodeRole, NodeSpec, NodeState, PortProtocol, PublishMode, PullOptions, Service,
+    Endpoint, JobStatus, Network, Node, NodeRole, NodeSpec, NodeState, PortProtocol, PublishMode, PullOptions, Service,
     ServiceSpec, ServiceStatus, Task, TaskSpec, TaskState, UpdateState, UpdateStatus,
 };
 use shoal_shared::store::{Kind, ListFilter, StoreMembership, StoreObject};
@@ -271,16 +271,28 @@ async fn find_service(state: &AppState, key: &str) -> ApiResult<Service> {
 }
 
 /// `ServiceStatus` from the tasks in the store: running = tasks running;
-/// desired = replicas, or for a global service the tasks meant to run.
+/// desired = replicas, or for a global service the tasks meant to run. For a
+/// job, as SwarmKit counts it, only tasks of the current iteration count:
+/// desired = `MaxConcurrent` (a replicated job) or the tasks still meant to
+/// complete (a global job), and completed = those that did.
 fn service_status(svc: &Service, tasks: &[&Task]) -> ServiceStatus {
+    let iteration = svc.job_iteration();
+    let tasks: Vec<&&Task> = tasks
+        .iter()
+        .filter(|t| iteration.is_none() || t.job_iteration.map(|v| v.index) == iteration)
+        .collect();
     let running = tasks
         .iter()
-        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .filter(|t| t.status.state == TaskState::Running && t.desired_state.wants_run())
         .count() as u64;
     let completed = tasks.iter().filter(|t| t.status.state == TaskState::Complete).count() as u64;
-    let desired = match svc.replicas() {
-        Some(r) => r,
-        None => tasks.iter().filter(|t| t.desired_state == TaskState::Running).count() as u64,
+    let desired = match (svc.replicas(), &svc.spec.mode.replicated_job) {
+        (Some(r), _) => r,
+        (None, Some(job)) => job.concurrency(),
+        (None, None) => tasks
+            .iter()
+            .filter(|t| t.desired_state.wants_run() && t.status.state != TaskState::Complete)
+            .count() as u64,
     };
     ServiceStatus {
         running_tasks: running,
@@ -454,6 +466,12 @@ pub async fn service_create(state: web::Data<AppState>, req: HttpRequest, body: 
             spec.name = crate::names::random_name(&mut rand::thread_rng());
         }
         let mut svc = Service::new(new_id(), spec.clone());
+        if spec.is_job() {
+            svc.job_status = Some(JobStatus {
+                job_iteration: Default::default(),
+                last_execution: chrono::Utc::now(),
+            });
+        }
         fill_endpoint(&mut svc);
         match state.store()?.create(&svc).await {
             Ok(c) => break c,
@@ -518,6 +536,16 @@ pub async fn service_update(
         return Err(ApiError::bad_request(
             "rpc error: code = Unimplemented desc = renaming services is not supported",
         ));
+    }
+    if next.mode_name() != current.mode_name() {
+        return Err(ApiError::bad_request(
+            "rpc error: code = Unimplemented desc = service mode change is not allowed",
+        ));
+    }
+    // Every update of a job runs it again, as SwarmKit does: the next iteration.
+    if let Some(job) = s.job_status.as_mut() {
+        job.job_iteration.index += 1;
+        job.last_execution = chrono::Utc::now();
     }
     s.spec = next;
     s.previous_spec = Some(current);

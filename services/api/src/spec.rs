@@ -212,8 +212,37 @@ pub fn validate_service(spec: &mut ServiceSpec) -> ApiResult<()> {
             "TaskTemplate.ContainerSpec.Image: image reference must be provided",
         ));
     }
-    if spec.mode.replicated.is_some() && spec.mode.global.is_some() {
-        return Err(invalid("Mode: only one of Replicated or Global may be set"));
+    let m = &spec.mode;
+    let modes = [
+        m.replicated.is_some(),
+        m.global.is_some(),
+        m.replicated_job.is_some(),
+        m.global_job.is_some(),
+    ];
+    if modes.iter().filter(|set| **set).count() > 1 {
+        return Err(invalid(
+            "Mode: only one of Replicated, Global, ReplicatedJob or GlobalJob may be set",
+        ));
+    }
+    if spec.is_job() && spec.update_config.is_some() {
+        return Err(invalid("Jobs may not have an update config"));
+    }
+    if let Some(job) = spec.mode.replicated_job.as_mut() {
+        for (field, n) in [
+            ("MaxConcurrent", job.max_concurrent),
+            ("TotalCompletions", job.total_completions),
+        ] {
+            if n.is_some_and(|n| n > MAX_REPLICAS) {
+                return Err(invalid(format!(
+                    "Mode.ReplicatedJob.{field}: {} is more than the maximum of {MAX_REPLICAS}",
+                    n.unwrap_or_default()
+                )));
+            }
+        }
+        // Docker's defaults, stored: one at a time, as many as run at once.
+        let concurrent = job.concurrency();
+        job.total_completions.get_or_insert(concurrent);
+        job.max_concurrent = Some(concurrent);
     }
     if let Some(n) = spec.mode.replicated.as_ref().and_then(|r| r.replicas) {
         if n > MAX_REPLICAS {
@@ -272,7 +301,7 @@ pub fn validate_service(spec: &mut ServiceSpec) -> ApiResult<()> {
     // Stored as given, as Docker stores it; only a missing replica count is
     // written (Docker's daemon makes a spec without a mode replicated, 1).
     // Readers fall back to DEFAULTS; `insertDefaults` shows them (insert_defaults).
-    if spec.mode.global.is_none() {
+    if spec.mode_unset() || spec.mode.replicated.is_some() {
         spec.mode
             .replicated
             .get_or_insert_with(Default::default)
@@ -306,10 +335,14 @@ pub fn decode_service(body: &[u8]) -> ApiResult<ServiceSpec> {
         .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case("Mode")))
         .and_then(|(_, m)| m.as_object());
     if let Some(mode) = mode {
-        let known = |k: &str| k.eq_ignore_ascii_case("Replicated") || k.eq_ignore_ascii_case("Global");
+        let known = |k: &str| {
+            ["Replicated", "Global", "ReplicatedJob", "GlobalJob"]
+                .iter()
+                .any(|m| k.eq_ignore_ascii_case(m))
+        };
         if let Some(k) = mode.keys().find(|k| !known(k)) {
             return Err(invalid(format!(
-                "Mode: unknown mode {:?} (want Replicated or Global)",
+                "Mode: unknown mode {:?} (want Replicated, Global, ReplicatedJob or GlobalJob)",
                 clip(k)
             )));
         }

@@ -10,7 +10,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use shoal_shared::dispatch::{AgentRequest, AgentResponse, Assignments};
 use shoal_shared::envelope::{self, Reply};
-use shoal_shared::model::{Cluster, Config as SwarmConfig, Node, Secret, Task, TaskState};
+use shoal_shared::model::{Cluster, Config as SwarmConfig, Node, Secret, Task};
 use shoal_shared::secrets::{Payload, SecretKey};
 use shoal_shared::store::mirror::{Acting, GetState, Mirror, Table};
 use shoal_shared::store::{Kind, Op, Record, StoreClient, StoreObject, TxOutcome, TxRequest, WatchEvent};
@@ -79,7 +79,7 @@ pub fn attach(follow: &Follow, key: Option<&SecretKey>, a: &mut Assignments) {
     use base64::Engine;
     let mut secrets = std::collections::BTreeMap::new();
     let mut configs = std::collections::BTreeMap::new();
-    for t in a.tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+    for t in a.tasks.iter().filter(|t| t.desired_state.wants_run()) {
         let Some(c) = t.spec.container_spec.as_ref() else {
             continue;
         };

@@ -141,7 +141,7 @@ pub struct NodeInfo {
 
 /// Whether a task occupies its node (counts for spread and reservations).
 pub fn occupies(t: &Task) -> bool {
-    !t.node_id.is_empty() && t.desired_state <= TaskState::Running && t.status.state <= TaskState::Running
+    !t.node_id.is_empty() && t.desired_state.wants_run() && t.status.state <= TaskState::Running
 }
 
 /// The reservations of a task spec.

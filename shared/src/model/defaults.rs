@@ -200,7 +200,7 @@ impl Defaults {
     /// (which Docker's engine stores though the CLI does not send it) are
     /// left as given: readers fall back to [`DEFAULTS`] for them.
     pub fn fill_service(&self, spec: &mut ServiceSpec) {
-        if spec.mode.global.is_none() {
+        if spec.mode_unset() || spec.mode.replicated.is_some() {
             spec.mode
                 .replicated
                 .get_or_insert_with(Default::default)
@@ -209,8 +209,11 @@ impl Defaults {
         }
         let tt = &mut spec.task_template;
         tt.restart_policy = Some(self.restart_policy_of(tt.restart_policy.as_ref()));
-        spec.update_config = Some(self.update_config_of(spec.update_config.as_ref()));
-        spec.rollback_config = Some(self.rollback_config_of(spec.rollback_config.as_ref()));
+        if !spec.is_job() {
+            // Jobs have no rolling updates.
+            spec.update_config = Some(self.update_config_of(spec.update_config.as_ref()));
+            spec.rollback_config = Some(self.rollback_config_of(spec.rollback_config.as_ref()));
+        }
         spec.endpoint_spec
             .get_or_insert_with(EndpointSpec::default)
             .mode

@@ -476,7 +476,32 @@ pub struct ReplicatedService {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GlobalService {}
 
-/// `ServiceSpec.Mode`: exactly one of `Replicated` or `Global` is set.
+/// `Mode.ReplicatedJob`: `TotalCompletions` tasks run to completion, at
+/// most `MaxConcurrent` at a time. The API fills both (Docker's defaults: 1,
+/// and `MaxConcurrent` for the total), so readers find them set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ReplicatedJob {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_completions: Option<u64>,
+}
+
+impl ReplicatedJob {
+    /// Most tasks running at once (Docker's default 1).
+    pub fn concurrency(&self) -> u64 {
+        self.max_concurrent.unwrap_or(1)
+    }
+
+    /// Completions wanted (Docker's default: the concurrency).
+    pub fn total(&self) -> u64 {
+        self.total_completions.unwrap_or_else(|| self.concurrency())
+    }
+}
+
+/// `ServiceSpec.Mode`: exactly one of `Replicated`, `Global`,
+/// `ReplicatedJob` or `GlobalJob` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ServiceMode {
@@ -484,6 +509,11 @@ pub struct ServiceMode {
     pub replicated: Option<ReplicatedService>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub global: Option<GlobalService>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicated_job: Option<ReplicatedJob>,
+    /// One task to completion on every eligible node; has no fields (`{}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_job: Option<GlobalService>,
 }
 
 impl ServiceMode {
@@ -492,14 +522,14 @@ impl ServiceMode {
             replicated: Some(ReplicatedService {
                 replicas: Some(replicas),
             }),
-            global: None,
+            ..ServiceMode::default()
         }
     }
 
     pub fn global() -> ServiceMode {
         ServiceMode {
-            replicated: None,
             global: Some(GlobalService {}),
+            ..ServiceMode::default()
         }
     }
 }
@@ -573,23 +603,42 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// Whether its tasks go one per node (`Global` or `GlobalJob`), grouped
+    /// by node rather than by slot.
     pub fn is_global(&self) -> bool {
-        self.mode.global.is_some()
+        self.mode.global.is_some() || self.mode.global_job.is_some()
     }
 
-    /// Desired replica count: `None` for a global service. A replicated
-    /// service (or one with no mode at all, which Docker treats as
-    /// replicated) without `Replicas` gets Docker's default of 1.
+    /// Whether its tasks run to completion (`ReplicatedJob` or `GlobalJob`).
+    pub fn is_job(&self) -> bool {
+        self.mode.replicated_job.is_some() || self.mode.global_job.is_some()
+    }
+
+    /// Whether no mode is set at all (Docker makes such a spec replicated, 1).
+    pub fn mode_unset(&self) -> bool {
+        let m = &self.mode;
+        m.replicated.is_none() && m.global.is_none() && m.replicated_job.is_none() && m.global_job.is_none()
+    }
+
+    /// Desired replica count: `None` for a global service or a job. A
+    /// replicated service (or one with no mode at all, which Docker treats
+    /// as replicated) without `Replicas` gets Docker's default of 1.
     pub fn replicas(&self) -> Option<u64> {
-        if self.is_global() {
+        if self.is_global() || self.is_job() {
             return None;
         }
         Some(self.mode.replicated.as_ref().and_then(|r| r.replicas).unwrap_or(1))
     }
 
-    /// `"global"` or `"replicated"`, the service's `mode` index field.
+    /// The service's `mode` index field, in the words of Docker's `mode`
+    /// filter: `replicated`, `global`, `replicated-job` or `global-job`.
     pub fn mode_name(&self) -> &'static str {
-        if self.is_global() {
+        let m = &self.mode;
+        if m.global_job.is_some() {
+            "global-job"
+        } else if m.replicated_job.is_some() {
+            "replicated-job"
+        } else if m.global.is_some() {
             "global"
         } else {
             "replicated"
@@ -650,6 +699,18 @@ pub struct ServiceStatus {
     pub completed_tasks: u64,
 }
 
+/// `JobStatus`: which run of a job is current. `JobIteration` starts at 0
+/// and every update of the service starts the next one (tasks of older
+/// iterations are stopped); `LastExecution` is when the current one began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JobStatus {
+    #[serde(default)]
+    pub job_iteration: crate::store::Version,
+    #[serde(serialize_with = "crate::model::gotime::serialize")]
+    pub last_execution: DateTime<Utc>,
+}
+
 /// A service in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Service {
@@ -666,6 +727,9 @@ pub struct Service {
     pub update_status: Option<UpdateStatus>,
     #[serde(rename = "ServiceStatus", default, skip_serializing_if = "Option::is_none")]
     pub service_status: Option<ServiceStatus>,
+    /// Set for a job only.
+    #[serde(rename = "JobStatus", default, skip_serializing_if = "Option::is_none")]
+    pub job_status: Option<JobStatus>,
 }
 
 impl Service {
@@ -677,7 +741,16 @@ impl Service {
             endpoint: None,
             update_status: None,
             service_status: None,
+            job_status: None,
         }
+    }
+
+    /// The current job iteration (0 for a job without a status yet, `None`
+    /// for a service that is not a job).
+    pub fn job_iteration(&self) -> Option<u64> {
+        self.spec
+            .is_job()
+            .then(|| self.job_status.as_ref().map_or(0, |j| j.job_iteration.index))
     }
 
     /// See [`ServiceSpec::replicas`].
@@ -791,7 +864,7 @@ mod tests {
         assert_eq!(spec.replicas(), Some(3));
         spec.mode = ServiceMode {
             replicated: Some(ReplicatedService { replicas: None }),
-            global: None,
+            ..ServiceMode::default()
         };
         assert_eq!(spec.replicas(), Some(1));
         spec.mode = ServiceMode::default();
@@ -799,6 +872,35 @@ mod tests {
         assert_eq!(spec.replicas(), Some(1));
         spec.mode = ServiceMode::replicated(0);
         assert_eq!(spec.replicas(), Some(0));
+    }
+
+    #[test]
+    fn job_modes_use_dockers_keys_and_names() {
+        let mut spec = web_spec();
+        spec.mode = serde_json::from_value(json!({"ReplicatedJob": {"MaxConcurrent": 2}})).unwrap();
+        let job = spec.mode.replicated_job.clone().unwrap();
+        assert_eq!(
+            (job.concurrency(), job.total()),
+            (2, 2),
+            "the total defaults to the concurrency"
+        );
+        assert!(spec.is_job() && !spec.is_global());
+        assert_eq!((spec.replicas(), spec.mode_name()), (None, "replicated-job"));
+        spec.mode = serde_json::from_value(json!({"GlobalJob": {}})).unwrap();
+        assert!(spec.is_job() && spec.is_global());
+        assert_eq!(spec.mode_name(), "global-job");
+        assert_eq!(serde_json::to_value(&spec.mode).unwrap(), json!({"GlobalJob": {}}));
+        let mut svc = Service::new("s1", spec.clone());
+        assert_eq!(svc.job_iteration(), Some(0));
+        svc.job_status = Some(JobStatus {
+            job_iteration: crate::store::Version { index: 3 },
+            last_execution: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        });
+        assert_eq!(svc.job_iteration(), Some(3));
+        let v = serde_json::to_value(&svc).unwrap();
+        assert_eq!(v["JobStatus"]["JobIteration"], json!({"Index": 3}));
+        svc.spec = web_spec();
+        assert_eq!(svc.job_iteration(), None, "not a job");
     }
 
     #[test]

@@ -111,6 +111,12 @@ impl TaskState {
     pub fn is_terminal(self) -> bool {
         self > TaskState::Running
     }
+
+    /// As a desired state: the task should run (`running`, or `complete`
+    /// for a job's task, which runs until it exits).
+    pub fn wants_run(self) -> bool {
+        self <= TaskState::Complete
+    }
 }
 
 impl fmt::Display for TaskState {
@@ -225,6 +231,9 @@ pub struct Task {
     /// `ServiceAnnotations`): agents name containers after it.
     #[serde(rename = "ServiceAnnotations", default, skip_serializing_if = "Option::is_none")]
     pub service_annotations: Option<Annotations>,
+    /// The job iteration this task runs for (a job's tasks only).
+    #[serde(rename = "JobIteration", default, skip_serializing_if = "Option::is_none")]
+    pub job_iteration: Option<Version>,
 }
 
 /// `Name` and `Labels` of an object, as SwarmKit's `Annotations`.
@@ -252,6 +261,7 @@ impl Task {
             desired_state: TaskState::Running,
             networks_attachments: Vec::new(),
             service_annotations: None,
+            job_iteration: None,
         }
     }
 

@@ -217,7 +217,7 @@ fn create(c: &Client, name: String, mode: &str, opts: &SpecOpts, image: &str, ar
     let mode = match mode {
         "replicated" => ServiceMode {
             replicated: Some(ReplicatedService::default()),
-            global: None,
+            ..ServiceMode::default()
         },
         "global" => ServiceMode::global(),
         other => return Err(format!("Unknown mode: {other}, only replicated and global supported")),

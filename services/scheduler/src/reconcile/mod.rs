@@ -18,7 +18,8 @@
 //!    rollback_*; a failed rollout pauses, continues or rolls back;
 //! 4. [`replicated`] services get one live task per slot `1..=N` (scale
 //!    down removes tasks from the most loaded nodes first), [`global`]
-//!    services one per eligible node;
+//!    services one per eligible node; [`jobs`] run to completion instead
+//!    (steps 2-4 of their own, no rolling update);
 //! 5. tasks of removed services are removed, then [`history`] beyond
 //!    `TaskHistoryRetentionLimit` per slot is deleted;
 //! 6. [`networks`]: tasks not yet placed get an address per network (or
@@ -38,6 +39,7 @@
 
 mod global;
 mod history;
+mod jobs;
 mod networks;
 pub mod plan;
 mod ports;
@@ -89,8 +91,9 @@ fn td(d: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
 
+/// Whether a task is wanted (desired `running`, or `complete` for a job's task).
 fn is_live(t: &Task) -> bool {
-    t.desired_state <= TaskState::Running
+    t.desired_state.wants_run()
 }
 
 /// Runs one reconcile pass. `new_id` names new tasks.
@@ -159,6 +162,11 @@ pub fn reconcile(snap: &Snapshot, now: chrono::DateTime<chrono::Utc>, new_id: &m
 fn orchestrate(w: &mut Work, sid: &str, ids: Vec<String>, new_id: &mut dyn FnMut() -> String) {
     let global = w.service(sid).is_global();
     restart::move_off_lost_nodes(w, sid, &ids, global);
+    if w.service(sid).spec.is_job() {
+        let svc: Service = w.service(sid).clone();
+        jobs::reconcile_job(w, &svc, &ids, new_id);
+        return;
+    }
 
     let mut groups: BTreeMap<Group, Vec<String>> = BTreeMap::new();
     for id in &ids {

@@ -280,7 +280,7 @@ pub(super) fn allocate_tasks(w: &mut Work, addrs: &mut Addresses) {
     let todo: Vec<String> = w
         .view()
         .filter(|t| {
-            t.desired_state <= TaskState::Running
+            t.desired_state.wants_run()
                 && t.status.state <= TaskState::Pending
                 && t.networks_attachments.is_empty()
                 && w.snap.services.contains_key(&t.service_id)

@@ -21,6 +21,8 @@ pub enum StopReason {
     ScaleDown,
     /// Its service was removed.
     ServiceRemoved,
+    /// A newer iteration of its job runs instead.
+    JobIteration,
 }
 
 /// Why a task is deleted from the store.

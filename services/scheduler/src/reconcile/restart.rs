@@ -20,6 +20,10 @@ pub(super) fn move_off_lost_nodes(w: &mut Work, sid: &str, ids: &[String], globa
         if !is_live(t) || t.node_id.is_empty() {
             continue;
         }
+        if t.job_iteration.is_some() && t.status.state.is_terminal() {
+            // A job's task that ended stays where it ran (a completion is kept).
+            continue;
+        }
         let node = t.node_id.clone();
         if w.node_lost(&node) {
             w.set_desired(id, TaskState::Shutdown, StopReason::NodeLost);
@@ -47,7 +51,8 @@ pub(super) fn apply_restart_policy(w: &mut Work, groups: &BTreeMap<Group, Vec<St
             let mut should = match cond {
                 RestartCondition::None => false,
                 RestartCondition::OnFailure => t.status.state != TaskState::Complete,
-                RestartCondition::Any => true,
+                // A job's task that completed is done, whatever the condition (SwarmKit's rule).
+                RestartCondition::Any => !(t.job_iteration.is_some() && t.status.state == TaskState::Complete),
             };
             if let Some(max) = rp.max_attempts.filter(|m| *m > 0) {
                 let window = rp.window.filter(|d| !d.is_zero()).map(td);
@@ -55,7 +60,7 @@ pub(super) fn apply_restart_policy(w: &mut Work, groups: &BTreeMap<Group, Vec<St
                     .iter()
                     .filter(|o| *o != id)
                     .map(|o| w.task(o))
-                    .filter(|o| o.desired_state > TaskState::Running && o.status.state.is_terminal())
+                    .filter(|o| !o.desired_state.wants_run() && o.status.state.is_terminal())
                     .filter(|o| window.is_none_or(|win| w.now - o.status.timestamp <= win))
                     .count() as u64;
                 if prior >= max {

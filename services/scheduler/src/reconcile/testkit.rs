@@ -126,11 +126,11 @@ impl Kit {
             .collect()
     }
 
-    /// Live tasks (desired running or less) of a service.
+    /// Live tasks (desired running or less, or complete for a job) of a service.
     pub fn live(&self, sid: &str) -> Vec<Task> {
         self.tasks(sid)
             .into_iter()
-            .filter(|t| t.desired_state <= TaskState::Running)
+            .filter(|t| t.desired_state.wants_run())
             .collect()
     }
 

@@ -176,7 +176,7 @@ impl<'a> Work<'a> {
     /// Whether a task that is no longer wanted may be deleted: it has stopped,
     /// never reached a node, or its node is gone.
     pub fn deletable(&self, t: &Task) -> bool {
-        t.desired_state > TaskState::Running
+        !t.desired_state.wants_run()
             && (t.status.state.is_terminal()
                 || t.status.state < TaskState::Assigned
                 || t.node_id.is_empty()
@@ -214,6 +214,10 @@ impl<'a> Work<'a> {
         match group {
             Group::Slot(s) => t.slot = Some(*s),
             Group::Node(n) => t.node_id = n.clone(),
+        }
+        if let Some(iteration) = svc.job_iteration() {
+            t.desired_state = TaskState::Complete;
+            t.job_iteration = Some(shoal_shared::store::Version { index: iteration });
         }
         t.status.timestamp = self.now;
         t.status.message = "created".into();
