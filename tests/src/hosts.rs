@@ -91,25 +91,33 @@ impl Hosts {
     /// The manager host, not initialized (`swarm init` is the test's);
     /// `extra` flags go to its API.
     pub fn start(extra: &[&str]) -> Hosts {
-        let store = StoreCluster::start(1, &[]);
+        Hosts::start_replicas(1, extra)
+    }
+
+    /// The same over a store of `replicas` replicas, with a scheduler and a
+    /// dispatcher for each (whichever replica leads, one of them acts).
+    pub fn start_replicas(replicas: u64, extra: &[&str]) -> Hosts {
+        let store = StoreCluster::start(replicas, &[]);
         let swarm_port = free_port();
         let listen = format!("127.0.0.1:{swarm_port}");
         let mut args = vec!["--swarm-listen", listen.as_str()];
         args.extend_from_slice(extra);
         let manager = Api::start(&store, &args);
         let mut procs = Vec::new();
-        for name in ["shoal-scheduler", "shoal-dispatcher"] {
-            let mut cmd = shoal_cmd(name);
-            cmd.args([
-                "--nats-url",
-                &store.nats.url(),
-                "--store-replica",
-                "1",
-                "--leader-check-ms",
-                "200",
-            ]);
-            let log = store.dir.path().join(format!("{name}.log"));
-            procs.push(Proc::spawn(name, cmd, &log));
+        for replica in 1..=replicas {
+            for name in ["shoal-scheduler", "shoal-dispatcher"] {
+                let mut cmd = shoal_cmd(name);
+                cmd.args([
+                    "--nats-url",
+                    &store.nats.url(),
+                    "--store-replica",
+                    &replica.to_string(),
+                    "--leader-check-ms",
+                    "200",
+                ]);
+                let log = store.dir.path().join(format!("{name}-{replica}.log"));
+                procs.push(Proc::spawn(name, cmd, &log));
+            }
         }
         Hosts {
             hosts: Vec::new(),

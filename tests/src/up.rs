@@ -146,12 +146,19 @@ impl Up {
             .collect()
     }
 
-    /// The sum over every process named `process` (e.g. `agent`) of the
+    /// The sum over every process named `process` (e.g. `agent`, and the
+    /// `--extra-agents`' `agent-2`, `agent-3`, ...) of the
     /// samples of `series` (a name with its exact label set, as exposed:
     /// `shoal_agent_image_pull_seconds_count{outcome="ok"}`), scraped now.
     pub fn metric_sum(&self, process: &str, series: &str) -> Result<f64, String> {
         let mut sum = 0.0;
-        for (_, addr) in self.metrics_targets().iter().filter(|(p, _)| p == process) {
+        let named = |p: &str| {
+            p == process
+                || p.strip_prefix(process)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+        };
+        for (_, addr) in self.metrics_targets().iter().filter(|(p, _)| named(p)) {
             let out = Command::new("curl")
                 .args(["-sS", "--max-time", "5", &format!("http://{addr}/metrics")])
                 .output()

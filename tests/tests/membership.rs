@@ -1,6 +1,7 @@
 //! The store's real membership through the Docker CLI: three managers, each
 //! a `shoal-api` with its own raft-store replica (`--store-replica`) on one
-//! NATS server, as three hosts would run them.
+//! NATS server, as three hosts would run them, the second and third joined
+//! over TLS with the manager token (`shoal_tests::hosts`).
 //! - `docker node ls` shows MANAGER STATUS from the store's membership: the
 //!   store leader's node `Leader`; with its replica killed, that node
 //!   `Unreachable` and another `Leader`;
@@ -16,26 +17,32 @@ use std::time::Duration;
 
 use shoal_shared::store::{StoreClient, StoreMembership};
 use shoal_tests::api::{Api, Run};
-use shoal_tests::{eventually, StoreCluster};
+use shoal_tests::eventually;
+use shoal_tests::hosts::{Host, Hosts};
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Three replicas and three APIs, one per replica; `apis[0]` initialized the
-/// swarm and the others joined it as managers.
-async fn three_managers() -> (StoreCluster, StoreClient, Vec<Api>) {
-    let store = StoreCluster::start(3, &[]);
-    let client = store.client().await;
-    store.leader(&client, &[], LONG).await;
-    let apis: Vec<Api> = (1..=3)
-        .map(|r| Api::start(&store, &["--store-replica", &r.to_string()]))
-        .collect();
-    apis[0].docker(&["swarm", "init"]).ok();
-    let token = apis[0].docker(&["swarm", "join-token", "-q", "manager"]).ok().stdout;
-    for api in &apis[1..] {
-        api.docker(&["swarm", "join", "--token", token.trim(), "127.0.0.1:2377"])
+/// Three replicas and three manager hosts, one per replica: the first
+/// initialized the swarm, the others joined it over TLS with the manager
+/// token (each host an API and an agent, as `swarm join` needs).
+async fn three_managers() -> (Hosts, StoreClient) {
+    let mut hosts = Hosts::start_replicas(3, &["--store-replica", "1"]);
+    let client = hosts.store.client().await;
+    hosts.store.leader(&client, &[], LONG).await;
+    hosts.manager.docker(&["swarm", "init"]).ok();
+    let token = hosts.token("manager");
+    for r in 2..=3u64 {
+        let i = hosts.add_manager_host(&format!("m{r}"), &["--store-replica", &r.to_string()]);
+        hosts.hosts[i]
+            .docker(&["swarm", "join", "--token", &token, &hosts.swarm_addr()])
             .ok();
     }
-    (store, client, apis)
+    (hosts, client)
+}
+
+/// The managers' APIs, the initializing one first.
+fn apis<'a>(manager: &'a Api, hosts: &'a [Host]) -> Vec<&'a Api> {
+    std::iter::once(manager).chain(hosts.iter().map(|h| &h.api)).collect()
 }
 
 /// `docker node ls` on `api`: node ID -> MANAGER STATUS ("" for a worker).
@@ -96,8 +103,15 @@ fn expect(run: Run, code: i32, needle: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_ls_shows_the_stores_leader_and_an_unreachable_manager() {
-    let (mut store, client, apis) = three_managers().await;
-    let ids: Vec<String> = apis.iter().map(Api::node_id).collect();
+    let (mut hosts, client) = three_managers().await;
+    let Hosts {
+        store,
+        manager,
+        hosts: joined,
+        ..
+    } = &mut hosts;
+    let apis = apis(manager, joined);
+    let ids: Vec<String> = apis.iter().map(|a| a.node_id()).collect();
     let leader = store.leader(&client, &[], LONG).await;
     let li = (leader - 1) as usize;
     eventually(
@@ -155,13 +169,20 @@ async fn node_ls_shows_the_stores_leader_and_an_unreachable_manager() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_adds_a_replica_as_learner_then_voter_and_demote_removes_it() {
-    let (mut store, client, apis) = three_managers().await;
-    let worker = Api::start(&store, &[]);
-    let token = apis[0].docker(&["swarm", "join-token", "-q", "worker"]).ok().stdout;
-    worker
-        .docker(&["swarm", "join", "--token", token.trim(), "127.0.0.1:2377"])
+    let (mut hosts, client) = three_managers().await;
+    let w = hosts.add_host("w", &[]);
+    let token = hosts.token("worker");
+    hosts.hosts[w]
+        .docker(&["swarm", "join", "--token", &token, &hosts.swarm_addr()])
         .ok();
-    let wid = worker.node_id();
+    let wid = hosts.hosts[w].node_id();
+    let Hosts {
+        store,
+        manager,
+        hosts: joined,
+        ..
+    } = &mut hosts;
+    let apis = apis(manager, &joined[..2]);
 
     // Promoted: its replica (the next free id, 4) is a learner until it runs.
     apis[0].docker(&["node", "promote", &wid]).ok();
@@ -223,7 +244,14 @@ async fn promote_adds_a_replica_as_learner_then_voter_and_demote_removes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_new_cluster_restores_a_backed_up_managers_swarm() {
-    let (mut store, _client, apis) = three_managers().await;
+    let (mut hosts, _client) = three_managers().await;
+    let Hosts {
+        store,
+        manager,
+        hosts: joined,
+        ..
+    } = &mut hosts;
+    let apis = apis(manager, joined);
     for name in ["kept", "also"] {
         create_service(&apis[0], name, "2");
     }
@@ -268,14 +296,15 @@ async fn force_new_cluster_restores_a_backed_up_managers_swarm() {
 
     // A new manager joins: its replica (a fresh one) becomes a voter.
     store.start_joiner(5);
-    let fresh = Api::start(&store, &["--store-replica", "5"]);
-    let token = apis[0].docker(&["swarm", "join-token", "-q", "manager"]).ok().stdout;
-    fresh
-        .docker(&["swarm", "join", "--token", token.trim(), "127.0.0.1:2377"])
+    let fresh = hosts.add_manager_host("m5", &["--store-replica", "5"]);
+    let token = hosts.token("manager");
+    hosts.hosts[fresh]
+        .docker(&["swarm", "join", "--token", &token, &hosts.swarm_addr()])
         .ok();
+    let fresh = hosts.hosts[fresh].node_id();
     eventually(LONG, "the new manager Reachable", || async {
-        let ls = manager_status(&apis[0])?;
-        match status_of(&ls, &fresh.node_id()).as_str() {
+        let ls = manager_status(&hosts.manager)?;
+        match status_of(&ls, &fresh).as_str() {
             "Reachable" => Ok(()),
             other => Err(format!("{other}: {ls:?}")),
         }
