@@ -118,7 +118,7 @@ async fn node_ls_shows_the_stores_leader_and_an_unreachable_manager() {
         LONG,
         "node ls: the store leader's node Leader, the others Reachable",
         || async {
-            let all = manager_status(&apis[0])?;
+            let all = manager_status(apis[0])?;
             let want: Vec<String> = (0..3)
                 .map(|i| if i == li { "Leader" } else { "Reachable" }.to_string())
                 .collect();
@@ -189,7 +189,7 @@ async fn promote_adds_a_replica_as_learner_then_voter_and_demote_removes_it() {
     let m = membership(&client).await.unwrap();
     let four = m.member(4).unwrap_or_else(|| panic!("replica 4 not a member: {m:?}"));
     assert!(!four.voter, "a voter before it ever ran: {m:?}");
-    let ls = manager_status(&apis[0]).unwrap();
+    let ls = manager_status(apis[0]).unwrap();
     assert_ne!(status_of(&ls, &wid), "Reachable", "{ls:?}");
 
     // Its host's manager processes start (the agent's hook, here the test):
@@ -204,7 +204,7 @@ async fn promote_adds_a_replica_as_learner_then_voter_and_demote_removes_it() {
     })
     .await;
     eventually(LONG, "the promoted node Reachable", || async {
-        let ls = manager_status(&apis[1])?;
+        let ls = manager_status(apis[1])?;
         match status_of(&ls, &wid).as_str() {
             "Reachable" | "Leader" => Ok(()),
             other => Err(other.to_string()),
@@ -216,7 +216,7 @@ async fn promote_adds_a_replica_as_learner_then_voter_and_demote_removes_it() {
     apis[0].docker(&["node", "demote", &wid]).ok();
     let m = membership(&client).await.unwrap();
     assert!(m.member(4).is_none(), "{m:?}");
-    assert_eq!(status_of(&manager_status(&apis[0]).unwrap(), &wid), "");
+    assert_eq!(status_of(&manager_status(apis[0]).unwrap(), &wid), "");
 
     // With one of three voters down, removing another would lose quorum.
     let leader = store.leader(&client, &[], LONG).await;
@@ -253,14 +253,14 @@ async fn force_new_cluster_restores_a_backed_up_managers_swarm() {
     } = &mut hosts;
     let apis = apis(manager, joined);
     for name in ["kept", "also"] {
-        create_service(&apis[0], name, "2");
+        create_service(apis[0], name, "2");
     }
     let spec = |api: &Api, name: &str| {
         api.docker(&["service", "inspect", "--format", "{{json .Spec}}", name])
             .ok()
             .stdout
     };
-    let before = spec(&apis[0], "kept");
+    let before = spec(apis[0], "kept");
 
     // Every manager stops; replica 1's data dir is backed up, then the
     // cluster is destroyed and the backup restored on its host alone.
@@ -285,10 +285,10 @@ async fn force_new_cluster_restores_a_backed_up_managers_swarm() {
 
     let out = apis[0].docker(&["swarm", "init", "--force-new-cluster"]).ok();
     assert!(out.stdout.contains(&apis[0].node_id()), "{}", out.stdout);
-    assert_eq!(spec(&apis[0], "kept"), before);
+    assert_eq!(spec(apis[0], "kept"), before);
     apis[0].docker(&["service", "inspect", "also"]).ok();
-    create_service(&apis[0], "new", "1");
-    let ls = manager_status(&apis[0]).unwrap();
+    create_service(apis[0], "new", "1");
+    let ls = manager_status(apis[0]).unwrap();
     assert_eq!(status_of(&ls, &apis[0].node_id()), "Leader", "{ls:?}");
     for gone in &apis[1..] {
         assert_eq!(status_of(&ls, &gone.node_id()), "", "{ls:?}");
