@@ -602,11 +602,15 @@ pub async fn delete(
                 n.meta.id, s.meta.id
             )));
         }
-        // Tasks of a service that left the network may still run on it.
+        // Tasks of a service that left the network may still run on it. A
+        // removed service's tasks are on their way out (the scheduler stops
+        // them on its next pass): they don't hold the network, as in Docker,
+        // whose orchestrator marks them for removal at once.
         let tasks: Vec<shoal_shared::model::Task> = state.store()?.list(ListFilter::default()).await?;
         let running = tasks.iter().find(|t| {
             t.desired_state.wants_run()
                 && t.status.state <= TaskState::Running
+                && services.iter().any(|s| s.meta.id == t.service_id)
                 && t.networks_attachments.iter().any(|a| a.network.meta.id == n.meta.id)
         });
         if let Some(t) = running {

@@ -11,6 +11,21 @@ use crate::placement::{Needs, NodeInfo};
 
 /// Gives every eligible node of `svc` a task where it has none (and none
 /// waiting for a stopping one).
+/// The nodes a global service (or global job) runs on: available, and
+/// passing its static filters (constraints, platform, ...).
+pub(super) fn eligible_nodes(w: &Work, svc: &Service) -> Vec<String> {
+    let needs = Needs::of(&svc.spec.task_template, &[]);
+    w.snap
+        .nodes
+        .values()
+        .filter(|n| {
+            let info = NodeInfo::new((*n).clone());
+            info.available() && info.passes_static(&needs)
+        })
+        .map(|n| n.meta.id.clone())
+        .collect()
+}
+
 pub(super) fn reconcile_nodes(
     w: &mut Work,
     svc: &Service,
@@ -19,17 +34,7 @@ pub(super) fn reconcile_nodes(
     deferred: impl Fn(&Work, &[String]) -> bool,
     new_id: &mut dyn FnMut() -> String,
 ) {
-    let needs = Needs::of(&svc.spec.task_template, &[]);
-    let eligible: Vec<String> = w
-        .snap
-        .nodes
-        .values()
-        .filter(|n| {
-            let info = NodeInfo::new((*n).clone());
-            info.available() && info.passes_static(&needs)
-        })
-        .map(|n| n.meta.id.clone())
-        .collect();
+    let eligible = eligible_nodes(w, svc);
     for node in eligible {
         let g = Group::Node(node);
         let members = groups.get(&g).cloned().unwrap_or_default();

@@ -20,7 +20,6 @@ use shoal_shared::model::{Service, TaskState};
 use super::plan::StopReason;
 use super::work::Work;
 use super::{group_of, restart, Group, MAX_NEW_TASKS_PER_SERVICE};
-use crate::placement::{Needs, NodeInfo};
 
 /// One job service through steps 2-4: older iterations stop, this
 /// iteration's failures restart, new tasks fill the job.
@@ -89,17 +88,7 @@ fn fill_slots(w: &mut Work, svc: &Service, groups: &BTreeMap<Group, Vec<String>>
 
 /// A global job: one task for every eligible node that has none in this iteration.
 fn fill_nodes(w: &mut Work, svc: &Service, groups: &BTreeMap<Group, Vec<String>>, new_id: &mut dyn FnMut() -> String) {
-    let needs = Needs::of(&svc.spec.task_template, &[]);
-    let eligible: Vec<String> = w
-        .snap
-        .nodes
-        .values()
-        .filter(|n| {
-            let info = NodeInfo::new((*n).clone());
-            info.available() && info.passes_static(&needs)
-        })
-        .map(|n| n.meta.id.clone())
-        .collect();
+    let eligible = super::global::eligible_nodes(w, svc);
     for node in eligible {
         let g = Group::Node(node);
         let has = groups.get(&g).is_some_and(|m| m.iter().any(|id| holds(w, id)));
