@@ -329,8 +329,6 @@ fn five_hosts_survive_the_seeds_failures() {
 }
 
 #[test]
-#[ignore = "not yet run on the dev cluster: MANAGER STATUS now comes from the store's membership (branch \
-            membership; each manager's API reads SHOAL_REPLICA_ID from raft-store.env); un-ignore once it passes"]
 fn the_stopped_leader_shows_unreachable_and_another_manager_leader() {
     let mut c = DevCluster::up();
     poll(STEP, "every node Ready", || all_ready(&c));
