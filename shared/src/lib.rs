@@ -10,6 +10,7 @@
 //! - [`logs`]: task logs pulled from the agents (cursor, lines, work state);
 //! - [`metrics`]: the Prometheus registry and the `/metrics` server (`--metrics-addr`);
 //! - [`secrets`]: the managers' key for secret data at rest, and the payloads agents receive;
+//! - [`netview`]: one host's view of the cluster's networks (bridges, DNS, load balancing);
 //! - [`membership`]: a host's membership of a swarm, kept in `<data-dir>/swarm/`;
 //! - [`process`]: what every service binary does around its `run` (runtime, signals, exit).
 //!
@@ -26,6 +27,7 @@ pub mod logs;
 pub mod membership;
 pub mod metrics;
 pub mod model;
+pub mod netview;
 pub mod process;
 pub mod procfs;
 pub mod secrets;

@@ -91,6 +91,20 @@ pub fn agent_logs(node_id: &str) -> String {
     format!("{ROOT}.agent.logs.node.{node_id}")
 }
 
+/// Requests for one node's whole network view
+/// ([`crate::netview::NetViewRequest`] -> [`crate::netview::NetView`]):
+/// every manager's dispatcher subscribes, only the acting one answers.
+pub fn net_requests() -> String {
+    format!("{ROOT}.net.req")
+}
+
+/// One node's network view ([`crate::netview::NetView`]), published whole by
+/// the acting dispatcher whenever it changes; the node's agent, `shoal-dns`
+/// and `shoal-ingress` subscribe.
+pub fn net_view(node_id: &str) -> String {
+    format!("{ROOT}.net.node.{node_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
