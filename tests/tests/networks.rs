@@ -623,6 +623,16 @@ async fn each_host_is_sent_the_view_of_its_networks() {
     assert!(pushed_view.version > v.version);
     assert!(pushed_view.nodes.iter().any(|n| n.id == node && n.ready));
 
+    // What every network consumer on a host runs: it gets the current view
+    // at once, then the pushed ones.
+    let mut followed = shoal_shared::netview::follow(nats.clone(), node.clone());
+    let first = tokio::time::timeout(CONVERGE, followed.recv())
+        .await
+        .expect("a view")
+        .expect("open");
+    assert!(first.version >= pushed_view.version);
+    assert_eq!(task_endpoints(&first, &backend_id).len(), 2);
+
     // Scaled to 0: once its tasks ended the host leaves backend.
     up.docker(&["service", "scale", "-d", "web=0"]).ok();
     eventually(CONVERGE, "backend to leave the node's view", || {
@@ -638,5 +648,15 @@ async fn each_host_is_sent_the_view_of_its_networks() {
         }
     })
     .await;
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let v = tokio::time::timeout_at(deadline, followed.recv())
+            .await
+            .expect("the follower to see backend go")
+            .expect("open");
+        if v.network(&backend_id).is_none() {
+            break;
+        }
+    }
     up.terminate().await;
 }
