@@ -144,6 +144,21 @@ impl Keys {
         })
     }
 
+    /// The swarm's key, received by a host joining as a manager: written in
+    /// the clear (sealed at the next [`Keys::follow`] when autolock is on)
+    /// and held, replacing whatever key this host had.
+    pub fn install(&self, bytes: &[u8]) -> ApiResult<()> {
+        let key = SecretKey::from_bytes(bytes).map_err(ApiError::internal)?;
+        KeyFile::write_plain(&self.path, &key).map_err(ApiError::internal)?;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *st = KeyState {
+            loaded: true,
+            key: Some(Arc::new(key)),
+            ..KeyState::default()
+        };
+        Ok(())
+    }
+
     /// A locked host leaving the swarm: the sealed key is of no use any more
     /// (a later `swarm init` makes a new one).
     pub fn discard_if_locked(&self) {
