@@ -73,6 +73,7 @@ fn host(net: &str, addr: &str, node: &str) -> EndpointView {
 /// - api: vip on ingress (10.0.0.2) and front (10.0.1.3), task a1 on ingress (10.0.0.10) then front (10.0.1.20);
 /// - idle: vip on front (10.0.1.4), its only task not serving (10.0.1.30);
 /// - client task c1 on front (10.0.1.50) only; task x1 of db also on front and back (10.0.1.60, 10.0.2.60).
+///
 /// This host: 10.0.1.254 (front), 10.0.2.254 (back); another host 10.0.1.253.
 fn view() -> NetView {
     NetView {
