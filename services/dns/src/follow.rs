@@ -1,64 +1,19 @@
-//! Follows this node's network view ([`shoal_shared::netview`]): the views
-//! the acting dispatcher publishes on `shoal.net.node.<id>`, and the whole
-//! view asked for on `shoal.net.req` at start (until answered), after every
-//! NATS reconnect and every [`RESYNC`] (NATS delivers at most once, so a
-//! published view can be missed). Only a view newer than the one held is
-//! taken; each rebuilds the answer index and re-syncs the listeners.
+//! Follows this node's network view with the hosts' shared follower
+//! ([`shoal_shared::netview::follow`]: pushed views, the whole view asked at
+//! start and every few seconds, only newer versions); each view rebuilds the
+//! answer index and re-syncs the listeners on this host's own addresses.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
-use shoal_shared::envelope;
-use shoal_shared::netview::{NetView, NetViewRequest};
-use shoal_shared::subjects;
-use tokio::sync::mpsc;
+use shoal_shared::netview;
 
 use crate::answer::Index;
 use crate::listen::Listeners;
 use crate::metrics::metrics;
 use crate::server::Shared;
-
-/// A held view is asked for again this often.
-pub const RESYNC: Duration = Duration::from_secs(30);
-
-/// How long a view request waits for the acting dispatcher.
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Asks for the node's view: at once, then whenever NATS reconnected, every
-/// [`RESYNC`], and every second while unanswered.
-async fn ask_views(nats: async_nats::Client, node_id: String, tx: mpsc::Sender<NetView>) {
-    let mut connects = nats.statistics().connects.load(Ordering::Relaxed);
-    let mut next = Instant::now();
-    loop {
-        let now_connects = nats.statistics().connects.load(Ordering::Relaxed);
-        if now_connects != connects {
-            connects = now_connects;
-            next = Instant::now();
-        }
-        if Instant::now() >= next {
-            let req = NetViewRequest {
-                node_id: node_id.clone(),
-            };
-            match envelope::request::<_, NetView>(&nats, subjects::net_requests(), &req, ASK_TIMEOUT).await {
-                Ok(view) => {
-                    next = Instant::now() + RESYNC;
-                    if tx.send(view).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "no network view yet");
-                    next = Instant::now() + Duration::from_secs(1);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 /// This host's own addresses in `index`, on `port`.
 pub fn own_listen_addrs(index: &Index, port: u16) -> BTreeSet<SocketAddr> {
@@ -77,25 +32,15 @@ pub async fn follow(
     port: u16,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut published = nats.subscribe(subjects::net_view(&node_id)).await?;
-    let (tx, mut asked) = mpsc::channel(4);
-    let asker = tokio::spawn(ask_views(nats.clone(), node_id.clone(), tx));
+    let mut views = netview::follow(nats, node_id.clone());
     tokio::pin!(shutdown);
-    let mut held: Option<u64> = None;
     let mut retry_binds = tokio::time::interval(Duration::from_secs(5));
     loop {
         let view = tokio::select! {
-            msg = published.next() => match msg {
-                Some(msg) => match envelope::decode::<NetView>(&msg.payload) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a network view that does not decode");
-                        continue;
-                    }
-                },
-                None => break,
+            v = views.recv() => match v {
+                Some(v) => v,
+                None => anyhow::bail!("the network view follower stopped (NATS closed)"),
             },
-            Some(v) = asked.recv() => v,
             _ = retry_binds.tick() => {
                 // Binds that failed (say, a port another process held) are tried again.
                 let wanted = own_listen_addrs(&shared.index(), port);
@@ -104,12 +49,11 @@ pub async fn follow(
                 }
                 continue;
             }
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => return Ok(()),
         };
-        if view.node_id != node_id || held.is_some_and(|h| view.version <= h) {
+        if view.node_id != node_id {
             continue;
         }
-        held = Some(view.version);
         let index = Index::build(&view);
         let wanted = own_listen_addrs(&index, port);
         shared.set_index(index);
@@ -119,6 +63,4 @@ pub async fn follow(
         tracing::debug!(version = view.version, "network view taken");
         listeners.sync(&wanted).await;
     }
-    asker.abort();
-    Ok(())
 }
