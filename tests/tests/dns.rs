@@ -481,3 +481,67 @@ async fn serves_the_hosts_own_addresses_as_the_view_has_them() {
     })
     .await;
 }
+
+/// End to end with the real publisher: `shoal up` (process executor), an
+/// overlay network and a service on it; a shoal-dns of the test's own
+/// (`--listen` on loopback, the node's ID, up's NATS) answers from the views
+/// the acting dispatcher publishes, and follows a scale-down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_from_the_dispatchers_views_under_shoal_up() {
+    use shoal_tests::up::{temp_home, Up, CONVERGE};
+    let home = temp_home();
+    let data = home.path().join("data");
+    let mut up = Up::start(home.path(), "dns-e2e", &data, free_port(), "process", &["--no-init"]);
+    up.ready().await;
+    up.docker(&["swarm", "init"]).ok();
+    let node = up.node_ids().into_iter().next().expect("one node");
+    up.docker(&["network", "create", "-d", "overlay", "backend"]).ok();
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--network",
+        "backend",
+        "busybox",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = Command::new(bin("shoal-dns"));
+    cmd.args(["--nats-url", &up.nats_url(), "--node-id", &node])
+        .args(["--listen", &listen.to_string(), "--port", &free_port().to_string()])
+        .args(["--upstream", "127.0.0.1:9", "--upstream-timeout-ms", "200"]);
+    let _dns = Proc::spawn("shoal-dns", cmd, &home.path().join("dns-e2e.log"));
+    let vip = eventually(CONVERGE, "web's VIP from shoal-dns", || async {
+        let r = ask_udp("127.0.0.1", listen, "web.", RecordType::A).await?;
+        match addrs(&r)[..] {
+            [vip] => Ok(vip),
+            _ => Err(format!("{r:?}")),
+        }
+    })
+    .await;
+    assert_eq!(vip.octets()[..2], [10, 0], "{vip}");
+    let tasks = eventually(CONVERGE, "two task addresses", || async {
+        let r = ask_udp("127.0.0.1", listen, "tasks.web.", RecordType::A).await?;
+        let a = addrs(&r);
+        (a.len() == 2 && !a.contains(&vip))
+            .then_some(a.clone())
+            .ok_or(format!("{a:?}"))
+    })
+    .await;
+    up.docker(&["service", "scale", "-d", "web=1"]).ok();
+    eventually(CONVERGE, "one task address after the scale-down", || async {
+        let r = ask_udp("127.0.0.1", listen, "tasks.web.", RecordType::A).await?;
+        let a = addrs(&r);
+        (a.len() == 1 && tasks.contains(&a[0]))
+            .then_some(())
+            .ok_or(format!("{a:?}"))
+    })
+    .await;
+    up.terminate().await;
+}
