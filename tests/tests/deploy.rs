@@ -378,6 +378,8 @@ fn install_is_idempotent_keeps_config_and_switches_roles() {
     let first = install(root, "manager");
     for path in [
         "usr/local/bin/shoal-agent",
+        "usr/local/bin/shoal-dns",
+        "etc/systemd/system/shoal-dns.service",
         "etc/systemd/system/shoal-manager.target",
         "etc/shoal/shoal.env",
         "etc/shoal/nats.conf",
