@@ -195,6 +195,11 @@ impl DevCluster {
         self.store.clone().expect("store client")
     }
 
+    /// Runs a future on this cluster's runtime (store calls).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
     /// Replica `replica`'s status, asked with a 2 s deadline.
     pub fn store_status(&mut self, replica: u64) -> Result<StoreStatus, String> {
         let store = self.store().with_deadline(Duration::from_secs(2));

@@ -479,3 +479,63 @@ fn spec_of(c: &DevCluster, service: &str) -> Result<String, String> {
         _ => Err(run.stderr),
     }
 }
+
+/// `docker node promote worker1`: its API starts the manager units, its new
+/// store replica becomes a voter and the node shows Reachable; `docker node
+/// demote worker1` reverses it (replica out of the store, units stopped).
+#[test]
+fn promotion_starts_a_workers_manager_processes_and_demotion_stops_them() {
+    let mut c = DevCluster::up();
+    poll(STEP, "every node Ready", || all_ready(&c));
+    let voters = |c: &mut DevCluster| -> Result<Vec<u64>, String> {
+        let store = c.store().with_deadline(Duration::from_secs(2));
+        let m = c.block_on(store.membership()).map_err(|e| e.message)?;
+        Ok(m.members.iter().filter(|m| m.voter).map(|m| m.replica).collect())
+    };
+    let before = poll(STEP, "the store's voters", || voters(&mut c));
+    assert_eq!(before, [1, 2, 3]);
+    let active = |c: &DevCluster, unit: &str| {
+        c.exec("worker1", &["systemctl", "is-active", unit])
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert_eq!(active(&c, "shoal-raft-store.service"), "inactive");
+
+    c.docker("manager1", &["node", "promote", "worker1"]).ok();
+    poll(STEP, "worker1 Reachable, its replica a voter", || {
+        let nodes = c.nodes("manager2")?;
+        let status = nodes.get("worker1").map(|(_, m)| m.clone()).unwrap_or_default();
+        let v = voters(&mut c)?;
+        match (status.as_str(), v.len()) {
+            ("Reachable", 4) => Ok(()),
+            _ => Err(format!("worker1 {status:?}, voters {v:?}")),
+        }
+    });
+    for unit in [
+        "shoal-raft-store.service",
+        "shoal-scheduler.service",
+        "shoal-dispatcher.service",
+    ] {
+        assert_eq!(active(&c, unit), "active", "{unit} on the promoted worker1");
+    }
+    // The new manager answers manager requests.
+    c.docker("worker1", &["node", "ls"]).ok();
+
+    c.docker("manager1", &["node", "demote", "worker1"]).ok();
+    poll(
+        STEP,
+        "worker1 a worker again, its replica gone, its units stopped",
+        || {
+            let nodes = c.nodes("manager2")?;
+            let status = nodes.get("worker1").map(|(_, m)| m.clone()).unwrap_or_default();
+            let v = voters(&mut c)?;
+            let store = active(&c, "shoal-raft-store.service");
+            match (status.as_str(), v == before, store.as_str()) {
+                ("", true, "inactive") => Ok(()),
+                _ => Err(format!("worker1 {status:?}, voters {v:?}, raft-store {store}")),
+            }
+        },
+    );
+    poll(STEP, "every node Ready after the demotion", || all_ready(&c));
+}
