@@ -111,6 +111,15 @@ impl Up {
         .await
     }
 
+    /// The URL of the cluster's NATS (from the `shoal up: NATS on` line).
+    pub fn nats_url(&self) -> String {
+        self.output()
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal up: NATS on "))
+            .map(str::to_string)
+            .expect("shoal up printed its NATS URL")
+    }
+
     /// The real docker CLI against this cluster.
     pub fn docker(&self, args: &[&str]) -> Run {
         let cfg = self.home.join("docker-config");
