@@ -170,6 +170,10 @@ fn parse_unit(path: &Path) -> Unit {
             }
         } else if let Some(v) = line.strip_prefix("EnvironmentFile=") {
             let file = v.trim_start_matches('-');
+            // Written by shoal-api on a promoted host, not an example.
+            if file == "/var/lib/shoal/promoted.env" {
+                continue;
+            }
             let name = file
                 .strip_prefix("/etc/shoal/")
                 .unwrap_or_else(|| panic!("{}: EnvironmentFile {file} is not in /etc/shoal", unit.name));
