@@ -65,6 +65,21 @@ pub struct Config {
     /// and exits when the host leaves the swarm.
     #[arg(long, env = "SHOAL_SWARM_DIR")]
     pub swarm_dir: Option<PathBuf>,
+
+    /// Realize overlay networks on this host (bridges, VXLAN devices, task
+    /// interfaces; needs CAP_NET_ADMIN and CAP_SYS_ADMIN). Off: tasks run
+    /// without their overlay networks.
+    #[arg(long, env = "SHOAL_OVERLAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub overlay: bool,
+
+    /// The image of docker tasks' network sandboxes (it must have `sleep`).
+    #[arg(long, env = "SHOAL_SANDBOX_IMAGE", default_value = crate::sandbox::DEFAULT_IMAGE)]
+    pub sandbox_image: String,
+
+    /// This host's address as other hosts reach it (VXLAN's underlay);
+    /// default: the local address of the route to the first NATS server.
+    #[arg(long, env = "SHOAL_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<std::net::IpAddr>,
 }
 
 impl Config {
@@ -129,6 +144,9 @@ impl Config {
             memory_bytes: None,
             secrets_dir: None,
             swarm_dir: None,
+            overlay: false,
+            sandbox_image: crate::sandbox::DEFAULT_IMAGE.to_string(),
+            advertise_addr: None,
         }
     }
 }
