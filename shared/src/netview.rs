@@ -161,9 +161,11 @@ impl NetView {
 
     /// This host's own endpoint on a network.
     pub fn own_endpoint(&self, network_id: &str) -> Option<&EndpointView> {
-        self.endpoints
-            .iter()
-            .find(|e| e.network_id == network_id && e.node_id == self.node_id && matches!(e.owner, EndpointOwner::Node))
+        self.endpoints.iter().find(|e| {
+            e.network_id == network_id
+                && e.node_id == self.node_id
+                && matches!(e.owner, EndpointOwner::Node)
+        })
     }
 }
 
