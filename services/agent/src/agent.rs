@@ -579,7 +579,7 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
     }
     let files = Arc::new(Files::new(secrets_dir));
     let net = match config.overlay {
-        true => match crate::net::NetHost::start(nats.clone(), &node_id).await {
+        true => match crate::net::NetHost::start(nats.clone(), &node_id, &config.data_dir).await {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!(error = %e, "agent: overlay networks unavailable on this host");
@@ -590,7 +590,7 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
     };
     // The underlay address other hosts reach this one at: the flag, else
     // the address the NATS server sees this connection come from.
-    let addr = config.advertise_addr.map(|a| a.to_string()).unwrap_or_else(|| {
+    let addr = config.advertise_ip().map(|a| a.to_string()).unwrap_or_else(|| {
         Some(nats.server_info().client_ip)
             .filter(|ip| !ip.is_empty())
             .unwrap_or_else(|| "127.0.0.1".into())

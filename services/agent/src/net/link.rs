@@ -100,12 +100,14 @@ impl Netlink {
             .collect();
         let mut have = Observed::default();
         let mut vx_index: BTreeMap<u32, String> = BTreeMap::new();
-        let mut br_index: BTreeMap<u32, String> = BTreeMap::new();
+        let mut host_index: BTreeMap<u32, String> = BTreeMap::new();
         for l in &links {
             let Some(name) = name_of(l) else { continue };
             if plan::is_bridge(name) {
-                have.bridges.insert(name.to_string(), BTreeSet::new());
-                br_index.insert(l.header.index, name.to_string());
+                have.bridges.insert(name.to_string());
+            } else if plan::is_host_link(name) {
+                have.host_links.insert(name.to_string(), BTreeSet::new());
+                host_index.insert(l.header.index, name.to_string());
             } else if plan::is_vxlan(name) {
                 let mut v = VxlanState::default();
                 for a in &l.attributes {
@@ -141,12 +143,12 @@ impl Netlink {
             .await
             .map_err(|e| err("listing addresses", e))?;
         for a in addrs {
-            let Some(br) = br_index.get(&a.header.index) else {
+            let Some(host) = host_index.get(&a.header.index) else {
                 continue;
             };
             for attr in &a.attributes {
                 if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
-                    if let Some(set) = have.bridges.get_mut(br) {
+                    if let Some(set) = have.host_links.get_mut(host) {
                         set.insert((*ip, a.header.prefix_len));
                     }
                 }
@@ -236,45 +238,64 @@ impl Netlink {
         }
     }
 
-    /// Performs one step of a plan.
-    pub async fn apply(&self, op: &Op) -> Result<(), String> {
+    /// Performs one step of a plan; `self` works in the overlay namespace
+    /// (`ovl_ns`), `host` in the host's.
+    pub async fn apply(&self, host: &Netlink, ovl_ns: &std::fs::File, op: &Op) -> Result<(), String> {
         let h = &self.handle;
         match op {
-            Op::AddBridge { name, mtu, mac } => {
-                let mut b = LinkBridge::new(name).mtu(*mtu).up();
-                if let Some(mac) = mac {
-                    b = b.address(mac.to_vec());
-                }
+            Op::AddBridge { name, mtu } => {
+                let b = LinkBridge::new(name).mtu(*mtu).up();
                 match h.link().add(b.build()).execute().await {
                     Err(e) if !is_exists(&e) => return Err(err(&format!("creating bridge {name}"), e)),
                     _ => {}
                 }
             }
+            Op::AddHostLink {
+                name,
+                peer,
+                bridge,
+                mtu,
+                mac,
+            } => {
+                let br = self.must_index(bridge).await?;
+                host.del_link(name).await?;
+                host.del_link(peer).await?;
+                let hh = &host.handle;
+                hh.link()
+                    .add(LinkVeth::new(name, peer).mtu(*mtu).build())
+                    .execute()
+                    .await
+                    .map_err(|e| err(&format!("creating {name}"), e))?;
+                let p = host.must_index(peer).await?;
+                hh.link()
+                    .set(LinkUnspec::new_with_index(p).setns_by_fd(ovl_ns.as_raw_fd()).build())
+                    .execute()
+                    .await
+                    .map_err(|e| err(&format!("moving {peer} to the overlay namespace"), e))?;
+                let i = host.must_index(name).await?;
+                hh.link()
+                    .set(LinkUnspec::new_with_index(i).address(mac.to_vec()).up().build())
+                    .execute()
+                    .await
+                    .map_err(|e| err(&format!("bringing {name} up"), e))?;
+                let p = self.must_index(peer).await?;
+                h.link()
+                    .set(LinkUnspec::new_with_index(p).controller(br).mtu(*mtu).up().build())
+                    .execute()
+                    .await
+                    .map_err(|e| err(&format!("putting {peer} on {bridge}"), e))?;
+            }
             Op::AddAddr { dev, addr, prefix } => {
-                let idx = self.must_index(dev).await?;
-                match h.address().add(idx, IpAddr::V4(*addr), *prefix).execute().await {
+                let idx = host.must_index(dev).await?;
+                match host
+                    .handle
+                    .address()
+                    .add(idx, IpAddr::V4(*addr), *prefix)
+                    .execute()
+                    .await
+                {
                     Err(e) if !is_exists(&e) => return Err(err(&format!("adding {addr}/{prefix} to {dev}"), e)),
                     _ => {}
-                }
-            }
-            Op::DelAddr { dev, addr, prefix } => {
-                let idx = self.must_index(dev).await?;
-                let found: Vec<_> = h
-                    .address()
-                    .get()
-                    .set_link_index_filter(idx)
-                    .set_address_filter(IpAddr::V4(*addr))
-                    .set_prefix_length_filter(*prefix)
-                    .execute()
-                    .try_collect()
-                    .await
-                    .map_err(|e| err("listing addresses", e))?;
-                for a in found {
-                    h.address()
-                        .del(a)
-                        .execute()
-                        .await
-                        .map_err(|e| err(&format!("removing {addr} from {dev}"), e))?;
                 }
             }
             Op::AddVxlan {
@@ -285,6 +306,8 @@ impl Netlink {
                 master,
             } => {
                 let br = self.must_index(master).await?;
+                // Made in the host's namespace, where its UDP socket stays.
+                host.del_link(name).await?;
                 let mut v = LinkVxlan::new(name, *vni)
                     .port(shoal_shared::netview::VXLAN_PORT)
                     .learning(false)
@@ -293,12 +316,19 @@ impl Netlink {
                 if let Some(local) = local {
                     v = v.local(*local);
                 }
-                match h.link().add(v.build()).execute().await {
-                    Err(e) if !is_exists(&e) => {
-                        return Err(err(&format!("creating VXLAN device {name} (VNI {vni})"), e))
-                    }
-                    _ => {}
-                }
+                host.handle
+                    .link()
+                    .add(v.build())
+                    .execute()
+                    .await
+                    .map_err(|e| err(&format!("creating VXLAN device {name} (VNI {vni})"), e))?;
+                let idx = host.must_index(name).await?;
+                host.handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(idx).setns_by_fd(ovl_ns.as_raw_fd()).build())
+                    .execute()
+                    .await
+                    .map_err(|e| err(&format!("moving {name} to the overlay namespace"), e))?;
                 let idx = self.must_index(name).await?;
                 h.link()
                     .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
@@ -306,6 +336,7 @@ impl Netlink {
                     .await
                     .map_err(|e| err(&format!("enslaving {name} to {master}"), e))?;
             }
+            Op::DelHostLink { name } => host.del_link(name).await?,
             Op::DelLink { name } => self.del_link(name).await?,
             Op::AddFdb { dev, mac, vtep } => {
                 let idx = self.must_index(dev).await?;

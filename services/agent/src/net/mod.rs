@@ -22,7 +22,7 @@ pub mod plan;
 mod tests;
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,12 +42,14 @@ pub const REFRESH: Duration = Duration::from_secs(10);
 /// How long preparing a task waits for its networks to exist on this host.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
-/// Brings the devices of the namespace `nl` works in to what `view` asks
-/// for; returns the steps it took. A failed step is logged and the others
-/// still run (the next reconcile tries it again).
-pub async fn realize(nl: &Netlink, view: &NetView) -> Result<Vec<plan::Op>, String> {
+/// Brings the devices to what `view` asks for: `ovl` works in the overlay
+/// namespace (the file `ovl_ns`), `host` in the host's. Returns the steps
+/// it took; a failed step is logged and the others still run (the next
+/// reconcile tries it again).
+pub async fn realize(host: &Netlink, ovl: &Netlink, ovl_ns: &Path, view: &NetView) -> Result<Vec<plan::Op>, String> {
     let want = plan::desired(view);
-    let have = nl.observe().await?;
+    let mut have = ovl.observe().await?;
+    have.host_links = host.observe().await?.host_links;
     let ops = plan::plan(&want, &have);
     if !ops.is_empty() {
         tracing::info!(
@@ -56,18 +58,32 @@ pub async fn realize(nl: &Netlink, view: &NetView) -> Result<Vec<plan::Op>, Stri
             "agent: realizing the network view"
         );
     }
+    let file = std::fs::File::open(ovl_ns).map_err(|e| format!("opening {}: {e}", ovl_ns.display()))?;
     for op in &ops {
-        if let Err(e) = nl.apply(op).await {
+        if let Err(e) = ovl.apply(host, &file, op).await {
             tracing::warn!(?op, error = %e, "agent: network step failed");
         }
     }
     Ok(ops)
 }
 
+/// Removes the overlay namespace (bridges and VXLAN devices go with it)
+/// and the host's own links.
+pub async fn teardown(host: &Netlink, ovl_ns: &Path) -> Result<(), String> {
+    for name in host.observe().await?.host_links.keys() {
+        host.del_link(name).await?;
+    }
+    netns::remove(ovl_ns);
+    Ok(())
+}
+
 /// This host's overlay networks.
 pub struct NetHost {
     node_id: String,
+    /// In the agent's own namespace.
     nl: Netlink,
+    /// The overlay namespace: every bridge and VXLAN device, task veths' host ends.
+    ovl_ns: PathBuf,
     view: watch::Sender<Option<Arc<NetView>>>,
     /// Serializes reconciling and attaching (both read and change devices).
     busy: Mutex<()>,
@@ -75,10 +91,11 @@ pub struct NetHost {
 
 impl NetHost {
     /// Opens netlink in the agent's namespace and starts following the view.
-    pub async fn start(nats: async_nats::Client, node_id: &str) -> Result<Arc<NetHost>, String> {
+    pub async fn start(nats: async_nats::Client, node_id: &str, data_dir: &Path) -> Result<Arc<NetHost>, String> {
         let host = Arc::new(NetHost {
             node_id: node_id.to_string(),
             nl: Netlink::connect()?,
+            ovl_ns: netns::dir(data_dir).join("overlay"),
             view: watch::channel(None).0,
             busy: Mutex::new(()),
         });
@@ -147,8 +164,23 @@ impl NetHost {
     pub async fn reconcile(&self) {
         let Some(view) = self.view() else { return };
         let _busy = self.busy.lock().await;
-        if let Err(e) = realize(&self.nl, &view).await {
-            tracing::warn!(error = %e, "agent: cannot read the host's network devices");
+        let res = if view.networks.is_empty() {
+            teardown(&self.nl, &self.ovl_ns).await
+        } else {
+            match netns::create(&self.ovl_ns) {
+                Ok(()) => {
+                    let (ovl_ns, view) = (self.ovl_ns.clone(), view.clone());
+                    netns::run_in_both(&self.ovl_ns, move |host, ovl| async move {
+                        realize(&host, &ovl, &ovl_ns, &view).await
+                    })
+                    .await
+                    .and_then(|r| r.map(|_| ()))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "agent: cannot realize the network view");
         }
     }
 
@@ -163,7 +195,7 @@ impl NetHost {
             for a in &task.networks_attachments {
                 let bridge = plan::bridge_name(&a.network.meta.id);
                 let listed = view.as_ref().is_some_and(|v| v.network(&a.network.meta.id).is_some());
-                if !listed || self.nl.index(&bridge).await.is_none() {
+                if !listed || !self.has_bridge(&bridge).await {
                     missing = Some(a.network.spec.name.clone());
                     break;
                 }
@@ -180,6 +212,17 @@ impl NetHost {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    async fn has_bridge(&self, bridge: &str) -> bool {
+        if !netns::is_mounted(&self.ovl_ns) {
+            return false;
+        }
+        let b = bridge.to_string();
+        matches!(
+            netns::run_in(&self.ovl_ns, move |nl| async move { nl.index(&b).await.is_some() }).await,
+            Ok(true)
+        )
     }
 
     /// This host's own address on the task's first network: the resolver
@@ -222,20 +265,32 @@ impl NetHost {
     pub async fn attach(&self, task: &Task, netns: &Path) -> Result<(), ExecError> {
         let atts = self.attachments(task)?;
         let _busy = self.busy.lock().await;
-        for a in &atts {
-            self.nl
-                .attach(netns, a)
-                .await
-                .map_err(|e| ExecError::Failed(format!("attaching to the network: {e}")))?;
-        }
-        Ok(())
+        let task_ns = netns.to_path_buf();
+        netns::run_in(&self.ovl_ns, move |nl| async move {
+            for a in &atts {
+                nl.attach(&task_ns, a).await?;
+            }
+            Ok::<(), String>(())
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| ExecError::Failed(format!("attaching to the network: {e}")))
     }
 
     /// Removes the host ends of a task's veth pairs (they go with the
     /// task's namespace; this catches one left by a failed attach).
     pub async fn detach(&self, task_id: &str) {
-        for i in 0..16 {
-            let _ = self.nl.del_link(&plan::veth_name(task_id, i)).await;
+        if !netns::is_mounted(&self.ovl_ns) {
+            return;
         }
+        let id = task_id.to_string();
+        let _ = netns::run_in(&self.ovl_ns, move |nl| async move {
+            for name in nl.our_links().await.unwrap_or_default() {
+                if (0..16).any(|i| name == plan::veth_name(&id, i)) {
+                    let _ = nl.del_link(&name).await;
+                }
+            }
+        })
+        .await;
     }
 }

@@ -18,6 +18,17 @@ where
     Fut: Future<Output = T>,
     T: Send + 'static,
 {
+    run_in_both(netns, move |_, nl| work(nl)).await
+}
+
+/// Like [`run_in`], with a second connection opened in the calling
+/// thread's namespace first (a socket stays in the namespace it was made in).
+pub async fn run_in_both<F, Fut, T>(netns: &Path, work: F) -> Result<T, String>
+where
+    F: FnOnce(Netlink, Netlink) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
     let path = netns.to_path_buf();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -25,15 +36,16 @@ where
         .spawn(move || {
             let res = (|| {
                 let file = std::fs::File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("joining {}: {e}", path.display()))?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| format!("runtime: {e}"))?;
                 rt.block_on(async move {
-                    let nl = Netlink::connect()?;
-                    Ok(work(nl).await)
+                    let here = Netlink::connect()?;
+                    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| format!("joining {}: {e}", path.display()))?;
+                    let there = Netlink::connect()?;
+                    Ok(work(here, there).await)
                 })
             })();
             let _ = tx.send(res);

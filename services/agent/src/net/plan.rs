@@ -1,11 +1,17 @@
 //! What the host's overlay devices should be, from a [`NetView`], and the
 //! steps from what exists to that: pure functions, no I/O.
 //!
-//! Per network the view lists for this node: a bridge `shlb-<id>` holding
-//! the host's own endpoint address (and its MAC, `02:42:` + the IPv4
-//! bytes), and a VXLAN device `shlv-<id>` (the network's VNI, UDP 4789,
-//! local = this node's underlay address, learning off, ARP proxy on)
-//! enslaved to it. For every endpoint of another node: a static FDB entry
+//! Bridges and VXLAN devices live in the host's overlay namespace (as
+//! libnetwork keeps them in a namespace of their own), so bridged traffic
+//! never meets the host's firewall (the engine's `FORWARD` policy drop with
+//! `bridge-nf-call-iptables`). Per network the view lists for this node: a
+//! bridge `shlb-<id>`; a VXLAN device `shlv-<id>` (the network's VNI, UDP
+//! 4789, local = this node's underlay address, learning off, ARP proxy on),
+//! made in the host's namespace so its UDP socket stays on the underlay,
+//! then moved to the overlay namespace and enslaved to the bridge; and the
+//! host's own endpoint, a veth `shlh-<id>` in the host's namespace with the
+//! host's address and MAC (`02:42:` + the IPv4 bytes) whose peer `shlq-<id>`
+//! is on the bridge. For every endpoint of another node: a static FDB entry
 //! (its MAC -> its node's underlay address) and a permanent neighbour entry
 //! (its IP -> its MAC) on the VXLAN device, as libnetwork's overlay driver
 //! programs them. Nothing floods and nothing is learned.
@@ -19,6 +25,8 @@ use shoal_shared::netview::NetView;
 pub const PREFIX: &str = "shl";
 const BRIDGE: &str = "shlb-";
 const VXLAN: &str = "shlv-";
+const HOST: &str = "shlh-";
+const HOST_PEER: &str = "shlq-";
 /// Host ends of task veth pairs.
 pub const VETH: &str = "shlt";
 
@@ -33,6 +41,20 @@ pub fn bridge_name(network_id: &str) -> String {
 /// The VXLAN device's name for a network.
 pub fn vxlan_name(network_id: &str) -> String {
     format!("{VXLAN}{}", short(network_id, 10))
+}
+
+/// The host's own end of a network (in the host's namespace).
+pub fn host_link_name(network_id: &str) -> String {
+    format!("{HOST}{}", short(network_id, 10))
+}
+
+/// Its peer on the bridge.
+pub fn host_peer_name(network_id: &str) -> String {
+    format!("{HOST_PEER}{}", short(network_id, 10))
+}
+
+pub fn is_host_link(name: &str) -> bool {
+    name.starts_with(HOST)
 }
 
 /// The host end of a task's veth on its `index`-th network.
@@ -96,6 +118,8 @@ pub struct NetSpec {
     pub id: String,
     pub bridge: String,
     pub vxlan: String,
+    pub host_link: String,
+    pub host_peer: String,
     pub vni: u32,
     pub mtu: u32,
     /// The host's own endpoint (address, prefix length), when allocated.
@@ -133,6 +157,8 @@ pub fn desired(view: &NetView) -> BTreeMap<String, NetSpec> {
             id: n.id.clone(),
             bridge: bridge_name(&n.id),
             vxlan: vxlan_name(&n.id),
+            host_link: host_link_name(&n.id),
+            host_peer: host_peer_name(&n.id),
             vni: n.vni,
             mtu: if n.mtu == 0 {
                 shoal_shared::netview::OVERLAY_MTU
@@ -162,28 +188,33 @@ pub struct VxlanState {
     pub neigh: BTreeSet<(Ipv4Addr, Mac)>,
 }
 
-/// What of ours exists on the host (devices named with [`PREFIX`]).
+/// What of ours exists (devices named with [`PREFIX`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Observed {
-    /// Bridge name -> its IPv4 addresses.
-    pub bridges: BTreeMap<String, BTreeSet<(Ipv4Addr, u8)>>,
+    /// Bridges in the overlay namespace.
+    pub bridges: BTreeSet<String>,
+    /// VXLAN devices in the overlay namespace.
     pub vxlans: BTreeMap<String, VxlanState>,
+    /// The host's own ends in its namespace -> their IPv4 addresses.
+    pub host_links: BTreeMap<String, BTreeSet<(Ipv4Addr, u8)>>,
 }
 
-/// One change to the host's devices.
+/// One change to the host's devices. Bridges, VXLAN devices and their
+/// entries are in the overlay namespace; host links and addresses in the host's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     AddBridge {
         name: String,
         mtu: u32,
-        mac: Option<Mac>,
+    },
+    AddHostLink {
+        name: String,
+        peer: String,
+        bridge: String,
+        mtu: u32,
+        mac: Mac,
     },
     AddAddr {
-        dev: String,
-        addr: Ipv4Addr,
-        prefix: u8,
-    },
-    DelAddr {
         dev: String,
         addr: Ipv4Addr,
         prefix: u8,
@@ -195,7 +226,12 @@ pub enum Op {
         mtu: u32,
         master: String,
     },
+    /// Deletes a device of the overlay namespace.
     DelLink {
+        name: String,
+    },
+    /// Deletes a host link (its peer goes with it).
+    DelHostLink {
         name: String,
     },
     AddFdb {
@@ -231,47 +267,56 @@ pub fn plan(want: &BTreeMap<String, NetSpec>, have: &Observed) -> Vec<Op> {
             ops.push(Op::DelLink { name: name.clone() });
         }
     }
-    for name in have.bridges.keys() {
+    let wanted_hosts: BTreeSet<&str> = want
+        .values()
+        .filter(|s| s.addr.is_some())
+        .map(|s| s.host_link.as_str())
+        .collect();
+    for name in have.host_links.keys() {
+        if !wanted_hosts.contains(name.as_str()) {
+            ops.push(Op::DelHostLink { name: name.clone() });
+        }
+    }
+    for name in &have.bridges {
         if !want.contains_key(name) {
             ops.push(Op::DelLink { name: name.clone() });
         }
     }
     for spec in want.values() {
-        let mac = spec.addr.map(|(ip, _)| mac_of(ip));
-        match have.bridges.get(&spec.bridge) {
-            None => {
-                ops.push(Op::AddBridge {
-                    name: spec.bridge.clone(),
-                    mtu: spec.mtu,
-                    mac,
-                });
-                if let Some((addr, prefix)) = spec.addr {
-                    ops.push(Op::AddAddr {
-                        dev: spec.bridge.clone(),
-                        addr,
-                        prefix,
+        if !have.bridges.contains(&spec.bridge) {
+            ops.push(Op::AddBridge {
+                name: spec.bridge.clone(),
+                mtu: spec.mtu,
+            });
+        }
+        if let Some((addr, prefix)) = spec.addr {
+            let host = spec.host_link.clone();
+            let addrs = match have.host_links.get(&host) {
+                // A new bridge lost the old peer, a new address needs a new
+                // MAC: the pair is made again.
+                Some(addrs) if have.bridges.contains(&spec.bridge) && addrs.iter().all(|&a| a == (addr, prefix)) => {
+                    addrs.clone()
+                }
+                had => {
+                    if had.is_some() {
+                        ops.push(Op::DelHostLink { name: host.clone() });
+                    }
+                    ops.push(Op::AddHostLink {
+                        name: host.clone(),
+                        peer: spec.host_peer.clone(),
+                        bridge: spec.bridge.clone(),
+                        mtu: spec.mtu,
+                        mac: mac_of(addr),
                     });
+                    BTreeSet::new()
                 }
-            }
-            Some(addrs) => {
-                for &(addr, prefix) in addrs {
-                    if spec.addr != Some((addr, prefix)) {
-                        ops.push(Op::DelAddr {
-                            dev: spec.bridge.clone(),
-                            addr,
-                            prefix,
-                        });
-                    }
-                }
-                if let Some((addr, prefix)) = spec.addr {
-                    if !addrs.contains(&(addr, prefix)) {
-                        ops.push(Op::AddAddr {
-                            dev: spec.bridge.clone(),
-                            addr,
-                            prefix,
-                        });
-                    }
-                }
+            };
+            if !addrs.contains(&(addr, prefix)) {
+                ops.push(Op::AddAddr {
+                    dev: host,
+                    addr,
+                    prefix,
+                });
             }
         }
         let empty = VxlanState::default();
@@ -281,6 +326,7 @@ pub fn plan(want: &BTreeMap<String, NetSpec>, have: &Observed) -> Vec<Op> {
                 && v.local == spec.local
                 && v.port == shoal_shared::netview::VXLAN_PORT
                 && v.master.as_deref() == Some(spec.bridge.as_str())
+                && have.bridges.contains(&spec.bridge)
         });
         let current = if matches {
             existing.unwrap_or(&empty)
@@ -418,15 +464,21 @@ mod tests {
         );
         let mut ops = plan(&want, &Observed::default());
         assert_eq!(
-            ops.drain(..3).collect::<Vec<_>>(),
+            ops.drain(..4).collect::<Vec<_>>(),
             [
                 Op::AddBridge {
                     name: "shlb-netonexxxx".into(),
                     mtu: 1450,
-                    mac: Some([2, 0x42, 10, 0, 1, 2])
+                },
+                Op::AddHostLink {
+                    name: "shlh-netonexxxx".into(),
+                    peer: "shlq-netonexxxx".into(),
+                    bridge: "shlb-netonexxxx".into(),
+                    mtu: 1450,
+                    mac: [2, 0x42, 10, 0, 1, 2]
                 },
                 Op::AddAddr {
-                    dev: "shlb-netonexxxx".into(),
+                    dev: "shlh-netonexxxx".into(),
                     addr: Ipv4Addr::new(10, 0, 1, 2),
                     prefix: 24
                 },
@@ -447,7 +499,9 @@ mod tests {
     fn applied(want: &BTreeMap<String, NetSpec>) -> Observed {
         let mut have = Observed::default();
         for s in want.values() {
-            have.bridges.insert(s.bridge.clone(), s.addr.into_iter().collect());
+            have.bridges.insert(s.bridge.clone());
+            have.host_links
+                .insert(s.host_link.clone(), s.addr.into_iter().collect());
             have.vxlans.insert(
                 s.vxlan.clone(),
                 VxlanState {
@@ -518,6 +572,9 @@ mod tests {
                 Op::DelLink {
                     name: "shlv-netonexxxx".into()
                 },
+                Op::DelHostLink {
+                    name: "shlh-netonexxxx".into()
+                },
                 Op::DelLink {
                     name: "shlb-netonexxxx".into()
                 }
@@ -546,19 +603,24 @@ mod tests {
             2,
             "entries again"
         );
-        // The host's address moves: the old one goes, the new one comes.
+        // The host's address moves: its link is made again (a new MAC).
         let mut moved = v.clone();
         moved.endpoints[0].addr = "10.0.1.9/24".into();
         assert_eq!(
             plan(&desired(&moved), &have),
             [
-                Op::DelAddr {
-                    dev: "shlb-netonexxxx".into(),
-                    addr: Ipv4Addr::new(10, 0, 1, 2),
-                    prefix: 24
+                Op::DelHostLink {
+                    name: "shlh-netonexxxx".into(),
+                },
+                Op::AddHostLink {
+                    name: "shlh-netonexxxx".into(),
+                    peer: "shlq-netonexxxx".into(),
+                    bridge: "shlb-netonexxxx".into(),
+                    mtu: 1450,
+                    mac: [2, 0x42, 10, 0, 1, 9]
                 },
                 Op::AddAddr {
-                    dev: "shlb-netonexxxx".into(),
+                    dev: "shlh-netonexxxx".into(),
                     addr: Ipv4Addr::new(10, 0, 1, 9),
                     prefix: 24
                 }

@@ -13,11 +13,12 @@ use shoal_shared::netview::{EndpointOwner, EndpointView, NetView, NetworkView, N
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::link::{Attachment, Netlink};
-use super::{netns, plan, realize};
+use super::{netns, plan, realize, teardown};
 
 /// Namespace files, unmounted and removed when dropped (also on failure):
 /// the namespaces, and every device in them, go with them.
-struct Namespaces(Vec<PathBuf>, tempfile::TempDir);
+/// (The directory is held for its removal on drop.)
+struct Namespaces(Vec<PathBuf>, #[allow(dead_code)] tempfile::TempDir);
 impl Namespaces {
     fn new(names: &[&str]) -> Namespaces {
         let dir = tempfile::tempdir().unwrap();
@@ -189,28 +190,40 @@ async fn serve(ns: &Path, at: SocketAddr, n: usize) {
     });
 }
 
+/// Realizes `view` on the host whose namespace is `host`, with its overlay
+/// namespace at `ovl`.
+async fn realize_on(host: &Path, ovl: &Path, view: NetView) -> Vec<plan::Op> {
+    let ovl = ovl.to_path_buf();
+    netns::run_in(host, move |_| async move {
+        let path = ovl.clone();
+        netns::run_in_both(&ovl, move |h, o| async move { realize(&h, &o, &path, &view).await }).await
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap()
+}
+
 #[tokio::test]
 async fn tcp_crosses_vxlan_between_two_hosts_and_the_devices_follow_the_view() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: needs root for network namespaces");
         return;
     }
-    let ns = Namespaces::new(&["host-a", "host-b", "task-a", "task-b"]);
+    let ns = Namespaces::new(&["host-a", "host-b", "task-a", "task-b", "ovl-a", "ovl-b"]);
     let (host_a, host_b, task_a, task_b) = (&ns.0[0], &ns.0[1], &ns.0[2], &ns.0[3]);
+    let (ovl_a, ovl_b) = (&ns.0[4], &ns.0[5]);
     underlay(host_a, host_b).await;
-    for (host, node) in [(host_a, "a"), (host_b, "b")] {
-        let ops = netns::run_in(host, move |nl| async move { realize(&nl, &view(node, true)).await })
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(ops.len() >= 5, "{node}: {ops:?}");
+    for (host, ovl, node) in [(host_a, ovl_a, "a"), (host_b, ovl_b, "b")] {
+        let ops = realize_on(host, ovl, view(node, true)).await;
+        assert!(ops.len() >= 6, "{node}: {ops:?}");
     }
-    for (host, task, t, ip) in [
-        (host_a, task_a, "ta", [10, 0, 1, 4]),
-        (host_b, task_b, "tb", [10, 0, 1, 5]),
+    for (ovl, task, t, ip) in [
+        (ovl_a, task_a, "ta", [10, 0, 1, 4]),
+        (ovl_b, task_b, "tb", [10, 0, 1, 5]),
     ] {
         let (task, a) = (task.clone(), attachment(t, ip));
-        netns::run_in(host, move |nl| async move { nl.attach(&task, &a).await })
+        netns::run_in(ovl, move |nl| async move { nl.attach(&task, &a).await })
             .await
             .unwrap()
             .unwrap();
@@ -242,19 +255,13 @@ async fn tcp_crosses_vxlan_between_two_hosts_and_the_devices_follow_the_view() {
     );
 
     // Again with the same view: nothing changes (an agent restart).
-    let again = netns::run_in(host_a, |nl| async move { realize(&nl, &view("a", true)).await })
-        .await
-        .unwrap()
-        .unwrap();
+    let again = realize_on(host_a, ovl_a, view("a", true)).await;
     assert_eq!(again, [], "a second realize changes nothing");
     // Task b leaves: its entries go from host A, nothing else changes.
-    let gone = netns::run_in(host_a, |nl| async move { realize(&nl, &view("a", false)).await })
-        .await
-        .unwrap()
-        .unwrap();
+    let gone = realize_on(host_a, ovl_a, view("a", false)).await;
     assert_eq!(gone.len(), 2, "{gone:?}");
     assert!(matches!(gone[0], plan::Op::DelFdb { .. }) && matches!(gone[1], plan::Op::DelNeigh { .. }));
-    let have = netns::run_in(host_a, |nl| async move { nl.observe().await })
+    let have = netns::run_in(ovl_a, |nl| async move { nl.observe().await })
         .await
         .unwrap()
         .unwrap();
@@ -265,32 +272,111 @@ async fn tcp_crosses_vxlan_between_two_hosts_and_the_devices_follow_the_view() {
         (4097, 4789, Some(Ipv4Addr::new(192, 0, 2, 1)))
     );
 
-    // The network leaves the view: bridge and VXLAN device go; the task's
-    // veth goes with the task's namespace.
+    // The network leaves the view: bridge, VXLAN device and host link go;
+    // then the overlay namespace itself.
     let mut none = view("a", false);
     none.networks.clear();
-    netns::run_in(host_a, move |nl| async move { realize(&nl, &none).await })
+    let ops = realize_on(host_a, ovl_a, none).await;
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    let ovl = ovl_a.clone();
+    netns::run_in(host_a, move |nl| async move { teardown(&nl, &ovl).await })
         .await
         .unwrap()
         .unwrap();
-    netns::remove(task_a);
-    let left = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            let links = netns::run_in(host_a, |nl| async move { nl.our_links().await })
-                .await
-                .unwrap()
-                .unwrap();
-            if links.is_empty() {
-                return links;
+    assert!(!netns::is_mounted(ovl_a), "the overlay namespace is gone");
+    let links = netns::run_in(host_a, |nl| async move { nl.our_links().await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(links, Vec::<String>::new(), "devices of ours left on host A");
+}
+
+/// Bytes/s of one TCP stream of `mb` MiB from inside `from` to `to` (a sink
+/// listening in `sink_ns`).
+async fn throughput(from: &Path, sink_ns: &Path, to: SocketAddr, mb: usize) -> f64 {
+    let l = netns::run_in(
+        sink_ns,
+        move |_| async move { std::net::TcpListener::bind(to).unwrap() },
+    )
+    .await
+    .unwrap();
+    let sink = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0usize;
+        while let Ok(k) = c.read(&mut buf) {
+            if k == 0 {
+                break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            n += k;
         }
+        n
+    });
+    let start = std::time::Instant::now();
+    netns::run_in(from, move |_| async move {
+        let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+        let chunk = vec![7u8; 1 << 16];
+        for _ in 0..mb * 16 {
+            s.write_all(&chunk).await.unwrap();
+        }
+        s.shutdown().await.unwrap();
     })
-    .await;
-    if left.is_err() {
-        let links = netns::run_in(host_a, |nl| async move { nl.our_links().await })
-            .await
-            .unwrap();
-        panic!("devices of ours left on host A: {links:?}");
+    .await
+    .unwrap();
+    let got = sink.join().unwrap();
+    assert_eq!(got, mb << 20);
+    got as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `ops/bench/overlay`: TCP throughput between two tasks on two hosts over
+/// the overlay (VXLAN) against the two hosts over their underlay, same run.
+/// `OVERLAY_BENCH_MB` MiB per stream (default 256). Prints `bench overlay ...`.
+#[tokio::test]
+#[ignore = "a benchmark: ops/bench/overlay runs it"]
+async fn bench_overlay() {
+    let mb: usize = std::env::var("OVERLAY_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let ns = Namespaces::new(&["host-a", "host-b", "task-a", "task-b", "ovl-a", "ovl-b"]);
+    let (host_a, host_b, task_a, task_b) = (&ns.0[0], &ns.0[1], &ns.0[2], &ns.0[3]);
+    let (ovl_a, ovl_b) = (&ns.0[4], &ns.0[5]);
+    underlay(host_a, host_b).await;
+    for (host, ovl, node) in [(host_a, ovl_a, "a"), (host_b, ovl_b, "b")] {
+        realize_on(host, ovl, view(node, true)).await;
     }
+    for (ovl, task, t, ip) in [
+        (ovl_a, task_a, "ta", [10, 0, 1, 4]),
+        (ovl_b, task_b, "tb", [10, 0, 1, 5]),
+    ] {
+        let (task, a) = (task.clone(), attachment(t, ip));
+        netns::run_in(ovl, move |nl| async move { nl.attach(&task, &a).await })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut over = Vec::new();
+    let mut under = Vec::new();
+    for round in 0..3 {
+        let port = 9000 + round;
+        over.push(throughput(task_a, task_b, format!("10.0.1.5:{port}").parse().unwrap(), mb).await);
+        under.push(throughput(host_a, host_b, format!("192.0.2.2:{port}").parse().unwrap(), mb).await);
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max) * 8.0 / 1e6;
+    let (o, u) = (best(&over), best(&under));
+    println!(
+        "overlay runs (Mbit/s): {:?}",
+        over.iter().map(|b| (b * 8.0 / 1e6) as u64).collect::<Vec<_>>()
+    );
+    println!(
+        "underlay runs (Mbit/s): {:?}",
+        under.iter().map(|b| (b * 8.0 / 1e6) as u64).collect::<Vec<_>>()
+    );
+    println!(
+        "bench overlay ratio={:.3} overlay_mbps={:.0} underlay_mbps={:.0} mib_per_stream={mb} mtu={OVERLAY_MTU}",
+        o / u,
+        o,
+        u
+    );
 }
