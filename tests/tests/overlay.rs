@@ -325,7 +325,7 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
     assert!(!resolv.contains("search"), "{resolv}");
 
     // An agent restart keeps a connection open across it.
-    engine(&["exec", "-d", &c2, "sh", "-c", "nc -l -p 81 > /tmp/got"]);
+    engine(&["exec", "-d", &c2, "sh", "-c", "sleep 120 | nc -l -p 81 > /tmp/got"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     engine(&[
         "exec",
