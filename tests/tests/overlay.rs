@@ -174,7 +174,7 @@ fn web_containers(service: &str) -> Result<Vec<(String, String)>, String> {
     ]);
     let mut out = Vec::new();
     for name in r.lines() {
-        let a = engine(&["exec", &name, "ip", "-o", "-4", "addr", "show", "eth0"]);
+        let a = engine(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"]);
         let ip = a
             .stdout
             .split_whitespace()
