@@ -161,12 +161,77 @@ impl NetView {
 
     /// This host's own endpoint on a network.
     pub fn own_endpoint(&self, network_id: &str) -> Option<&EndpointView> {
-        self.endpoints.iter().find(|e| {
-            e.network_id == network_id
-                && e.node_id == self.node_id
-                && matches!(e.owner, EndpointOwner::Node)
-        })
+        self.endpoints
+            .iter()
+            .find(|e| e.network_id == network_id && e.node_id == self.node_id && matches!(e.owner, EndpointOwner::Node))
     }
+}
+
+/// How often a follower asks for its whole view although views are pushed:
+/// NATS delivers at most once, so a lost push is healed this long after.
+pub const NET_VIEW_RESYNC: Duration = Duration::from_secs(5);
+
+/// Follows one node's view: asks for it at once (again every second until
+/// a dispatcher answers), then yields every pushed view newer than the last
+/// one yielded, and asks again every [`NET_VIEW_RESYNC`]. The stream ends
+/// only when the NATS client is closed. Every network consumer on a host
+/// (the agent, `shoal-dns`, `shoal-ingress`) follows its view with this.
+pub fn follow(nats: async_nats::Client, node_id: String) -> tokio::sync::mpsc::Receiver<NetView> {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut pushed = match nats.subscribe(crate::subjects::net_view(&node_id)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "netview: cannot subscribe to the node's view");
+                return;
+            }
+        };
+        let mut version = None::<u64>;
+        let mut ask = tokio::time::interval(Duration::from_secs(1));
+        let mut answered = false;
+        let mut last_ask = tokio::time::Instant::now();
+        loop {
+            let view = tokio::select! {
+                msg = pushed.next() => match msg {
+                    Some(m) => match crate::envelope::decode::<NetView>(&m.payload) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "netview: undecodable view");
+                            None
+                        }
+                    },
+                    None => return,
+                },
+                _ = ask.tick() => {
+                    if answered && last_ask.elapsed() < NET_VIEW_RESYNC {
+                        continue;
+                    }
+                    last_ask = tokio::time::Instant::now();
+                    let req = NetViewRequest { node_id: node_id.clone() };
+                    match crate::envelope::request::<_, NetView>(&nats, crate::subjects::net_requests(), &req, Duration::from_secs(2)).await {
+                        Ok(v) => {
+                            answered = true;
+                            Some(v)
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "netview: no view yet");
+                            None
+                        }
+                    }
+                }
+            };
+            let Some(view) = view else { continue };
+            if version.is_some_and(|v| view.version <= v) {
+                continue;
+            }
+            version = Some(view.version);
+            if tx.send(view).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]

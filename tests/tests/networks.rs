@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
+use futures::StreamExt;
 use serde_json::{json, Value};
+use shoal_shared::netview::{EndpointOwner, NetView, NetViewRequest};
 use shoal_tests::api::raw_request;
 use shoal_tests::eventually;
 use shoal_tests::free_port;
@@ -494,4 +496,167 @@ async fn an_auto_assigned_published_port_survives_updates() {
         );
     }
     up.docker(&["service", "rm", "auto"]).ok();
+}
+
+/// Asks the acting dispatcher for a node's network view.
+async fn view_of(nats: &async_nats::Client, node: &str) -> Result<NetView, String> {
+    let req = shoal_shared::envelope::encode(&NetViewRequest { node_id: node.into() });
+    let msg = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        nats.request(shoal_shared::subjects::net_requests(), req),
+    )
+    .await
+    .map_err(|_| "no answer".to_string())?
+    .map_err(|e| e.to_string())?;
+    let reply: shoal_shared::envelope::Reply<NetView> =
+        shoal_shared::envelope::decode(&msg.payload).map_err(|e| e.to_string())?;
+    reply.into_result().map_err(|e| e.to_string())
+}
+
+/// The task endpoints of a view on a network: (address, task name, serving).
+fn task_endpoints(v: &NetView, network: &str) -> Vec<(String, String, bool)> {
+    v.endpoints
+        .iter()
+        .filter(|e| e.network_id == network)
+        .filter_map(|e| match &e.owner {
+            EndpointOwner::Task { task_name, serving, .. } => Some((e.addr.clone(), task_name.clone(), *serving)),
+            EndpointOwner::Node => None,
+        })
+        .collect()
+}
+
+/// Issue 11: the dispatcher tells each host what it needs of the networks
+/// its tasks use (`shoal.net.req`, and whole views pushed on
+/// `shoal.net.node.<id>` when they change): the networks with their VNI,
+/// the host's own address on each, every task endpoint with its name and
+/// whether it serves, the services' VIPs; a host whose tasks left a network
+/// stops seeing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_is_sent_the_view_of_its_networks() {
+    let home = temp_home();
+    let mut up = start(home.path(), "netview");
+    up.ready().await;
+    up.docker(&["swarm", "init"]).ok();
+    let nats = async_nats::connect(up.nats_url()).await.expect("connect to NATS");
+    let node = up.node_ids().into_iter().next().expect("one node");
+    let mut pushed = nats
+        .subscribe(shoal_shared::subjects::net_view(&node))
+        .await
+        .expect("subscribe");
+    let ingress_id = allocated(&up, "ingress").await["Id"].as_str().unwrap().to_string();
+    // Every host takes part in ingress, with an address of its own from the top.
+    let v = eventually(CONVERGE, "the node's view to hold ingress", || {
+        let f = view_of(&nats, &node);
+        let ingress_id = ingress_id.clone();
+        async move {
+            let v = f.await?;
+            match v.own_endpoint(&ingress_id) {
+                Some(_) => Ok(v),
+                None => Err(format!("{v:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(v.own_endpoint(&ingress_id).unwrap().addr, "10.0.0.254/24");
+    assert_eq!(v.network(&ingress_id).unwrap().vni, 4096);
+    assert!(v.network(&ingress_id).unwrap().ingress);
+
+    let backend_id = up
+        .docker(&["network", "create", "-d", "overlay", "backend"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    allocated(&up, "backend").await;
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--network",
+        "backend",
+        "busybox",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+    let tasks = running_tasks(&up, "web", 2, &[&backend_id]).await;
+    let mut addrs = task_addresses(&tasks);
+    addrs.sort();
+    let web_vip = vips(&up, "web", &[&backend_id]).await[0].1.clone();
+    // The pushed views converge on two serving tasks on backend.
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let mut last = String::from("no view pushed");
+    let pushed_view = loop {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, pushed.next()).await else {
+            panic!("no pushed view with both tasks serving in time; last: {last}");
+        };
+        let v: NetView = shoal_shared::envelope::decode(&msg.payload).expect("a view");
+        let endpoints = task_endpoints(&v, &backend_id);
+        if endpoints.iter().filter(|e| e.2).count() == 2 {
+            break v;
+        }
+        last = format!("{endpoints:?}");
+    };
+    let mut seen: Vec<String> = task_endpoints(&pushed_view, &backend_id)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, addrs);
+    assert!(task_endpoints(&pushed_view, &backend_id)
+        .iter()
+        .all(|e| e.1.starts_with("web.") && e.1.split('.').count() == 3));
+    let own = pushed_view
+        .own_endpoint(&backend_id)
+        .expect("the host's own address on backend");
+    assert!(!addrs.contains(&own.addr) && own.addr != web_vip, "{own:?}");
+    let web = pushed_view
+        .services
+        .iter()
+        .find(|s| s.name == "web")
+        .expect("web in the view");
+    assert_eq!(web.vips, [(backend_id.clone(), web_vip.clone())]);
+    assert!(pushed_view.version > v.version);
+    assert!(pushed_view.nodes.iter().any(|n| n.id == node && n.ready));
+
+    // What every network consumer on a host runs: it gets the current view
+    // at once, then the pushed ones.
+    let mut followed = shoal_shared::netview::follow(nats.clone(), node.clone());
+    let first = tokio::time::timeout(CONVERGE, followed.recv())
+        .await
+        .expect("a view")
+        .expect("open");
+    assert!(first.version >= pushed_view.version);
+    assert_eq!(task_endpoints(&first, &backend_id).len(), 2);
+
+    // Scaled to 0: once its tasks ended the host leaves backend.
+    up.docker(&["service", "scale", "-d", "web=0"]).ok();
+    eventually(CONVERGE, "backend to leave the node's view", || {
+        let f = view_of(&nats, &node);
+        let backend_id = backend_id.clone();
+        let ingress_id = ingress_id.clone();
+        async move {
+            let v = f.await?;
+            match v.network(&backend_id).is_none() && v.network(&ingress_id).is_some() {
+                true => Ok(()),
+                false => Err(format!("{:?}", task_endpoints(&v, &backend_id))),
+            }
+        }
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let v = tokio::time::timeout_at(deadline, followed.recv())
+            .await
+            .expect("the follower to see backend go")
+            .expect("open");
+        if v.network(&backend_id).is_none() {
+            break;
+        }
+    }
+    up.terminate().await;
 }

@@ -10,7 +10,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use shoal_shared::dispatch::{AgentRequest, AgentResponse, Assignments};
 use shoal_shared::envelope::{self, Reply};
-use shoal_shared::model::{Cluster, Config as SwarmConfig, Node, Secret, Task};
+use shoal_shared::model::{Cluster, Config as SwarmConfig, Network, Node, Secret, Service, Task};
+use shoal_shared::netview::{NetViewRequest, NET_VIEW_MIN_INTERVAL};
 use shoal_shared::secrets::{Payload, SecretKey};
 use shoal_shared::store::mirror::{Acting, GetState, Mirror, Table};
 use shoal_shared::store::{Kind, Op, Record, StoreClient, StoreObject, TxOutcome, TxRequest, WatchEvent};
@@ -42,11 +43,27 @@ pub struct Follow {
     /// Secrets (sealed) and configs, to send with the tasks that use them.
     pub secrets: Table<Secret>,
     pub configs: Table<SwarmConfig>,
+    /// Networks and services, for the nodes' network views.
+    pub networks: Table<Network>,
+    pub services: Table<Service>,
     position: u64,
 }
 
 /// The kinds the dispatcher follows.
-const KINDS: [Kind; 5] = [Kind::Cluster, Kind::Node, Kind::Task, Kind::Secret, Kind::Config];
+const KINDS: [Kind; 7] = [
+    Kind::Cluster,
+    Kind::Node,
+    Kind::Task,
+    Kind::Secret,
+    Kind::Config,
+    Kind::Network,
+    Kind::Service,
+];
+
+/// Whether a change of this kind can change a node's network view.
+fn shapes_views(kind: Kind) -> bool {
+    matches!(kind, Kind::Node | Kind::Task | Kind::Network | Kind::Service)
+}
 
 impl Follow {
     fn new() -> Follow {
@@ -63,6 +80,8 @@ shoal_shared::mirror_tables!(Follow, position, KINDS, [
     Cluster => clusters,
     Secret => secrets,
     Config => configs,
+    Network => networks,
+    Service => services,
 ]);
 
 /// Adds to an assignment message the data of the secrets and configs its
@@ -150,6 +169,12 @@ impl Message for Incoming {
     type Result = ();
 }
 
+/// A request for one node's network view.
+struct ViewRequest(async_nats::Message);
+impl Message for ViewRequest {
+    type Result = ();
+}
+
 /// An ordered outbox: publishes (and replies) leave in the order they were queued.
 #[derive(Clone)]
 struct Outbox(tokio::sync::mpsc::UnboundedSender<(async_nats::Subject, Bytes)>);
@@ -192,6 +217,12 @@ pub struct DispatcherActor {
     task_traces: std::collections::HashMap<String, String>,
     /// The traces of the status reports the next write carries.
     status_traces: Vec<String>,
+    /// A change since the network views were last computed.
+    views_dirty: bool,
+    /// What the network views are cut from, as of the last computation.
+    view_index: Option<crate::netview::Index>,
+    /// The network view last published to each node.
+    views_sent: crate::netview::Sent,
 }
 
 /// Each task whose change is still untraced-pushed goes out in a
@@ -211,6 +242,9 @@ fn trace_pushes(traces: &mut std::collections::HashMap<String, String>, node: &s
     }
 }
 
+/// How often a dispatcher without the secrets key asks this host's API for it.
+const KEY_POLL: Duration = Duration::from_secs(1);
+
 /// Traces remembered at most, of tasks and of status reports.
 const MAX_TRACES: usize = 1024;
 
@@ -227,10 +261,12 @@ impl Actor for DispatcherActor {
         });
         ctx.add_stream(stream);
         ctx.run_interval(self.config.leadership.check_every(), |act, ctx| act.check_leader(ctx));
+        ctx.run_interval(KEY_POLL, |act, ctx| act.fetch_key(ctx));
         ctx.run_interval(Duration::from_millis(self.config.flush_ms), |act, ctx| {
             act.expire();
             act.flush(ctx);
         });
+        ctx.run_interval(NET_VIEW_MIN_INTERVAL, |act, _ctx| act.publish_views());
     }
 }
 
@@ -253,8 +289,14 @@ impl Handler<GetState<DispatcherState>> for DispatcherActor {
 impl StreamHandler<Feed> for DispatcherActor {
     fn handle(&mut self, Feed(ev): Feed, _ctx: &mut Context<Self>) {
         let touched = match &ev {
-            WatchEvent::Reset { .. } => BTreeSet::new(),
+            WatchEvent::Reset { .. } => {
+                self.views_dirty = true;
+                BTreeSet::new()
+            }
             WatchEvent::Batch(batch) => {
+                if batch.changes.iter().any(|c| shapes_views(c.record.kind)) {
+                    self.views_dirty = true;
+                }
                 for c in &batch.changes {
                     if let (Kind::Task, Some(tp)) = (c.record.kind, &c.trace) {
                         // Traces of changes never pushed (no session on
@@ -296,6 +338,11 @@ impl StreamHandler<Incoming> for DispatcherActor {
             // Not acting: stay silent, the acting dispatcher answers.
             return;
         }
+        if self.locked() {
+            // A locked manager takes no part, as Docker's does: agents keep
+            // their tasks and wait.
+            return;
+        }
         let resp: Result<AgentResponse, ShoalError> =
             envelope::decode::<AgentRequest>(&msg.payload).map(|req| self.answer(req));
         self.outbox.send(reply_to, envelope::encode(&Reply::from(resp)));
@@ -303,7 +350,54 @@ impl StreamHandler<Incoming> for DispatcherActor {
     }
 }
 
+impl StreamHandler<ViewRequest> for DispatcherActor {
+    fn handle(&mut self, ViewRequest(msg): ViewRequest, _ctx: &mut Context<Self>) {
+        let Some(reply_to) = msg.reply.clone() else { return };
+        if self.logic.is_none() || !self.synced {
+            return;
+        }
+        let resp = envelope::decode::<NetViewRequest>(&msg.payload).map(|req| {
+            let position = self.follow.position();
+            self.index().view(&req.node_id, position)
+        });
+        self.outbox.send(reply_to, envelope::encode(&Reply::from(resp)));
+    }
+}
+
 impl DispatcherActor {
+    /// The network views' index, rebuilt when the mirror changed since.
+    fn index(&mut self) -> &crate::netview::Index {
+        if self.views_dirty || self.view_index.is_none() {
+            let f = &self.follow;
+            self.view_index = Some(crate::netview::Index::build(
+                f.nodes.values(),
+                f.networks.values(),
+                f.services.values(),
+                f.tasks.values(),
+            ));
+            self.views_dirty = false;
+        }
+        self.view_index.as_ref().expect("just built")
+    }
+
+    /// Publishes every node's network view that changed (while acting).
+    fn publish_views(&mut self) {
+        if self.logic.is_none() || !self.synced || !(self.views_dirty || self.view_index.is_none()) {
+            return;
+        }
+        let position = self.follow.position();
+        self.index();
+        let (Some(index), follow) = (self.view_index.as_ref(), &self.follow) else {
+            return;
+        };
+        let nodes = follow.nodes.keys().map(|k| k.as_str());
+        for view in self.views_sent.changed(index, nodes, position) {
+            self.outbox
+                .send(subjects::net_view(&view.node_id), envelope::encode(&view));
+            crate::metrics::metrics().net_views_published.inc();
+        }
+    }
+
     /// Sets `shoal_dispatcher_sessions` from the acting logic (0 when not acting).
     fn note_sessions(&self) {
         let n = self.logic.as_ref().map_or(0, |l| l.sessions.len());
@@ -415,14 +509,51 @@ impl DispatcherActor {
                         Dispatcher::new(Utc::now(), prefix)
                     });
                     act.down.clear();
+                    act.views_sent.clear();
+                    act.views_dirty = true;
                     act.note_sessions();
                 }
             })
             .spawn(ctx);
     }
 
+    /// Autolock is on and this host's API has not handed over the key yet.
+    fn locked(&self) -> bool {
+        self.key.is_none()
+            && self
+                .follow
+                .clusters
+                .values()
+                .any(|c| c.spec.encryption_config.auto_lock_managers)
+    }
+
+    /// Asks this host's API for the secrets key while this dispatcher has
+    /// none (no readable `--secrets-key`, or one sealed by autolock); the API
+    /// answers once it holds the key.
+    fn fetch_key(&mut self, ctx: &mut Context<Self>) {
+        if self.key.is_some() || self.config.node_id.is_empty() {
+            return;
+        }
+        let nats = self.client.nats().clone();
+        let subject = subjects::manager_key(&self.config.node_id);
+        async move { envelope::request::<_, shoal_shared::secrets::KeyAnswer>(&nats, subject, &(), KEY_POLL).await }
+            .into_actor(self)
+            .map(|answer, act, _ctx| match answer {
+                Ok(a) => match SecretKey::from_bytes(&a.key) {
+                    Ok(k) if act.key.is_none() => {
+                        tracing::info!("dispatcher: secrets key received from this host's API");
+                        act.key = Some(k);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dispatcher: a bad secrets key from the API"),
+                },
+                Err(e) => tracing::debug!(error = %e, "dispatcher: no secrets key from this host's API yet"),
+            })
+            .spawn(ctx);
+    }
+
     fn expire(&mut self) {
-        if !self.synced {
+        if !self.synced || self.locked() {
             return;
         }
         let period = self.period();
@@ -482,6 +613,7 @@ impl DispatcherActor {
                         act.down.remove(id);
                     }
                     let touched = nodes_of(out.records.iter());
+                    act.views_dirty = true;
                     act.follow.apply_outcome(&ops, &out);
                     act.push_increments(touched);
                     tracing::debug!(ops = n_ops, "dispatcher: flushed");
@@ -506,17 +638,25 @@ impl DispatcherActor {
 /// Subscribes to agent requests and starts the dispatcher actor.
 pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<Addr<DispatcherActor>> {
     let sub = nats.subscribe(subjects::dispatcher_requests()).await?;
+    let views = nats.subscribe(subjects::net_requests()).await?;
     let client = StoreClient::new(nats.clone());
     let outbox = Outbox::start(nats);
+    // The key file when it is readable and in the clear; otherwise (no
+    // --secrets-key, a file this process may not read, or one sealed by
+    // autolock) the key comes from this host's API (`fetch_key`).
     let key = match &config.secrets_key {
-        Some(path) => Some(SecretKey::load_or_create(path).map_err(anyhow::Error::msg)?),
-        None => {
-            tracing::warn!("dispatcher: no --secrets-key; tasks that use secrets cannot be given them");
-            None
-        }
+        Some(path) => match SecretKey::load_or_create(path) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::info!(error = %e, "dispatcher: secrets key not read from its file; asking this host's API");
+                None
+            }
+        },
+        None => None,
     };
     Ok(DispatcherActor::create(move |ctx| {
         ctx.add_stream(sub.map(Incoming));
+        ctx.add_stream(views.map(ViewRequest));
         DispatcherActor {
             config,
             client,
@@ -533,6 +673,9 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<A
             marked_down: 0,
             task_traces: Default::default(),
             status_traces: Vec::new(),
+            views_dirty: true,
+            view_index: None,
+            views_sent: Default::default(),
         }
     }))
 }

@@ -10,6 +10,9 @@
 //! acts, and its writes carry the leader's term as a fencing token.
 //!
 //! - [`logic`]: sessions, expiry, assignments and status merging (no I/O);
+//! - [`netview`]: each node's view of the networks it takes part in
+//!   (published whole on `shoal.net.node.<id>` when it changes, answered on
+//!   `shoal.net.req`);
 //! - [`metrics`]: sessions, heartbeats, assignments, status writes, nodes marked down;
 //! - [`actors`]: the actix actor adapting NATS and the store watcher.
 #![forbid(unsafe_code)]
@@ -18,6 +21,7 @@ pub mod actors;
 pub mod config;
 pub mod logic;
 pub mod metrics;
+pub mod netview;
 
 use std::future::Future;
 

@@ -21,6 +21,8 @@ pub struct Metrics {
     /// How much later than one heartbeat period after the session was last
     /// heard from a heartbeat arrived (0 when on time).
     pub heartbeat_lag_seconds: Histogram,
+    /// Network views published to nodes (only views that changed).
+    pub net_views_published: Counter,
 }
 
 /// The dispatcher's metrics, registered on first use.
@@ -56,6 +58,11 @@ pub fn metrics() -> &'static Metrics {
             "shoal_dispatcher_heartbeat_lag_seconds",
             "How late a heartbeat came: time since the session was last heard from, beyond one heartbeat period.",
             histogram(SLOW_SECONDS),
+        ),
+        net_views_published: register(
+            "shoal_dispatcher_net_views_published",
+            "Network views published to nodes (a node's view is sent when it changed).",
+            Counter::default(),
         ),
     })
 }

@@ -118,6 +118,20 @@ impl Pool {
         None
     }
 
+    /// The highest free address of the range (hosts' own addresses are
+    /// taken from the top, so services and tasks keep the low ones, first
+    /// free, and a host's address is told apart at a glance).
+    pub fn allocate_high(&mut self) -> Option<Ipv4Addr> {
+        let (first, last) = (u32::from(self.range.network()), u32::from(self.range.broadcast()));
+        let (net, bcast) = (u32::from(self.subnet.network()), u32::from(self.subnet.broadcast()));
+        let a = (first..=last).rev().map(Ipv4Addr::from).find(|a| {
+            let n = u32::from(*a);
+            n != net && n != bcast && *a != self.gateway && !self.taken.contains(a)
+        })?;
+        self.taken.insert(a);
+        Some(a)
+    }
+
     /// `a` in CIDR form with the subnet's prefix length (`10.0.1.3/24`), as Docker writes addresses.
     pub fn cidr(&self, a: Ipv4Addr) -> String {
         format!("{a}/{}", self.subnet.prefix_len())

@@ -126,6 +126,14 @@ pub struct Network {
     /// The IPAM configuration the allocator settled on.
     #[serde(rename = "IPAMOptions", default, skip_serializing_if = "Option::is_none")]
     pub ipam_options: Option<IpamOptions>,
+    /// Node ID -> that host's own address on the network (CIDR), given by
+    /// the allocator to every node that takes part (every node for
+    /// `ingress`, else the nodes running its tasks): the address of the
+    /// host's bridge, from which it reaches tasks on other hosts and on
+    /// which its `shoal-dns` listens (libnetwork's per-node load-balancer
+    /// endpoint). Not a Docker field; never copied into a task's attachment.
+    #[serde(rename = "NodeAddresses", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_addresses: BTreeMap<String, String>,
 }
 
 impl Network {
@@ -135,6 +143,7 @@ impl Network {
             spec,
             driver_state: Driver::default(),
             ipam_options: None,
+            node_addresses: BTreeMap::new(),
         }
     }
 

@@ -148,6 +148,7 @@ pub fn reconcile(snap: &Snapshot, now: chrono::DateTime<chrono::Utc>, new_id: &m
     history::prune_history(&mut w);
     networks::allocate_tasks(&mut w, &mut addresses);
     let (placed, mut pending) = schedule::schedule(&mut w);
+    networks::allocate_node_addresses(&mut w, &mut addresses);
     if !w.unallocated.is_empty() {
         pending.insert("addresses", w.unallocated.len());
     }

@@ -48,6 +48,13 @@ impl Addresses {
         Some((a, pool.cidr(a)))
     }
 
+    /// A host's own address: the highest free one.
+    fn allocate_high(&mut self, network: &str) -> Option<String> {
+        let pool = self.pools.get_mut(network)?;
+        let a = pool.allocate_high()?;
+        Some(pool.cidr(a))
+    }
+
     fn release(&mut self, network: &str, a: Ipv4Addr) {
         if let Some(p) = self.pools.get_mut(network) {
             p.release(a);
@@ -171,6 +178,11 @@ fn taken_addresses(w: &Work) -> Addresses {
     for s in w.snap.services.values() {
         for v in s.endpoint.iter().flat_map(|e| e.virtual_ips.iter()) {
             take(&v.network_id, &v.addr);
+        }
+    }
+    for n in w.snap.networks.values() {
+        for addr in n.node_addresses.values() {
+            take(&n.meta.id, addr);
         }
     }
     for t in w.snap.tasks.values() {
@@ -319,8 +331,10 @@ pub(super) fn allocate_tasks(w: &mut Work, addrs: &mut Addresses) {
                 let attachments: Vec<NetworkAttachment> = got
                     .into_iter()
                     .filter_map(|(nid, _, cidr)| {
+                        let mut network = w.network(&nid)?.clone();
+                        network.node_addresses.clear();
                         Some(NetworkAttachment {
-                            network: w.network(&nid)?.clone(),
+                            network,
                             addresses: vec![cidr],
                         })
                     })
@@ -334,6 +348,65 @@ pub(super) fn allocate_tasks(w: &mut Work, addrs: &mut Addresses) {
                 w.unallocated.insert(id.clone());
                 w.set_pending(&id, msg);
             }
+        }
+    }
+}
+
+/// Gives every node that takes part in a network its own address there
+/// (every node for `ingress`, which every host joins for the routing mesh;
+/// else the nodes of the tasks attached to it that have not ended), and
+/// takes back the addresses of nodes that no longer take part. Runs after
+/// placement, so a task placed this pass finds its host's address with it.
+pub(super) fn allocate_node_addresses(w: &mut Work, addrs: &mut Addresses) {
+    let mut wanted: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for n in w.snap.networks.values().filter(|n| n.spec.ingress) {
+        wanted.insert(n.meta.id.clone(), w.snap.nodes.keys().cloned().collect());
+    }
+    for t in w.view() {
+        if t.node_id.is_empty() || t.status.state.is_terminal() {
+            continue;
+        }
+        for a in &t.networks_attachments {
+            wanted
+                .entry(a.network.meta.id.clone())
+                .or_default()
+                .insert(t.node_id.clone());
+        }
+    }
+    let ids: Vec<String> = w.snap.networks.keys().cloned().collect();
+    for id in ids {
+        let Some(n) = w.network(&id) else { continue };
+        if !addrs.pools.contains_key(&id) {
+            continue;
+        }
+        let want = wanted.remove(&id).unwrap_or_default();
+        let mut next = n.node_addresses.clone();
+        next.retain(|node, addr| {
+            let keep = want.contains(node);
+            if !keep {
+                if let Some(a) = ipam::parse_addr(addr) {
+                    addrs.release(&id, a);
+                }
+            }
+            keep
+        });
+        for node in want {
+            if next.contains_key(&node) {
+                continue;
+            }
+            match addrs.allocate_high(&id) {
+                Some(cidr) => {
+                    next.insert(node, cidr);
+                }
+                None => {
+                    tracing::warn!(network = %n.spec.name, node = %node, "scheduler: no address left for a host on the network");
+                }
+            }
+        }
+        if next != n.node_addresses {
+            let mut n = n.clone();
+            n.node_addresses = next;
+            w.networks.insert(id, n);
         }
     }
 }
@@ -405,6 +478,73 @@ mod tests {
 
     fn pair(n: &str, a: &str) -> (String, String) {
         (n.to_string(), a.to_string())
+    }
+
+    fn hosts(k: &Kit, id: &str) -> Vec<(String, String)> {
+        k.snap.networks[id]
+            .node_addresses
+            .iter()
+            .map(|(n, a)| pair(n, a))
+            .collect()
+    }
+
+    #[test]
+    fn hosts_get_their_own_address_on_ingress_and_on_the_networks_of_their_tasks() {
+        let mut k = Kit::new(&["n1", "n2", "n3"], vec![]);
+        network(&mut k, "ing", "ingress", None, true);
+        network(&mut k, "net-a", "a", None, false);
+        k.pass();
+        // Every host takes part in ingress, from the top of the subnet.
+        assert_eq!(
+            hosts(&k, "ing"),
+            [
+                pair("n1", "10.0.0.254/24"),
+                pair("n2", "10.0.0.253/24"),
+                pair("n3", "10.0.0.252/24")
+            ]
+        );
+        assert_eq!(hosts(&k, "net-a"), []);
+        let mut web = service("web", Some(2));
+        on(&mut web, "net-a");
+        k.put(&web);
+        k.pass();
+        let nodes: BTreeSet<String> = k.live("web").iter().map(|t| t.node_id.clone()).collect();
+        assert_eq!(nodes.len(), 2, "spread over two hosts");
+        let got = hosts(&k, "net-a");
+        assert_eq!(got.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>(), nodes);
+        // Host addresses never collide with the tasks' (low, first free) or the VIP.
+        let taken: BTreeSet<String> = addresses(&k, "web")
+            .into_iter()
+            .flatten()
+            .map(|(_, a)| a)
+            .chain(vips(&k, "web").into_iter().map(|(_, a)| a))
+            .collect();
+        assert!(
+            got.iter()
+                .all(|(_, a)| !taken.contains(a) && a.starts_with("10.0.1.25")),
+            "{got:?} {taken:?}"
+        );
+        // A task's attachment does not carry the hosts' addresses.
+        assert!(k
+            .live("web")
+            .iter()
+            .all(|t| t.networks_attachments[0].network.node_addresses.is_empty()));
+        // Once the service is gone and its tasks ended, the hosts leave the network.
+        k.delete_service("web");
+        k.pass();
+        k.stop_all();
+        k.pass();
+        k.pass();
+        assert_eq!(hosts(&k, "net-a"), [], "{:?}", k.tasks("web"));
+        assert_eq!(hosts(&k, "ing").len(), 3);
+        // A node that leaves the cluster leaves ingress.
+        k.index += 1;
+        k.snap.remove(shoal_shared::store::Kind::Node, "n3", k.index);
+        k.pass();
+        assert_eq!(
+            hosts(&k, "ing"),
+            [pair("n1", "10.0.0.254/24"), pair("n2", "10.0.0.253/24")]
+        );
     }
 
     #[test]
