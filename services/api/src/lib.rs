@@ -44,6 +44,7 @@ pub mod error;
 pub mod filters;
 pub mod fold;
 pub mod host;
+pub mod host_role;
 pub mod join;
 pub mod logs;
 pub mod managers;
@@ -333,6 +334,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         join::start_listener(&state)?;
     }
     actix_web::rt::spawn(join::renew_loop(swarm_dir, state.swarm.identity.clone()));
+    if config.manage_units && config.store_replica.is_none() {
+        actix_web::rt::spawn(host_role::follow(state.clone(), config.data_dir.clone()));
+    }
     let engine = web::Data::new(engine::Engine::new(&config.engine));
     let mut server = HttpServer::new(move || {
         App::new()
