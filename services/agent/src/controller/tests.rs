@@ -554,7 +554,7 @@ fn a_stop_while_a_container_waits_for_health_stops_it_at_once() {
         handle: container(),
         grace: grace(),
     };
-    assert_eq!(fx, [stop.clone()]);
+    assert_eq!(fx, std::slice::from_ref(&stop));
     // Assigned again (or unassigned): no second stop.
     let ev = assigned_shutdown(&c);
     let (c, fx) = step(c, ev, now());
