@@ -31,7 +31,7 @@ use shoal_shared::model::{EngineDescription, PluginDescription, Task};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::exec::{stop_grace, ExecError, Executor, Exit, Found, Handle, Started, DEFAULT_STOP_GRACE};
+use crate::exec::{stop_grace, ExecError, Executor, Exit, Found, Handle, Started};
 use crate::files::Files;
 use crate::health;
 
@@ -666,8 +666,15 @@ impl Executor for DockerExecutor {
                 return Err(ExecError::Failed("the container was not prepared".into()));
             };
             let id = handle.container_id().unwrap_or_default().to_string();
-            d.start_container(&id).await.map_err(ExecError::Failed)?;
-            if !health::until_healthy(&d.docker, &id).await {
+            // From here a stop asked of the task ends the wait for health.
+            let gate = health::StartGate::new(&id);
+            if let Err(e) = d.start_container(&id).await {
+                // Already running: a restarted agent's adopted container, whose health is looked at again.
+                if health::health_of(&d.docker, &id).await == health::Health::NotRunning {
+                    return Err(ExecError::Failed(e));
+                }
+            }
+            if !gate.until_healthy(&d.docker).await {
                 d.stop_container(&id, grace).await;
                 return Err(ExecError::Failed(health::UNHEALTHY.into()));
             }
@@ -685,7 +692,7 @@ impl Executor for DockerExecutor {
                     let exit = tokio::select! {
                         exit = d.wait_container(&container_id) => exit,
                         () = health::until_unhealthy(&d.docker, &container_id) => {
-                            d.stop_container(&container_id, DEFAULT_STOP_GRACE).await;
+                            health::stop_unhealthy(&d.docker, &container_id).await;
                             Exit::Lost(health::UNHEALTHY.into())
                         }
                     };
@@ -705,6 +712,7 @@ impl Executor for DockerExecutor {
         let d = self.clone();
         async move {
             if let Handle::Container { container_id } = handle {
+                health::stop_asked(&container_id);
                 d.stop_container(&container_id, grace).await;
             }
         }
