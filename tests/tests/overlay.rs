@@ -1,29 +1,18 @@
 //! The host side of overlay networks (issue 11 §1) on one host: `shoal up`
 //! with the docker executor and `SHOAL_OVERLAY=true`, two overlay networks,
-//! tasks attached through their network sandboxes. The node's network view
-//! is published by the test itself on `shoal.net.node.<id>` (built from the
-//! tasks' `NetworksAttachments` as the dispatcher will), so this runs
-//! before the dispatcher publishes views.
+//! tasks attached through their network sandboxes, the node's network view
+//! published by the real dispatcher.
 //!
 //! The host's own links are made in this machine's network namespace (the
 //! bridges in the agent's overlay namespace); a guard removes them and the
 //! namespace, also on failure.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-use shoal_shared::netview::{EndpointOwner, EndpointView, NetView, NetworkView, NodeView, OVERLAY_MTU};
+use shoal_shared::netview::NetView;
 use shoal_shared::{envelope, subjects};
-use shoal_tests::api::Run;
 use shoal_tests::free_port;
-use shoal_tests::up::{docker_at, engine, temp_home, until, Up};
-
-fn json_of(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
+use shoal_tests::up::{engine, temp_home, until, Up};
 
 /// `ip -o link` of this machine's namespace.
 fn links() -> String {
@@ -59,92 +48,6 @@ fn mounted(path: &std::path::Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let want = path.to_string_lossy();
     info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
-}
-
-/// The view of the only node, from the tasks of `services` as the API shows
-/// them: every network with a task that should run, the host's own address
-/// `.250` on each.
-fn view_of(docker: &dyn Fn(&[&str]) -> Run, node: &str, services: &[&str], version: u64) -> NetView {
-    let mut networks: BTreeMap<String, NetworkView> = BTreeMap::new();
-    let mut endpoints = Vec::new();
-    for svc in services {
-        let r = docker(&["service", "ps", "-q", "--no-trunc", svc]);
-        if r.code != 0 {
-            continue;
-        }
-        for id in r.stdout.split_whitespace() {
-            let r = docker(&["inspect", "--type", "task", id]);
-            if r.code != 0 {
-                continue;
-            }
-            let t = json_of(&r.stdout)[0].clone();
-            if t["DesiredState"] != "running" {
-                continue;
-            }
-            for a in t["NetworksAttachments"].as_array().into_iter().flatten() {
-                let n = &a["Network"];
-                let net_id = n["ID"].as_str().unwrap_or_default().to_string();
-                let ipam = &n["IPAMOptions"]["Configs"][0];
-                let subnet = ipam["Subnet"].as_str().unwrap_or_default().to_string();
-                let vni = n["DriverState"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
-                    .as_str()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let Some(addr) = a["Addresses"][0].as_str() else {
-                    continue;
-                };
-                networks.entry(net_id.clone()).or_insert_with(|| NetworkView {
-                    id: net_id.clone(),
-                    name: n["Spec"]["Name"].as_str().unwrap_or_default().into(),
-                    subnet: subnet.clone(),
-                    gateway: ipam["Gateway"].as_str().unwrap_or_default().into(),
-                    vni,
-                    ingress: false,
-                    internal: false,
-                    attachable: false,
-                    mtu: OVERLAY_MTU,
-                });
-                let ip: std::net::Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
-                endpoints.push(EndpointView {
-                    network_id: net_id,
-                    addr: addr.into(),
-                    mac: shoal_shared::model::mac_for_ip(ip),
-                    node_id: node.into(),
-                    owner: EndpointOwner::Task {
-                        task_id: id.into(),
-                        service_id: t["ServiceID"].as_str().unwrap_or_default().into(),
-                        service_name: svc.to_string(),
-                        task_name: id.into(),
-                        slot: t["Slot"].as_u64(),
-                        aliases: vec![],
-                        serving: true,
-                    },
-                });
-            }
-        }
-    }
-    for n in networks.values() {
-        let prefix = n.subnet.rsplit_once('.').map(|(p, _)| p).unwrap_or_default();
-        endpoints.push(EndpointView {
-            network_id: n.id.clone(),
-            addr: format!("{prefix}.250/24"),
-            mac: shoal_shared::model::mac_for_ip(format!("{prefix}.250").parse().unwrap()),
-            node_id: node.into(),
-            owner: EndpointOwner::Node,
-        });
-    }
-    NetView {
-        node_id: node.into(),
-        version,
-        networks: networks.into_values().collect(),
-        endpoints,
-        services: vec![],
-        nodes: vec![NodeView {
-            id: node.into(),
-            addr: "127.0.0.1".into(),
-            ready: true,
-        }],
-    }
 }
 
 /// `GET /` of `ip:80` from inside a container, with busybox `nc` (its
@@ -187,6 +90,19 @@ fn web_containers(service: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// This host's own address on a network, from the dispatcher's view.
+async fn host_address(nats_url: &str, node: &str, network: &str) -> String {
+    let nats = async_nats::connect(nats_url).await.expect("NATS");
+    let req = shoal_shared::netview::NetViewRequest { node_id: node.into() };
+    let view: NetView = envelope::request(&nats, subjects::net_requests(), &req, Duration::from_secs(5))
+        .await
+        .expect("the node's view");
+    let own = view
+        .own_endpoint(network)
+        .expect("the host's own address on the network");
+    own.ip().expect("an address").to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_behind() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -227,39 +143,12 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
         .docker(&["network", "create", "-d", "overlay", "--subnet", &sub_b, "ovlb"])
         .ok();
     let (net_a, net_b) = (net_a.stdout.trim().to_string(), net_b.stdout.trim().to_string());
-    devices
-        .0
-        .extend([net_a[..10].to_lowercase(), net_b[..10].to_lowercase()]);
-
-    // The view, published as the dispatcher will publish it.
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (stop, up_port, home, node, nats_url) = (
-            stop.clone(),
-            up.port,
-            home.path().to_path_buf(),
-            node.clone(),
-            nats_url.clone(),
-        );
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let nats = async_nats::connect(&nats_url).await.unwrap();
-                let docker = |args: &[&str]| docker_at(&home, up_port, args);
-                let mut version = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    version += 1;
-                    let v = view_of(&docker, &node, &["web", "other"], version);
-                    let _ = nats.publish(subjects::net_view(&node), envelope::encode(&v)).await;
-                    let _ = nats.flush().await;
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            })
-        })
-    };
+    let ingress = up.docker(&["network", "inspect", "-f", "{{.Id}}", "ingress"]).ok();
+    devices.0.extend([
+        net_a[..10].to_lowercase(),
+        net_b[..10].to_lowercase(),
+        ingress.stdout.trim()[..10].to_lowercase(),
+    ]);
 
     let httpd = "echo hi > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
     up.docker(&[
@@ -320,8 +209,8 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
     let link = engine(&["exec", &c1, "ip", "-o", "link", "show", "eth0"]).stdout;
     assert!(link.contains("mtu 1450"), "{link}");
     let resolv = engine(&["exec", &c1, "cat", "/etc/resolv.conf"]).stdout;
-    let prefix = &sub_a[..sub_a.len() - 5];
-    assert!(resolv.contains(&format!("nameserver {prefix}.250")), "{resolv}");
+    let own = host_address(&nats_url, &node, &net_a).await;
+    assert!(resolv.contains(&format!("nameserver {own}")), "{resolv}");
     assert!(!resolv.contains("search"), "{resolv}");
 
     // An agent restart keeps a connection open across it.
@@ -356,8 +245,8 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
         "the same containers, addresses kept"
     );
 
-    // Removing the services leaves no device, sandbox, veth or namespace
-    // (the view lists no network any more).
+    // Removing the services leaves no device of their networks, sandbox or
+    // task veth (the overlay namespace stays: every host is on ingress).
     up.docker(&["service", "rm", "web", "other"]).ok();
     until("no shoal devices of the test left", || {
         let l = links();
@@ -373,7 +262,7 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
         let sandboxes = up.containers("{{.Names}}");
         let ns = mounted(&ovl_ns);
         match (left.is_empty(), sandboxes.is_empty(), ns) {
-            (true, true, false) => Ok(()),
+            (true, true, true) => Ok(()),
             _ => Err(format!(
                 "devices {left:?}, containers {sandboxes:?}, overlay namespace mounted: {ns}"
             )),
@@ -381,6 +270,4 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
     })
     .await;
     up.docker(&["network", "rm", "ovla", "ovlb"]).ok();
-    stop.store(true, Ordering::Relaxed);
-    publisher.join().unwrap();
 }
