@@ -8,9 +8,9 @@
 //! - [`netns`]: netlink work inside a namespace; the process executor's
 //!   namespace files.
 //!
-//! [`NetHost::start`] follows `shoal.net.node.<id>` (and asks
-//! `shoal.net.req` at start and every [`REFRESH`]), keeps the newest view by
-//! `version`, and reconciles the host's devices on every new view and every
+//! [`NetHost::start`] follows the node's view with the hosts' shared
+//! follower (`netview::follow`), keeps the newest view by `version`, and
+//! reconciles the host's devices on every new view and every
 //! [`REFRESH`]. Until the first view arrives nothing is touched, so a
 //! restarted agent leaves running tasks' networks as they are; after it,
 //! only what differs changes.
@@ -26,11 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use shoal_shared::envelope;
 use shoal_shared::model::Task;
-use shoal_shared::netview::{NetView, NetViewRequest, OVERLAY_MTU};
-use shoal_shared::subjects;
+use shoal_shared::netview::{NetView, OVERLAY_MTU};
 use tokio::sync::{watch, Mutex};
 
 use crate::exec::ExecError;
@@ -99,35 +96,13 @@ impl NetHost {
             view: watch::channel(None).0,
             busy: Mutex::new(()),
         });
-        let sub = nats
-            .subscribe(subjects::net_view(node_id))
-            .await
-            .map_err(|e| format!("subscribing to the network view: {e}"))?;
+        // The hosts' shared follower: the whole view at once, pushed ones
+        // after, asked again every few seconds (NATS may drop a push).
+        let mut views = shoal_shared::netview::follow(nats, node_id.to_string());
         let me = host.clone();
         tokio::spawn(async move {
-            let mut sub = sub;
-            while let Some(m) = sub.next().await {
-                let view = envelope::decode::<NetView>(&m.payload)
-                    .or_else(|_| envelope::decode::<envelope::Reply<NetView>>(&m.payload)?.into_result());
-                match view {
-                    Ok(v) => me.offer(v),
-                    Err(e) => tracing::warn!(error = %e, "agent: bad network view"),
-                }
-            }
-        });
-        let me = host.clone();
-        tokio::spawn(async move {
-            loop {
-                let req = NetViewRequest {
-                    node_id: me.node_id.clone(),
-                };
-                match envelope::request::<_, NetView>(&nats, subjects::net_requests(), &req, Duration::from_secs(2))
-                    .await
-                {
-                    Ok(v) => me.offer(v),
-                    Err(e) => tracing::debug!(error = %e, "agent: network view not answered"),
-                }
-                tokio::time::sleep(REFRESH).await;
+            while let Some(v) = views.recv().await {
+                me.offer(v);
             }
         });
         let me = host.clone();
