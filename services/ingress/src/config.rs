@@ -22,6 +22,12 @@ pub struct Config {
     #[arg(long, env = "SHOAL_NODE_ID", default_value = "")]
     pub node_id: String,
 
+    /// Wait for `docker swarm init`/`join` on this host, then take the node ID
+    /// and the managers' NATS URLs from what it wrote there (as the agent does);
+    /// close every published port and exit when the host leaves.
+    #[arg(long, env = "SHOAL_SWARM_DIR")]
+    pub swarm_dir: Option<std::path::PathBuf>,
+
     /// The address published ports listen on.
     #[arg(long, env = "SHOAL_PUBLISH_ADDR", default_value = "0.0.0.0")]
     pub publish_addr: IpAddr,
@@ -41,8 +47,8 @@ impl Config {
         let mut p = Problems::default();
         self.nats.validate(&mut p);
         self.metrics.validate(&mut p);
-        if self.node_id.is_empty() {
-            p.push("--node-id / SHOAL_NODE_ID: required (this host's node ID)");
+        if self.node_id.is_empty() && self.swarm_dir.is_none() {
+            p.push("--node-id / SHOAL_NODE_ID: required (this host's node ID) unless --swarm-dir is given");
         }
         if self.udp_idle_ms == 0 {
             p.push("--udp-idle-ms / SHOAL_INGRESS_UDP_IDLE_MS: must be at least 1");
@@ -69,6 +75,7 @@ impl Config {
             },
             metrics: MetricsArgs::default(),
             node_id: node_id.to_string(),
+            swarm_dir: None,
             publish_addr: IpAddr::from([127, 0, 0, 1]),
             udp_idle_ms: 30_000,
             connect_timeout_ms: 2_000,

@@ -21,12 +21,44 @@ pub mod udp;
 
 use std::future::Future;
 
+use shoal_shared::membership;
+
 pub use config::Config;
 
 /// Runs the mesh until `shutdown` completes. Must be called inside an actix `System`.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     metrics::metrics();
-    let nats = config.nats.connect("shoal-ingress").await?;
+    let Some(dir) = config.swarm_dir.clone() else {
+        let nats = config.nats.connect("shoal-ingress").await?;
+        return serve(&config, nats, shutdown).await;
+    };
+    // A joined host: node ID and NATS from the membership `swarm join` wrote.
+    tokio::pin!(shutdown);
+    let every = std::time::Duration::from_millis(200);
+    let m = tokio::select! {
+        m = membership::wait_joined(&dir, every) => m,
+        _ = &mut shutdown => return Ok(()),
+    };
+    config.node_id = m.node_id.clone();
+    tracing::info!(node = %m.node_id, nats = %m.nats_url(), "this host is in a swarm");
+    let nats = membership::connect(&dir, &m, "shoal-ingress").await?;
+    let left = async {
+        while membership::Membership::read(&dir).is_some() {
+            tokio::time::sleep(every).await;
+        }
+        tracing::info!("this host left the swarm: closing published ports");
+    };
+    serve(&config, nats, async {
+        tokio::select! {
+            _ = left => {}
+            _ = &mut shutdown => {}
+        }
+    })
+    .await
+}
+
+/// Follows the view and keeps the listeners in step until `shutdown`.
+async fn serve(config: &Config, nats: async_nats::Client, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut views = shoal_shared::netview::follow(nats, config.node_id.clone());
     let mut mesh = mesh::Mesh::new(mesh::Opts {
         publish_addr: config.publish_addr,
