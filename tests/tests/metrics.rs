@@ -135,6 +135,7 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
     };
 
     // Every target scraped and up.
+    let want_up = targets.len();
     eventually(CONVERGE, "every metrics target up in Prometheus", || {
         let failed = prom_failed(&mut prom);
         let state = api(prom_port, "/api/v1/targets", None);
@@ -149,7 +150,7 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
                 .map(|t| format!("{}={} {}", t["labels"]["process"], t["health"], t["lastError"]))
                 .collect();
             let up = active.iter().filter(|t| t["health"] == "up").count();
-            if active.len() == 5 && up == 5 {
+            if active.len() == want_up && up == want_up {
                 Ok(())
             } else {
                 Err(format!("{health:?}"))
