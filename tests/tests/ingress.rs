@@ -191,10 +191,13 @@ fn task(service: &str, ip: &str, serving: bool) -> EndpointView {
     }
 }
 
+/// What each connection to a backend sent it, in accept order.
+type Conns = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+
 /// A TCP task: greets each connection with its name and a newline, then
 /// echoes; records every byte each connection sent it.
 struct Backend {
-    conns: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    conns: Conns,
     _task: Aborting,
 }
 
@@ -203,7 +206,7 @@ impl Backend {
         let listener = TcpListener::bind((ip, port))
             .await
             .unwrap_or_else(|e| panic!("bind {ip}:{port}: {e}"));
-        let conns: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let conns: Conns = Arc::default();
         let (name, all) = (name.to_string(), conns.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {

@@ -47,7 +47,8 @@ async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
 
 /// A keep-alive HTTP/1.1 server answering every request with `size` bytes.
 async fn server(listener: TcpListener, size: usize) {
-    let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: text/plain\r\n\r\n").into_bytes();
+    let mut response =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: text/plain\r\n\r\n").into_bytes();
     response.extend(std::iter::repeat_n(b'x', size));
     let response = Arc::new(response);
     while let Ok((mut s, _)) = listener.accept().await {
@@ -125,7 +126,11 @@ async fn load(addr: SocketAddr, connections: u64, secs: u64) -> Figures {
         all.extend(c.await.expect("client"));
     }
     all.sort_unstable();
-    let q = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64;
+    let q = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
     Figures {
         rps: all.len() as f64 / secs as f64,
         p50_us: q(0.50),
