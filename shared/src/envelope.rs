@@ -163,7 +163,20 @@ pub async fn first_ok<Req: Serialize, Resp: DeserializeOwned>(
     expected: usize,
     timeout: Duration,
 ) -> Result<Option<Resp>, ShoalError> {
-    use futures::StreamExt;
+    first_ok_counted(nats, subject, req, async move { Some(expected) }, timeout).await
+}
+
+/// [`first_ok`] with the number of expected replies learned while the
+/// replies come (`None`: unknown, wait for an `Ok` or the timeout), so
+/// counting never holds up an answer.
+pub async fn first_ok_counted<Req: Serialize, Resp: DeserializeOwned>(
+    nats: &async_nats::Client,
+    subject: String,
+    req: &Req,
+    expected: impl std::future::Future<Output = Option<usize>>,
+    timeout: Duration,
+) -> Result<Option<Resp>, ShoalError> {
+    use futures::{FutureExt, StreamExt};
     let inbox = nats.new_inbox();
     let mut replies = nats
         .subscribe(inbox.clone())
@@ -174,8 +187,11 @@ pub async fn first_ok<Req: Serialize, Resp: DeserializeOwned>(
         .map_err(|e| ShoalError::unavailable(format!("publish {subject}: {e}")))?;
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
+    let expected = expected.fuse();
+    tokio::pin!(expected);
+    let mut counted: Option<usize> = None;
     let mut answered = 0;
-    while answered < expected {
+    while counted.is_none_or(|n| answered < n) {
         tokio::select! {
             msg = replies.next() => {
                 let Some(msg) = msg else { break };
@@ -184,6 +200,11 @@ pub async fn first_ok<Req: Serialize, Resp: DeserializeOwned>(
                     return Ok(Some(v));
                 }
             }
+            n = &mut expected, if counted.is_none() => match n {
+                Some(n) => counted = Some(n),
+                // Unknown: wait for an answer or the timeout.
+                None => counted = Some(usize::MAX),
+            },
             _ = &mut deadline => break,
         }
     }

@@ -12,6 +12,7 @@
 //! - [`secrets`]: the managers' key for secret data at rest, and the payloads agents receive;
 //! - [`netview`]: one host's view of the cluster's networks (bridges, DNS, load balancing);
 //! - [`membership`]: a host's membership of a swarm, kept in `<data-dir>/swarm/`;
+//! - [`nats_auth`]: the managers' NATS users: node certificates mapped to role permissions;
 //! - [`process`]: what every service binary does around its `run` (runtime, signals, exit).
 //!
 //! It does not depend on actix actors: services adapt these types to theirs
@@ -27,6 +28,7 @@ pub mod logs;
 pub mod membership;
 pub mod metrics;
 pub mod model;
+pub mod nats_auth;
 pub mod netview;
 pub mod process;
 pub mod procfs;

@@ -101,21 +101,32 @@ pub async fn wait_joined(dir: &Path, every: Duration) -> Membership {
     }
 }
 
-/// Connects to the managers' NATS servers named in the membership, with
-/// the node's certificate when they are `tls://` URLs.
+/// Connects to the managers' NATS servers named in the membership (see
+/// [`connect_options`]).
 pub async fn connect(
     dir: &Path,
     membership: &Membership,
     name: &str,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let mut opts = crate::config::connect_options(name);
+    // A list, not the joined string: async-nats reads a string as one URL.
+    connect_options(dir, membership, name)
+        .connect(membership.nats_urls.clone())
+        .await
+}
+
+/// shoal's connection options for a joined host: the node's certificate
+/// when the URLs are `tls://` (the managers' servers map it to the node's
+/// permissions, `nats_auth`), and replies under the node's own inbox prefix
+/// (a worker may read no other).
+pub fn connect_options(dir: &Path, membership: &Membership, name: &str) -> async_nats::ConnectOptions {
+    let mut opts =
+        crate::config::connect_options(name).custom_inbox_prefix(crate::nats_auth::inbox_prefix(&membership.node_id));
     if membership.nats_urls.iter().any(|u| u.starts_with("tls://")) {
         opts = opts
             .add_root_certificates(dir.join(CA_CERT))
             .add_client_certificate(dir.join(NODE_CERT), dir.join(NODE_KEY));
     }
-    // A list, not the joined string: async-nats reads a string as one URL.
-    opts.connect(membership.nats_urls.clone()).await
+    opts
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub const KEY_FILE: &str = "secrets.key";
 /// The managers' key for secret data.
 pub struct SecretKey {
     key: LessSafeKey,
+    bytes: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -40,9 +41,23 @@ impl SecretKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<SecretKey, String> {
         let unbound =
             UnboundKey::new(&CHACHA20_POLY1305, bytes).map_err(|_| "a secrets key is 32 bytes".to_string())?;
+        let mut own = [0u8; 32];
+        own.copy_from_slice(bytes);
         Ok(SecretKey {
             key: LessSafeKey::new(unbound),
+            bytes: own,
         })
+    }
+
+    /// A new random key.
+    pub fn generate() -> Result<SecretKey, String> {
+        SecretKey::from_bytes(&random32()?)
+    }
+
+    /// The key's 32 bytes (to seal it with an unlock key, or hand it to this
+    /// host's dispatcher).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
     }
 
     /// Reads the key at `path`, creating it (32 random bytes, mode 0600) when absent.
@@ -53,10 +68,7 @@ impl SecretKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read the secrets key {shown}: {e}")),
         }
-        let mut bytes = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| "no randomness for a secrets key".to_string())?;
+        let bytes = random32()?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
@@ -83,6 +95,9 @@ impl SecretKey {
     }
 
     fn parse(text: &str) -> Result<SecretKey, String> {
+        if text.trim_start().starts_with('{') {
+            return Err(LOCKED_FILE.into());
+        }
         let bytes = b64().decode(text.trim()).map_err(|e| format!("not base64: {e}"))?;
         SecretKey::from_bytes(&bytes)
     }
@@ -118,6 +133,190 @@ impl SecretKey {
             .open_in_place(nonce, Aad::from(id.as_bytes()), &mut buf)
             .map_err(|_| format!("secret {id}: sealed data does not open with this manager's key"))?;
         Ok(plain.to_vec())
+    }
+}
+
+fn random32() -> Result<[u8; 32], String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no randomness for a key".to_string())?;
+    Ok(bytes)
+}
+
+/// What [`SecretKey::load_or_create`] says of a key file sealed with an unlock key.
+pub const LOCKED_FILE: &str = "the key is sealed with the swarm's unlock key (autolock)";
+
+/// The associated data the cluster's unlock key is sealed under.
+const UNLOCK_KEY_AAD: &str = "shoal unlock key";
+
+/// Docker's prefix of a human-readable unlock key.
+const HUMAN_PREFIX: &str = "SWMKEY-1-";
+
+/// A swarm's unlock key (autolock): 32 random bytes, shown as Docker shows
+/// them (`SWMKEY-1-` + unpadded base64). It never leaves the cluster in the
+/// clear: the store holds it sealed with the secrets key, and each manager's
+/// key file holds the secrets key sealed with a key derived from it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UnlockKey([u8; 32]);
+
+impl std::fmt::Debug for UnlockKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnlockKey(..)")
+    }
+}
+
+impl UnlockKey {
+    pub fn generate() -> Result<UnlockKey, String> {
+        Ok(UnlockKey(random32()?))
+    }
+
+    /// Parses `SWMKEY-1-...`; SwarmKit's words when it is not one.
+    pub fn parse(human: &str) -> Result<UnlockKey, String> {
+        let bad = || "invalid key string".to_string();
+        let rest = human.trim().strip_prefix(HUMAN_PREFIX).ok_or_else(bad)?;
+        let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(rest)
+            .map_err(|_| bad())?;
+        // A well-formed key of another length can never be right: Docker
+        // answers it as a wrong key, not a malformed one.
+        let mut b = [0u8; 32];
+        if raw.len() == 32 {
+            b.copy_from_slice(&raw);
+        }
+        Ok(UnlockKey(b))
+    }
+
+    pub fn human(&self) -> String {
+        format!(
+            "{HUMAN_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.0)
+        )
+    }
+
+    /// The key that seals a manager's secrets key: HKDF-SHA256 of the unlock key.
+    fn wrapping_key(&self) -> SecretKey {
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"shoal autolock").extract(&self.0);
+        let mut out = [0u8; 32];
+        prk.expand(&[b"secrets key"], ring::hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        SecretKey::from_bytes(&out).expect("32 bytes")
+    }
+}
+
+impl SecretKey {
+    /// The cluster's unlock key sealed with this key (the store-only
+    /// `Cluster.SealedUnlockKey`).
+    pub fn seal_unlock_key(&self, u: &UnlockKey) -> Result<String, String> {
+        self.seal(UNLOCK_KEY_AAD, &u.0)
+    }
+
+    pub fn open_unlock_key(&self, sealed: &str) -> Result<UnlockKey, String> {
+        let raw = self.open(UNLOCK_KEY_AAD, sealed)?;
+        let mut b = [0u8; 32];
+        if raw.len() != 32 {
+            return Err("the sealed unlock key is not 32 bytes".into());
+        }
+        b.copy_from_slice(&raw);
+        Ok(UnlockKey(b))
+    }
+}
+
+/// A manager's key file as found on disk.
+#[derive(Debug)]
+pub enum KeyFile {
+    /// The secrets key in the clear (autolock off).
+    Plain(Box<SecretKey>),
+    /// The secrets key sealed with an unlock key; `mark` is the cluster's
+    /// `SealedUnlockKey` it was sealed under (a rotation changes it).
+    Sealed { sealed: String, mark: String },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SealedFile {
+    sealed_key: String,
+    mark: String,
+}
+
+impl KeyFile {
+    /// The file at `path`; `None` when there is none.
+    pub fn read(path: &Path) -> Result<Option<KeyFile>, String> {
+        let shown = path.display();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read the secrets key {shown}: {e}")),
+        };
+        if text.trim_start().starts_with('{') {
+            let f: SealedFile = serde_json::from_str(&text).map_err(|e| format!("secrets key {shown}: {e}"))?;
+            return Ok(Some(KeyFile::Sealed {
+                sealed: f.sealed_key,
+                mark: f.mark,
+            }));
+        }
+        SecretKey::parse(&text)
+            .map(|k| Some(KeyFile::Plain(Box::new(k))))
+            .map_err(|e| format!("secrets key {shown}: {e}"))
+    }
+
+    /// The secrets key a sealed file holds, if `u` is the key it was sealed with.
+    pub fn unseal(sealed: &str, u: &UnlockKey) -> Option<SecretKey> {
+        let raw = u.wrapping_key().open("secrets key", sealed).ok()?;
+        SecretKey::from_bytes(&raw).ok()
+    }
+
+    /// Writes `key` in the clear (mode 0600, written then renamed).
+    pub fn write_plain(path: &Path, key: &SecretKey) -> Result<(), String> {
+        write_atomic(path, format!("{}\n", b64().encode(key.bytes)).as_bytes())
+    }
+
+    /// Writes `key` sealed with `u`, marked with the cluster's sealed unlock key.
+    pub fn write_sealed(path: &Path, key: &SecretKey, u: &UnlockKey, mark: &str) -> Result<(), String> {
+        let f = SealedFile {
+            sealed_key: u.wrapping_key().seal("secrets key", &key.bytes)?,
+            mark: mark.to_string(),
+        };
+        let text = serde_json::to_string(&f).map_err(|e| e.to_string())?;
+        write_atomic(path, format!("{text}\n").as_bytes())
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {shown}: {e}"))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The API's answer on [`crate::subjects::manager_key`]: the secrets key's
+/// bytes, base64. `Debug` never prints them.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeyAnswer {
+    #[serde(with = "b64_bytes")]
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyAnswer(..)")
     }
 }
 
@@ -180,6 +379,40 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sealed_key_file_opens_only_with_its_unlock_key() {
+        let dir = tempfile_dir();
+        let path = dir.join("secrets.key");
+        let key = SecretKey::load_or_create(&path).unwrap();
+        let u = UnlockKey::generate().unwrap();
+        let human = u.human();
+        assert!(human.starts_with("SWMKEY-1-"), "{human}");
+        assert_eq!(UnlockKey::parse(&human).unwrap(), u);
+        assert_eq!(UnlockKey::parse("SWMKEY-2-abc").unwrap_err(), "invalid key string");
+        assert_eq!(UnlockKey::parse("SWMKEY-1-!!").unwrap_err(), "invalid key string");
+        let mark = key.seal_unlock_key(&u).unwrap();
+        assert_eq!(key.open_unlock_key(&mark).unwrap(), u);
+        KeyFile::write_sealed(&path, &key, &u, &mark).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains(&b64().encode(key.bytes())),
+            "the key is not in the clear"
+        );
+        assert!(SecretKey::load_or_create(&path).unwrap_err().contains(LOCKED_FILE));
+        let Some(KeyFile::Sealed { sealed, mark: m }) = KeyFile::read(&path).unwrap() else {
+            panic!("sealed")
+        };
+        assert_eq!(m, mark);
+        assert!(KeyFile::unseal(&sealed, &UnlockKey::generate().unwrap()).is_none());
+        let opened = KeyFile::unseal(&sealed, &u).unwrap();
+        assert_eq!(opened.bytes(), key.bytes());
+        KeyFile::write_plain(&path, &opened).unwrap();
+        assert_eq!(SecretKey::load_or_create(&path).unwrap().bytes(), key.bytes());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -91,6 +91,14 @@ pub fn agent_logs(node_id: &str) -> String {
     format!("{ROOT}.agent.logs.node.{node_id}")
 }
 
+/// The managers' secrets key for the dispatcher of one manager host
+/// (request/reply, answered by that host's API once it holds the key: at
+/// once without autolock, after `docker swarm unlock` with it). The answer
+/// is a [`crate::secrets::KeyAnswer`].
+pub fn manager_key(node_id: &str) -> String {
+    format!("{ROOT}.manager.key.{node_id}")
+}
+
 /// Requests for one node's whole network view
 /// ([`crate::netview::NetViewRequest`] -> [`crate::netview::NetView`]):
 /// every manager's dispatcher subscribes, only the acting one answers.

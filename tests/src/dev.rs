@@ -79,7 +79,11 @@ impl DevCluster {
 
     /// Runs `ops/dev-cluster ARGS` with this cluster's settings.
     pub fn script(&self, args: &[&str]) -> Run {
-        let bin_dir = bin("shoal-api").parent().expect("bin dir").to_path_buf();
+        // SHOAL_DEV_BIN_DIR: other binaries for the nodes (say, stripped
+        // copies: every node installs its own, 1.4 GB each in a debug build).
+        let bin_dir = std::env::var_os("SHOAL_DEV_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| bin("shoal-api").parent().expect("bin dir").to_path_buf());
         let out = Command::new(repo().join("ops/dev-cluster"))
             .args(args)
             .env("SHOAL_DEV_DIR", self.dir.path())
@@ -189,6 +193,11 @@ impl DevCluster {
             self.store = Some(StoreClient::new(client));
         }
         self.store.clone().expect("store client")
+    }
+
+    /// Runs a future on this cluster's runtime (store calls).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     /// Replica `replica`'s status, asked with a 2 s deadline.

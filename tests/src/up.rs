@@ -138,6 +138,29 @@ impl Up {
         Run::from(out)
     }
 
+    /// [`Up::docker`] with `input` on the CLI's stdin (`secret create -`, `swarm unlock`).
+    pub fn docker_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let cfg = self.home.join("docker-config");
+        let _ = std::fs::create_dir_all(&cfg);
+        let mut child = Command::new("timeout")
+            .args([DOCKER_TIMEOUT, "docker"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("DOCKER_CONFIG", &cfg)
+            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", self.port))
+            .env("DOCKER_CLI_HINTS", "false")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run docker");
+        let _ = child.stdin.take().expect("stdin").write_all(input);
+        Run::from(child.wait_with_output().expect("docker output"))
+    }
+
     /// `(process, ADDR)` of the `metrics <process> http://ADDR/metrics` lines `shoal up` printed.
     pub fn metrics_targets(&self) -> Vec<(String, String)> {
         self.output()

@@ -170,6 +170,10 @@ fn parse_unit(path: &Path) -> Unit {
             }
         } else if let Some(v) = line.strip_prefix("EnvironmentFile=") {
             let file = v.trim_start_matches('-');
+            // Written by shoal-api on a promoted host, not an example.
+            if file == "/var/lib/shoal/promoted.env" {
+                continue;
+            }
             let name = file
                 .strip_prefix("/etc/shoal/")
                 .unwrap_or_else(|| panic!("{}: EnvironmentFile {file} is not in /etc/shoal", unit.name));
@@ -378,6 +382,8 @@ fn install_is_idempotent_keeps_config_and_switches_roles() {
     let first = install(root, "manager");
     for path in [
         "usr/local/bin/shoal-agent",
+        "usr/local/bin/shoal-dns",
+        "etc/systemd/system/shoal-dns.service",
         "etc/systemd/system/shoal-manager.target",
         "etc/shoal/shoal.env",
         "etc/shoal/nats.conf",

@@ -287,6 +287,13 @@ async fn a_host_joins_as_a_manager_with_the_manager_token_and_serves_joins() {
     // hosts get a list of URLs to connect with.
     let nats = hosts.store.nats.url();
     let alias = nats.replace("127.0.0.1", "localhost");
+    // A secret makes the first manager's secrets key.
+    let pw = hosts.manager.dir.path().join("pw");
+    std::fs::write(&pw, "hunter2").unwrap();
+    hosts
+        .manager
+        .docker(&["secret", "create", "pw", pw.to_str().unwrap()])
+        .ok();
     let m = hosts.add_manager_host("mgr-b", &["--join-timeout-ms", "15000", "--nats-advertise", &alias]);
     let host = hosts.host(m);
     // Before the join it shares the store but is no manager of the swarm.
@@ -298,7 +305,11 @@ async fn a_host_joins_as_a_manager_with_the_manager_token_and_serves_joins() {
         "{}",
         joined.stdout
     );
+    // It got the managers' secrets key with the join (both can open every secret).
+    let key_of = |dir: &std::path::Path| std::fs::read(dir.join("secrets.key")).expect("a secrets key");
+    let first_key = key_of(hosts.manager.dir.path());
     let host = hosts.host(m);
+    assert_eq!(key_of(host.api.dir.path()), first_key, "one key for all managers");
     let mid = host.node_id();
     let mgr_b_addr = host.swarm_addr();
     // Its certificate names it a manager of this cluster.

@@ -85,7 +85,15 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
     let names: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["raft-store", "scheduler", "dispatcher", "api", "agent", "ingress"],
+        [
+            "raft-store",
+            "scheduler",
+            "dispatcher",
+            "api",
+            "agent",
+            "dns",
+            "ingress"
+        ],
         "{}",
         up.output()
     );
@@ -135,7 +143,7 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
     };
 
     // Every target scraped and up.
-    let want_up = targets.len();
+    let n_targets = targets.len();
     eventually(CONVERGE, "every metrics target up in Prometheus", || {
         let failed = prom_failed(&mut prom);
         let state = api(prom_port, "/api/v1/targets", None);
@@ -150,7 +158,7 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
                 .map(|t| format!("{}={} {}", t["labels"]["process"], t["health"], t["lastError"]))
                 .collect();
             let up = active.iter().filter(|t| t["health"] == "up").count();
-            if active.len() == want_up && up == want_up {
+            if active.len() == n_targets && up == n_targets {
                 Ok(())
             } else {
                 Err(format!("{health:?}"))

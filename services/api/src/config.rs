@@ -90,6 +90,13 @@ pub struct Config {
     #[arg(long, env = "SHOAL_JOIN_TIMEOUT_MS", default_value_t = 20_000)]
     pub join_timeout_ms: u64,
 
+    /// Under systemd: start `shoal-manager.target` when this node is
+    /// promoted (writing `<data-dir>/promoted.env` with its store replica)
+    /// and stop it when demoted (see `host_role`). Only on a host not
+    /// configured as a manager (no SHOAL_REPLICA_ID of its own).
+    #[arg(long, env = "SHOAL_MANAGE_UNITS")]
+    pub manage_units: bool,
+
     /// Largest request body accepted, in bytes; larger ones get 413 unread.
     #[arg(long, env = "SHOAL_MAX_BODY", default_value_t = 1024 * 1024)]
     pub max_body: usize,
@@ -276,6 +283,7 @@ impl Config {
             swarm_listen: "none".into(),
             nats_advertise: None,
             join_timeout_ms: 20_000,
+            manage_units: false,
             max_body: 1024 * 1024,
             body_timeout_ms: 10_000,
             engine: "none".into(),

@@ -32,18 +32,37 @@ pub async fn distribution(
             .filter(|v| !v.is_empty())
             .map(str::to_string),
     };
-    // With credentials, only this node's agent is asked (they reach no other node).
-    let (subject, expected) = match query.registry_auth {
-        Some(_) => (subjects::agent_image_query_on(&state.node_id), 1),
+    let store = state.store()?;
+    let asked = match query.registry_auth {
+        // With credentials, only this node's agent is asked (they reach no other node).
+        Some(_) => {
+            let subject = subjects::agent_image_query_on(&state.node_id);
+            envelope::first_ok::<_, ImageAnswer>(store.nats(), subject, &query, 1, DISTRIBUTION_TIMEOUT).await?
+        }
+        // Every agent is asked at once; the ready nodes are counted meanwhile
+        // (so a miss ends once each has answered). The count never holds up
+        // an agent that has the image: without a store quorum it fails after
+        // the store's deadline, which `service create` would pay twice.
         None => {
-            let nodes: Vec<Node> = state.store()?.list(ListFilter::default()).await?;
-            let ready = nodes.iter().filter(|n| n.status.state == NodeState::Ready).count();
-            (subjects::agent_image_query(), ready.max(1))
+            let count = async {
+                let nodes: Vec<Node> = store
+                    .with_deadline(DISTRIBUTION_TIMEOUT)
+                    .list(ListFilter::default())
+                    .await
+                    .ok()?;
+                Some(
+                    nodes
+                        .iter()
+                        .filter(|n| n.status.state == NodeState::Ready)
+                        .count()
+                        .max(1),
+                )
+            };
+            let subject = subjects::agent_image_query();
+            envelope::first_ok_counted::<_, ImageAnswer>(store.nats(), subject, &query, count, DISTRIBUTION_TIMEOUT)
+                .await?
         }
     };
-    let store = state.store()?;
-    let asked =
-        envelope::first_ok::<_, ImageAnswer>(store.nats(), subject, &query, expected, DISTRIBUTION_TIMEOUT).await?;
     match asked {
         Some(a) => {
             tracing::debug!(image = %query.image, node = %a.node_id, "distribution answered by an agent");

@@ -171,6 +171,11 @@ pub struct JoinAnswer {
     pub nats_urls: Vec<String>,
     /// The managers' swarm addresses (for renewals).
     pub managers: Vec<String>,
+    /// The managers' secrets key, for a host joining as a manager (every
+    /// manager must open the secrets any other one sealed). Only in this
+    /// answer, over the TLS connection the token's CA digest pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_key: Option<shoal_shared::secrets::KeyAnswer>,
 }
 
 /// `POST /renew`: the client certificate says who asks.
@@ -282,6 +287,12 @@ async fn join_handler(state: web::Data<AppState>, body: web::Json<JoinRequest>) 
         }
     }
     let certificate = sign_for(&cluster, &r.csr, &r.node_id, role)?;
+    let secrets_key = match role {
+        NodeRole::Manager => Some(shoal_shared::secrets::KeyAnswer {
+            key: state.keys.key()?.bytes().to_vec(),
+        }),
+        NodeRole::Worker => None,
+    };
     let status = NodeStatus {
         state: NodeState::Unknown,
         message: String::new(),
@@ -317,6 +328,7 @@ async fn join_handler(state: web::Data<AppState>, body: web::Json<JoinRequest>) 
         ca_certificate: cluster.tls_info.trust_root.clone(),
         nats_urls,
         managers,
+        secrets_key,
     }))
 }
 
@@ -649,6 +661,9 @@ pub async fn join(state: &web::Data<AppState>, p: JoinParams) -> ApiResult<()> {
         state.set_store(Some(StoreClient::new(nats)));
     }
     state.forget_cluster();
+    if let (NodeRole::Manager, Some(k)) = (answer.role, answer.secrets_key.as_ref()) {
+        state.keys.install(&k.key)?;
+    }
     if answer.role == NodeRole::Manager {
         if let Err(e) = managers::joined_as_manager(state, &m).await {
             after_leave(state)?;

@@ -8,7 +8,8 @@
 //! - [`config`]: flags and `SHOAL_*` variables; TLS is required off loopback;
 //! - [`state`]: the store client and the swarm as this node sees it
 //!   (inactive / manager / worker), read from the Cluster and Node objects;
-//! - [`swarm`]: `/_ping`, `/version`, `/info`, `/swarm/*`;
+//! - [`swarm`]: `/_ping`, `/version`, `/info`, `/swarm/*`; [`autolock`]:
+//!   the secrets key sealed with the unlock key, `/swarm/unlock*`;
 //! - [`objects`]: `/nodes`, `/services`, `/tasks`;
 //! - [`networks`]: `/networks` (Docker's flat shape);
 //! - [`secrets`]: `/secrets` (data sealed with the managers' key) and `/configs`;
@@ -34,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 
+pub mod autolock;
 pub mod certs;
 pub mod config;
 pub mod distribution;
@@ -42,6 +44,7 @@ pub mod error;
 pub mod filters;
 pub mod fold;
 pub mod host;
+pub mod host_role;
 pub mod join;
 pub mod logs;
 pub mod managers;
@@ -217,7 +220,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/swarm/join", web::post().to(swarm::join))
         .route("/swarm/leave", web::post().to(swarm::leave))
         .route("/swarm/update", web::post().to(swarm::update))
-        .route("/swarm/unlockkey", web::get().to(swarm::unlock_key))
+        .route("/swarm/unlockkey", web::get().to(autolock::unlock_key))
+        .route("/swarm/unlock", web::post().to(autolock::unlock))
         .route("/nodes", web::get().to(objects::node_list))
         .route("/nodes/{id}", web::get().to(objects::node_inspect))
         .route("/nodes/{id}", web::delete().to(objects::node_delete))
@@ -293,10 +297,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let membership = shoal_shared::membership::Membership::read(&swarm_dir);
     let name = format!("shoal-api-{node_id}");
     // A host without NATS of its own reaches the managers' once it has joined.
-    let store = match (config.nats_from_membership(), &membership) {
-        (false, _) => Some(config.nats.connect(&name).await?),
-        (true, Some(m)) => Some(shoal_shared::membership::connect(&swarm_dir, m, &name).await?),
-        (true, None) => None,
+    let own_nats = match config.nats_from_membership() {
+        false => Some(config.nats.connect(&name).await?),
+        true => None,
+    };
+    let store = match (own_nats.clone(), &membership) {
+        (Some(nats), _) => Some(nats),
+        (None, Some(m)) => Some(shoal_shared::membership::connect(&swarm_dir, m, &name).await?),
+        (None, None) => None,
     }
     .map(shoal_shared::store::StoreClient::new);
     let swarm = join::SwarmSettings::new(
@@ -318,10 +326,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
     state.store_replica = config.store_replica;
     let state = web::Data::new(state);
+    if let Some(nats) = own_nats {
+        // A host with NATS of its own can be a manager: its dispatcher asks here for the secrets key.
+        autolock::serve_key(nats, state.clone()).await?;
+    }
     if state.swarm.identity.load(&swarm_dir)? && membership.as_ref().is_some_and(|m| m.role == "manager") {
         join::start_listener(&state)?;
     }
     actix_web::rt::spawn(join::renew_loop(swarm_dir, state.swarm.identity.clone()));
+    if config.manage_units && config.store_replica.is_none() {
+        actix_web::rt::spawn(host_role::follow(state.clone(), config.data_dir.clone()));
+    }
     let engine = web::Data::new(engine::Engine::new(&config.engine));
     let mut server = HttpServer::new(move || {
         App::new()

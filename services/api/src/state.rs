@@ -31,8 +31,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// The cluster's ID once seen (there is only one cluster; it changes only by leave + init).
     cluster_id: RwLock<Option<String>>,
-    /// The managers' key for secret data, read (or made) at first use.
-    secrets_key: std::sync::Mutex<Option<std::sync::Arc<shoal_shared::secrets::SecretKey>>>,
+    /// The managers' key for secret data, read (or made) at first use; sealed with autolock.
+    pub keys: crate::autolock::Keys,
     /// Joining and certificates: where the membership lives, the swarm listener, this node's TLS identity.
     pub swarm: crate::join::SwarmSettings,
 }
@@ -73,26 +73,19 @@ impl AppState {
             store_replica: None,
             role,
             advertise_addr,
-            data_dir,
+            data_dir: data_dir.clone(),
             max_body,
             body_timeout,
             cluster_id: RwLock::new(None),
-            secrets_key: std::sync::Mutex::new(None),
+            keys: crate::autolock::Keys::new(&data_dir),
             swarm,
         }
     }
 
-    /// The managers' key for secret data (`<data-dir>/secrets.key`, made at first use).
+    /// The managers' key for secret data (`<data-dir>/secrets.key`, made at
+    /// first use; Docker's 503 while autolock keeps it sealed).
     pub fn secrets_key(&self) -> crate::error::ApiResult<std::sync::Arc<shoal_shared::secrets::SecretKey>> {
-        let mut held = self.secrets_key.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = held.as_ref() {
-            return Ok(k.clone());
-        }
-        let path = self.data_dir.join(shoal_shared::secrets::KEY_FILE);
-        let key = shoal_shared::secrets::SecretKey::load_or_create(&path).map_err(crate::error::ApiError::internal)?;
-        let key = std::sync::Arc::new(key);
-        *held = Some(key.clone());
-        Ok(key)
+        self.keys.key()
     }
 
     /// The store client, or Docker's "not part of a swarm" (503) on a host
@@ -172,6 +165,11 @@ impl AppState {
             (Role::Manager, Some(_)) => true,
             (Role::Auto, Some(n)) => n.spec.role == NodeRole::Manager,
         };
+        if manager {
+            if let Err(e) = self.keys.follow(&cluster) {
+                tracing::warn!(error = %e.message, "cannot bring the secrets key file in line with autolock");
+            }
+        }
         Ok(SwarmView::Active {
             cluster: Box::new(cluster),
             node: node.map(Box::new),
@@ -190,6 +188,7 @@ impl AppState {
         match self.view().await? {
             SwarmView::Inactive => Err(ApiError::unavailable(inactive)),
             SwarmView::Active { manager: false, .. } => Err(ApiError::unavailable(NOT_MANAGER)),
+            SwarmView::Active { .. } if self.keys.locked() => Err(ApiError::unavailable(crate::autolock::SWARM_LOCKED)),
             SwarmView::Active { cluster, .. } => Ok(Ctx { cluster: *cluster }),
         }
     }

@@ -131,6 +131,11 @@ async fn own_info(state: &AppState) -> ApiResult<Value> {
     });
     match state.view().await {
         Ok(SwarmView::Inactive) => {}
+        Ok(SwarmView::Active { manager: true, .. }) if state.keys.locked() => {
+            swarm["NodeID"] = json!(state.node_id);
+            swarm["LocalNodeState"] = json!("locked");
+            swarm["Error"] = json!(crate::autolock::SWARM_LOCKED);
+        }
         Ok(SwarmView::Active { cluster, node, manager }) => {
             swarm["NodeID"] = json!(state.node_id);
             swarm["NodeAddr"] = json!(node
@@ -197,6 +202,7 @@ struct InitRequest {
     subnet_size: u32,
     availability: String,
     spec: Option<Value>,
+    auto_lock_managers: bool,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -261,12 +267,6 @@ fn merged_spec(base: &SwarmSpec, req: Option<&Value>) -> ApiResult<SwarmSpec> {
     }
     let spec: SwarmSpec = serde_path_to_error::deserialize(v)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: Spec.{}: {}", e.path(), e.inner())))?;
-    if spec.encryption_config.auto_lock_managers {
-        return Err(ApiError::bad_request(
-            "Spec.EncryptionConfig.AutoLockManagers: autolock is not supported by shoal (the store is not encrypted \
-             at rest)",
-        ));
-    }
     if spec.raft.election_tick <= spec.raft.heartbeat_tick {
         return Err(ApiError::bad_request(
             "rpc error: code = InvalidArgument desc = Spec.Raft.ElectionTick: must be greater than HeartbeatTick",
@@ -362,7 +362,8 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
     let addr = ip_of(&r.advertise_addr)
         .or_else(|| ip_of(&r.listen_addr).filter(|ip| ip != "0.0.0.0" && ip != "::"))
         .unwrap_or_else(|| state.advertise_addr.clone());
-    let spec = merged_spec(&SwarmSpec::default_spec(), r.spec.as_ref())?;
+    let mut spec = merged_spec(&SwarmSpec::default_spec(), r.spec.as_ref())?;
+    spec.encryption_config.auto_lock_managers |= r.auto_lock_managers;
     let (ca_pem, ca_der, ca_key) = certs::new_root_ca().map_err(|e| ApiError::internal(format!("root CA: {e}")))?;
     let mut cluster = Cluster::new(
         new_id(),
@@ -383,6 +384,9 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
     }
     if r.data_path_port > 0 {
         cluster.data_path_port = r.data_path_port;
+    }
+    if cluster.spec.encryption_config.auto_lock_managers {
+        crate::autolock::new_unlock_key(&state, &mut cluster)?;
     }
     let mut node = self_node(&state, NodeRole::Manager, &addr, availability, &cluster.tls_info);
     if let Some(ms) = node.manager_status.as_mut() {
@@ -428,6 +432,7 @@ pub async fn init(state: web::Data<AppState>, body: Body) -> ApiResult<HttpRespo
         _ => e.into(),
     })?;
     crate::join::after_init(&state, &cluster, &addr)?;
+    state.keys.follow(&cluster)?;
     tracing::info!(node = %state.node_id, cluster = %cluster.meta.id, "swarm initialized");
     Ok(HttpResponse::Ok().json(&state.node_id))
 }
@@ -473,6 +478,9 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
         Ok(SwarmView::Inactive) => return Err(ApiError::unavailable(NOT_IN_SWARM)),
         Err(e) => return Err(e),
     };
+    if manager && !force && state.keys.locked() {
+        return Err(ApiError::unavailable(crate::autolock::LOCKED_LEAVE));
+    }
     if manager && !force {
         return Err(ApiError::unavailable(
             "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last \
@@ -496,7 +504,14 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
         let all = state
             .store()?
             .list_records(
-                &[Kind::Node, Kind::Service, Kind::Task, Kind::Network],
+                &[
+                    Kind::Node,
+                    Kind::Service,
+                    Kind::Task,
+                    Kind::Network,
+                    Kind::Secret,
+                    Kind::Config,
+                ],
                 ListFilter::default(),
             )
             .await?;
@@ -520,8 +535,22 @@ pub async fn leave(state: web::Data<AppState>, q: Query) -> ApiResult<HttpRespon
         state.store()?.tx(TxRequest::new(ops)).await?;
     }
     crate::join::after_leave(&state)?;
+    state.keys.discard_if_locked();
     state.forget_cluster();
     Ok(HttpResponse::Ok().finish())
+}
+
+/// `Spec.EncryptionConfig.AutoLockManagers` when the request names it (keys
+/// in any case): `swarm update --autolock=false` sends `false`, which the
+/// merge of non-zero values would otherwise pass over.
+fn autolock_asked(req: &Value) -> Option<bool> {
+    let field = |v: &Value, name: &str| -> Option<Value> {
+        v.as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    field(&field(req, "EncryptionConfig")?, "AutoLockManagers")?.as_bool()
 }
 
 /// `POST /swarm/update?version=&rotateWorkerToken=&rotateManagerToken=`.
@@ -541,6 +570,16 @@ pub async fn update(state: web::Data<AppState>, q: Query, body: Body) -> ApiResu
         ));
     }
     cluster.spec = merged_spec(&cluster.spec, Some(&spec_req))?;
+    if let Some(on) = autolock_asked(&spec_req) {
+        cluster.spec.encryption_config.auto_lock_managers = on;
+    }
+    // As SwarmKit: turning autolock on makes an unlock key, rotating (only
+    // with autolock on) replaces it, turning it off drops it.
+    if !cluster.spec.encryption_config.auto_lock_managers {
+        cluster.sealed_unlock_key.clear();
+    } else if cluster.sealed_unlock_key.is_empty() || flag(&q, "rotateManagerUnlockKey") {
+        crate::autolock::new_unlock_key(&state, &mut cluster)?;
+    }
     let rotate_w = flag(&q, "rotateWorkerToken");
     let rotate_m = flag(&q, "rotateManagerToken");
     if rotate_w || rotate_m {
@@ -552,14 +591,9 @@ pub async fn update(state: web::Data<AppState>, q: Query, body: Body) -> ApiResu
             cluster.join_tokens.manager = certs::join_token(&der);
         }
     }
-    state.store()?.update(&cluster).await?;
+    let updated = state.store()?.update(&cluster).await?;
+    state.keys.follow(&updated)?;
     Ok(HttpResponse::Ok().finish())
-}
-
-/// `GET /swarm/unlockkey`: autolock is not supported, so there is no key.
-pub async fn unlock_key(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    swarm_manager(&state).await?;
-    Ok(HttpResponse::Ok().json(json!({"UnlockKey": ""})))
 }
 
 /// For `/swarm` endpoints: Docker says "not part of a swarm" before init.
@@ -587,9 +621,10 @@ mod tests {
         assert_eq!(ip_of("10.1.2.3:2377").as_deref(), Some("10.1.2.3"));
         assert_eq!(ip_of("eth0"), None);
         let lock = json!({"EncryptionConfig": {"AutoLockManagers": true}});
-        assert!(merged_spec(&base, Some(&lock))
-            .unwrap_err()
-            .message
-            .contains("autolock"));
+        let locked = merged_spec(&base, Some(&lock)).unwrap();
+        assert!(locked.encryption_config.auto_lock_managers);
+        let off = json!({"encryptionconfig": {"autolockmanagers": false}});
+        assert_eq!(autolock_asked(&off), Some(false));
+        assert_eq!(autolock_asked(&json!({})), None);
     }
 }

@@ -242,6 +242,9 @@ fn trace_pushes(traces: &mut std::collections::HashMap<String, String>, node: &s
     }
 }
 
+/// How often a dispatcher without the secrets key asks this host's API for it.
+const KEY_POLL: Duration = Duration::from_secs(1);
+
 /// Traces remembered at most, of tasks and of status reports.
 const MAX_TRACES: usize = 1024;
 
@@ -258,6 +261,7 @@ impl Actor for DispatcherActor {
         });
         ctx.add_stream(stream);
         ctx.run_interval(self.config.leadership.check_every(), |act, ctx| act.check_leader(ctx));
+        ctx.run_interval(KEY_POLL, |act, ctx| act.fetch_key(ctx));
         ctx.run_interval(Duration::from_millis(self.config.flush_ms), |act, ctx| {
             act.expire();
             act.flush(ctx);
@@ -332,6 +336,11 @@ impl StreamHandler<Incoming> for DispatcherActor {
         let Some(reply_to) = msg.reply.clone() else { return };
         if self.logic.is_none() || !self.synced {
             // Not acting: stay silent, the acting dispatcher answers.
+            return;
+        }
+        if self.locked() {
+            // A locked manager takes no part, as Docker's does: agents keep
+            // their tasks and wait.
             return;
         }
         let resp: Result<AgentResponse, ShoalError> =
@@ -508,8 +517,43 @@ impl DispatcherActor {
             .spawn(ctx);
     }
 
+    /// Autolock is on and this host's API has not handed over the key yet.
+    fn locked(&self) -> bool {
+        self.key.is_none()
+            && self
+                .follow
+                .clusters
+                .values()
+                .any(|c| c.spec.encryption_config.auto_lock_managers)
+    }
+
+    /// Asks this host's API for the secrets key while this dispatcher has
+    /// none (no readable `--secrets-key`, or one sealed by autolock); the API
+    /// answers once it holds the key.
+    fn fetch_key(&mut self, ctx: &mut Context<Self>) {
+        if self.key.is_some() || self.config.node_id.is_empty() {
+            return;
+        }
+        let nats = self.client.nats().clone();
+        let subject = subjects::manager_key(&self.config.node_id);
+        async move { envelope::request::<_, shoal_shared::secrets::KeyAnswer>(&nats, subject, &(), KEY_POLL).await }
+            .into_actor(self)
+            .map(|answer, act, _ctx| match answer {
+                Ok(a) => match SecretKey::from_bytes(&a.key) {
+                    Ok(k) if act.key.is_none() => {
+                        tracing::info!("dispatcher: secrets key received from this host's API");
+                        act.key = Some(k);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dispatcher: a bad secrets key from the API"),
+                },
+                Err(e) => tracing::debug!(error = %e, "dispatcher: no secrets key from this host's API yet"),
+            })
+            .spawn(ctx);
+    }
+
     fn expire(&mut self) {
-        if !self.synced {
+        if !self.synced || self.locked() {
             return;
         }
         let period = self.period();
@@ -597,12 +641,18 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<A
     let views = nats.subscribe(subjects::net_requests()).await?;
     let client = StoreClient::new(nats.clone());
     let outbox = Outbox::start(nats);
+    // The key file when it is readable and in the clear; otherwise (no
+    // --secrets-key, a file this process may not read, or one sealed by
+    // autolock) the key comes from this host's API (`fetch_key`).
     let key = match &config.secrets_key {
-        Some(path) => Some(SecretKey::load_or_create(path).map_err(anyhow::Error::msg)?),
-        None => {
-            tracing::warn!("dispatcher: no --secrets-key; tasks that use secrets cannot be given them");
-            None
-        }
+        Some(path) => match SecretKey::load_or_create(path) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::info!(error = %e, "dispatcher: secrets key not read from its file; asking this host's API");
+                None
+            }
+        },
+        None => None,
     };
     Ok(DispatcherActor::create(move |ctx| {
         ctx.add_stream(sub.map(Incoming));

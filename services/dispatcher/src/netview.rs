@@ -27,6 +27,17 @@ pub struct Index {
     nodes: HashMap<String, NodeView>,
     /// Node ID -> the networks it takes part in.
     membership: HashMap<String, BTreeSet<String>>,
+    /// Network ID -> a hash of everything a view shows of it (the network,
+    /// its endpoints, their services and nodes): a node's view changed only
+    /// if one of its networks' did, or its set of networks.
+    fingerprints: HashMap<String, u64>,
+}
+
+fn hash_of<T: serde::Serialize>(value: &T) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(value).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 /// The VXLAN ID the allocator gave a network.
@@ -191,7 +202,38 @@ impl Index {
         for list in ix.endpoints.values_mut() {
             list.sort_by(|a, b| a.addr.cmp(&b.addr));
         }
+        let fingerprints: HashMap<String, u64> = ix
+            .networks
+            .keys()
+            .map(|nid| {
+                let endpoints = ix.endpoints.get(nid).map(Vec::as_slice).unwrap_or_default();
+                let services: Vec<&ServiceView> = ix
+                    .services_on
+                    .get(nid)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| ix.services.get(s))
+                    .collect();
+                let nodes: BTreeSet<&str> = endpoints.iter().map(|e| e.node_id.as_str()).collect();
+                let nodes: Vec<&NodeView> = nodes.iter().filter_map(|n| ix.nodes.get(*n)).collect();
+                (nid.clone(), hash_of(&(&ix.networks[nid], endpoints, services, nodes)))
+            })
+            .collect();
+        ix.fingerprints = fingerprints;
         ix
+    }
+
+    /// A hash of what a node's view shows (its version aside).
+    fn fingerprint(&self, node_id: &str) -> u64 {
+        let nets: Vec<(&str, u64)> = self
+            .membership
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| Some((n.as_str(), *self.fingerprints.get(n)?)))
+            .collect();
+        let own = self.nodes.get(node_id);
+        hash_of(&(nets, own))
     }
 
     /// One node's view, at store index `version`.
@@ -222,31 +264,29 @@ impl Index {
     }
 }
 
-/// The last view sent to each node; decides which views changed.
+/// What was last sent to each node (a hash of its view, not the view: a
+/// thousand nodes on `ingress` would otherwise hold a million endpoints);
+/// decides which views changed.
 #[derive(Debug, Default)]
 pub struct Sent {
-    last: HashMap<String, NetView>,
+    last: HashMap<String, u64>,
 }
 
 impl Sent {
     /// The views that differ from the last one sent to their node (the
     /// version alone does not count as a change), remembered as sent; nodes
-    /// that are gone are forgotten.
+    /// that are gone are forgotten. Only changed views are built.
     pub fn changed<'a>(&mut self, index: &Index, nodes: impl Iterator<Item = &'a str>, version: u64) -> Vec<NetView> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         for node in nodes {
             seen.insert(node.to_string());
-            let mut view = index.view(node, version);
-            if let Some(last) = self.last.get(node) {
-                view.version = last.version;
-                if *last == view {
-                    continue;
-                }
-                view.version = version;
+            let fingerprint = index.fingerprint(node);
+            if self.last.get(node) == Some(&fingerprint) {
+                continue;
             }
-            self.last.insert(node.to_string(), view.clone());
-            out.push(view);
+            self.last.insert(node.to_string(), fingerprint);
+            out.push(index.view(node, version));
         }
         self.last.retain(|n, _| seen.contains(n));
         out
@@ -466,5 +506,39 @@ mod tests {
         assert_eq!(out[0].endpoints.len(), 1);
         sent.clear();
         assert_eq!(sent.changed(&ix, ["n1"].into_iter(), 8).len(), 1);
+    }
+
+    #[test]
+    fn a_change_reaches_only_the_nodes_whose_networks_it_touches() {
+        let ing = network(
+            "ing",
+            "ingress",
+            "10.0.0.0/24",
+            4096,
+            &[("n1", "10.0.0.254/24"), ("n2", "10.0.0.253/24")],
+        );
+        let a = network("net-a", "a", "10.0.1.0/24", 4097, &[("n1", "10.0.1.254/24")]);
+        let nodes = [node("n1", "192.0.2.1", true), node("n2", "192.0.2.2", true)];
+        let web = service("s-web", "web", EndpointMode::Vip, &[("net-a", "10.0.1.2/24")], &[]);
+        let build = |state: TaskState| {
+            let tasks = [
+                task("t1", "s-web", 1, "n1", state, &[(&a, "10.0.1.3/24")]),
+                // A task on no network: its changes touch no view.
+                task("t9", "s-web", 9, "n2", state, &[]),
+            ];
+            Index::build(nodes.iter(), [&ing, &a].into_iter(), [&web].into_iter(), tasks.iter())
+        };
+        let mut sent = Sent::default();
+        assert_eq!(
+            sent.changed(&build(TaskState::Starting), ["n1", "n2"].into_iter(), 1)
+                .len(),
+            2
+        );
+        // t1 starts serving: only n1 (on a) gets a new view; n2 sees only ingress.
+        let out = sent.changed(&build(TaskState::Running), ["n1", "n2"].into_iter(), 2);
+        assert_eq!(out.iter().map(|v| v.node_id.as_str()).collect::<Vec<_>>(), ["n1"]);
+        assert!(sent
+            .changed(&build(TaskState::Running), ["n1", "n2"].into_iter(), 3)
+            .is_empty());
     }
 }

@@ -160,6 +160,13 @@ pub struct Cluster {
     /// answer ([`Cluster::public`]), and only managers may read the store.
     #[serde(rename = "RootCAKey", default, skip_serializing_if = "String::is_empty")]
     pub root_ca_key: String,
+    /// With autolock on: the unlock key sealed with the managers' secrets
+    /// key (`shoal_shared::secrets::SecretKey::seal_unlock_key`), so an
+    /// unlocked manager can show it (`docker swarm unlock-key`) and every
+    /// manager can re-seal its key file after a rotation. Store-only, like
+    /// the CA key.
+    #[serde(rename = "SealedUnlockKey", default, skip_serializing_if = "String::is_empty")]
+    pub sealed_unlock_key: String,
 }
 
 impl Cluster {
@@ -176,6 +183,7 @@ impl Cluster {
             data_path_port: DEFAULTS.data_path_port,
             join_tokens,
             root_ca_key: String::new(),
+            sealed_unlock_key: String::new(),
         }
     }
 
@@ -183,6 +191,7 @@ impl Cluster {
     pub fn public(&self) -> Cluster {
         Cluster {
             root_ca_key: String::new(),
+            sealed_unlock_key: String::new(),
             ..self.clone()
         }
     }

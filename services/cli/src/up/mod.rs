@@ -1,7 +1,7 @@
 //! `shoal up`: a whole manager node on this machine, in the foreground.
 //!
 //! Starts `nats-server` and every shoal process of a manager node
-//! (raft-store, scheduler, dispatcher, api, agent, ingress, plus `--extra-agents`
+//! (raft-store, scheduler, dispatcher, api, agent, dns, ingress, plus `--extra-agents`
 //! agents with their own node names, IDs and data dirs) as supervised
 //! children: a child that dies is restarted with exponential backoff (0.5 s
 //! doubling to 30 s, reset after it ran 60 s), each child's output goes to
@@ -188,6 +188,7 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
         "shoal-dispatcher",
         "shoal-api",
         "shoal-agent",
+        "shoal-dns",
         "shoal-ingress",
     ];
     let missing: Vec<&str> = names.iter().copied().filter(|n| !bin_dir.join(n).is_file()).collect();
@@ -271,6 +272,11 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
     agent_args.extend(["--data-dir".into(), path(data_dir.join("agent"))]);
     agent_args.extend(metrics_arg("agent")?);
     children.push(Child::new("agent", &bin("shoal-agent"), agent_args, 0, &logs));
+    // The node's DNS: port 53 on its overlay addresses (needs root or
+    // CAP_NET_BIND_SERVICE; without, those binds are logged and retried).
+    let mut dns_args = os(&["--node-id", &node_id, "--nats-url", &nats_url]);
+    dns_args.extend(metrics_arg("dns")?);
+    children.push(Child::new("dns", &bin("shoal-dns"), dns_args, 0, &logs));
     // The routing mesh: the host's published ports on every address, as Docker's.
     let mut ingress_args = os(&["--node-id", &node_id, "--nats-url", &nats_url]);
     ingress_args.extend(metrics_arg("ingress")?);
