@@ -83,7 +83,8 @@ fn shoal_cmd(name: &str) -> Command {
     let mut cmd = Command::new(bin(name));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SHOAL_LOG", "info");
+        .env("SHOAL_LOG", "info")
+        .env("SHOAL_OVERLAY", "false");
     cmd
 }
 

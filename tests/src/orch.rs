@@ -60,6 +60,7 @@ fn shoal_cmd(name: &str, nats: &str) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("SHOAL_LOG", std::env::var("ORCH_LOG").unwrap_or_else(|_| "info".into()))
+        .env("SHOAL_OVERLAY", "false")
         .args(["--nats-url", nats]);
     cmd
 }

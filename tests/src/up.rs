@@ -66,6 +66,9 @@ impl Up {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", home)
             .env("SHOAL_LOG", "info")
+            // Overlay networks change the machine's own network namespace:
+            // only the tests that exercise them turn them on.
+            .env("SHOAL_OVERLAY", "false")
             .envs(env.iter().copied())
             .args(["up", "--executor", executor, "--nats-port", "0"])
             .arg("--data-dir")
@@ -122,20 +125,7 @@ impl Up {
 
     /// The real docker CLI against this cluster.
     pub fn docker(&self, args: &[&str]) -> Run {
-        let cfg = self.home.join("docker-config");
-        let _ = std::fs::create_dir_all(&cfg);
-        let out = Command::new("timeout")
-            .args([DOCKER_TIMEOUT, "docker"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("DOCKER_CONFIG", &cfg)
-            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", self.port))
-            .env("DOCKER_CLI_HINTS", "false")
-            .args(args)
-            .output()
-            .expect("run docker");
-        Run::from(out)
+        docker_at(&self.home, self.port, args)
     }
 
     /// [`Up::docker`] with `input` on the CLI's stdin (`secret create -`, `swarm unlock`).
@@ -315,6 +305,25 @@ impl Drop for Up {
             let _ = std::fs::remove_dir_all(Path::new("/dev/shm/shoal").join(node));
         }
     }
+}
+
+/// The real docker CLI against the API of a `shoal up` on `port` (for a
+/// thread that does not hold the [`Up`]).
+pub fn docker_at(home: &Path, port: u16, args: &[&str]) -> Run {
+    let cfg = home.join("docker-config");
+    let _ = std::fs::create_dir_all(&cfg);
+    let out = Command::new("timeout")
+        .args([DOCKER_TIMEOUT, "docker"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("DOCKER_CONFIG", &cfg)
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+        .env("DOCKER_CLI_HINTS", "false")
+        .args(args)
+        .output()
+        .expect("run docker");
+    Run::from(out)
 }
 
 /// No docker CLI call of a test may hang: each is cut off after this.

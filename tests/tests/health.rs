@@ -340,3 +340,130 @@ async fn the_process_executor_refuses_health_checks_in_words() {
     .await;
     drop(up);
 }
+
+/// The service's tasks' states, newest first, once `want` accepts them.
+async fn states_until(up: &Up, service: &str, what: &str, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+    until(&format!("{service}: {what}"), || {
+        let states = ps(up, service)?;
+        match want(&states) {
+            true => Ok(states),
+            false => Err(format!("{states:?}")),
+        }
+    })
+    .await
+}
+
+fn create(up: &Up, args: &[&str]) {
+    let mut all = vec!["service", "create", "-d"];
+    all.extend_from_slice(args);
+    let r = up.docker(&all);
+    assert_eq!(r.code, 0, "create: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_while_starting_adoption_and_grace_follow_health() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+
+    let home = temp_home();
+    let data = home.path().join("data");
+    let mut up = Up::start(home.path(), "health-gaps", &data, free_port(), "docker", &[]);
+    up.ready().await;
+    let hc = [
+        "--health-cmd",
+        "test -e /tmp/ok",
+        "--health-interval",
+        "1s",
+        "--stop-grace-period",
+        "1s",
+    ];
+
+    // A stop asked while the start waits for health (30 s before it is
+    // decided) takes effect at once.
+    let mut args = vec!["--name", "slow", "--health-retries", "30"];
+    args.extend_from_slice(&hc);
+    args.extend_from_slice(&["busybox", "sleep", "3600"]);
+    create(&up, &args);
+    until("slow's container runs, health starting", || {
+        let h = engine_health(&up, "slow");
+        match h.iter().any(|h| h == "running starting") {
+            true => Ok(()),
+            false => Err(format!("{h:?}")),
+        }
+    })
+    .await;
+    let asked = Instant::now();
+    let r = up.docker(&["service", "rm", "slow"]);
+    assert_eq!(r.code, 0, "rm: {r:?}");
+    until("slow's container stopped", || {
+        let h = engine_health(&up, "slow");
+        match h.iter().any(|h| h.starts_with("running")) {
+            false => Ok(()),
+            true => Err(format!("{h:?}")),
+        }
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the stop waited for health: {:?}",
+        asked.elapsed()
+    );
+
+    // An unhealthy container is stopped with the task's grace period (1 s;
+    // busybox's sleep as PID 1 ignores SIGTERM, so the grace is waited out).
+    let mut args = vec!["--name", "later", "--health-retries", "1", "--restart-delay", "0s"];
+    args.extend_from_slice(&hc);
+    args.extend_from_slice(&[
+        "busybox",
+        "sh",
+        "-c",
+        "touch /tmp/ok; sleep 4; rm /tmp/ok; exec sleep 3600",
+    ]);
+    create(&up, &args);
+    states_until(&up, "later", "running", |s| s.first().is_some_and(|s| s == "Running|")).await;
+    let ran = Instant::now();
+    states_until(&up, "later", "failed unhealthy", |s| {
+        s.iter().any(|s| s == "Failed|dockerexec: unhealthy container")
+    })
+    .await;
+    // About 4 s to turn unhealthy, 1 to be seen, 1 of grace; Docker's default 10 s would make it 15.
+    assert!(
+        ran.elapsed() < Duration::from_secs(11),
+        "the unhealthy stop did not use the 1 s grace: {:?}",
+        ran.elapsed()
+    );
+    let r = up.docker(&["service", "rm", "later"]);
+    assert_eq!(r.code, 0, "rm: {r:?}");
+
+    // An agent restarted while a task waits for health looks at its health
+    // again: not running until healthy.
+    let mut args = vec!["--name", "adopt", "--health-retries", "60"];
+    args.extend_from_slice(&hc);
+    args.extend_from_slice(&["busybox", "sh", "-c", "sleep 15; touch /tmp/ok; exec sleep 3600"]);
+    create(&up, &args);
+    until("adopt's container runs, health starting", || {
+        let h = engine_health(&up, "adopt");
+        match h.iter().any(|h| h == "running starting") {
+            true => Ok(()),
+            false => Err(format!("{h:?}")),
+        }
+    })
+    .await;
+    let agent = up.pid_of("shoal-agent", None).expect("agent pid");
+    kill(Pid::from_raw(agent), Signal::SIGKILL).unwrap();
+    until("a new agent re-adopted adopt's container", || {
+        let pid = up.pid_of("shoal-agent", None).ok_or("no agent yet")?;
+        let log = std::fs::read_to_string(data.join("logs/agent.log")).unwrap_or_default();
+        match pid != agent && log.contains("re-adopted running container") {
+            true => Ok(()),
+            false => Err(format!("agent {pid}")),
+        }
+    })
+    .await;
+    assert!(
+        runs_only_once_healthy(&up, "adopt").await,
+        "adopt was not seen starting after the agent restart"
+    );
+    drop(up);
+}

@@ -78,6 +78,8 @@ pub struct Agent {
     traces: HashMap<String, String>,
     /// Secret and config data of this node's tasks (in memory), and their files.
     files: Arc<Files>,
+    /// This host's underlay address, registered as `Node.Status.Addr`.
+    addr: String,
 }
 
 impl Actor for Agent {
@@ -438,7 +440,7 @@ impl Agent {
         let req = AgentRequest::Register {
             node_id: self.node_id.clone(),
             description: Box::new(self.description.clone()),
-            addr: "127.0.0.1".into(),
+            addr: self.addr.clone(),
         };
         self.request(req)
             .into_actor(self)
@@ -576,6 +578,23 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
         tracing::warn!(dir = %secrets_dir.display(), "agent: the secrets directory is not on a tmpfs; tasks that use secrets will be rejected");
     }
     let files = Arc::new(Files::new(secrets_dir));
+    let net = match config.overlay {
+        true => match crate::net::NetHost::start(nats.clone(), &node_id, &config.data_dir).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "agent: overlay networks unavailable on this host");
+                None
+            }
+        },
+        false => None,
+    };
+    // The underlay address other hosts reach this one at: the flag, else
+    // the address the NATS server sees this connection come from.
+    let addr = config.advertise_ip().map(|a| a.to_string()).unwrap_or_else(|| {
+        Some(nats.server_info().client_ip)
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into())
+    });
     let (executor, engine, facts): (Arc<dyn Executor>, _, _) = match config.executor {
         ExecutorKind::Process => (
             Arc::new(ProcessExecutor::with_logs(
@@ -586,9 +605,12 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
             None,
         ),
         ExecutorKind::Docker => {
-            let d = DockerExecutor::connect(&node_id, files.clone())
+            let mut d = DockerExecutor::connect(&node_id, files.clone())
                 .await
                 .map_err(anyhow::Error::msg)?;
+            if let Some(net) = &net {
+                d = d.with_networks(net.clone(), config.sandbox_image.clone());
+            }
             let facts = d.facts().await.map_err(anyhow::Error::msg)?;
             (Arc::new(d.clone()), Some(d), Some(facts))
         }
@@ -629,6 +651,7 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
             session: Session::default(),
             traces: HashMap::new(),
             files,
+            addr,
         }
     }))
 }

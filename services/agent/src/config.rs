@@ -65,6 +65,22 @@ pub struct Config {
     /// and exits when the host leaves the swarm.
     #[arg(long, env = "SHOAL_SWARM_DIR")]
     pub swarm_dir: Option<PathBuf>,
+
+    /// Realize overlay networks on this host (bridges, VXLAN devices, task
+    /// interfaces; needs CAP_NET_ADMIN and CAP_SYS_ADMIN). Off: tasks run
+    /// without their overlay networks.
+    #[arg(long, env = "SHOAL_OVERLAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub overlay: bool,
+
+    /// The image of docker tasks' network sandboxes (it must have `sleep`).
+    #[arg(long, env = "SHOAL_SANDBOX_IMAGE", default_value = crate::sandbox::DEFAULT_IMAGE)]
+    pub sandbox_image: String,
+
+    /// This host's address as other hosts reach it (VXLAN's underlay; a
+    /// port, as the API's variable may carry, is ignored); default: the
+    /// address the NATS server sees the agent's connection come from.
+    #[arg(long, env = "SHOAL_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
 }
 
 impl Config {
@@ -77,6 +93,13 @@ impl Config {
         self.metrics.validate(&mut p);
         if self.node_name.trim().is_empty() {
             p.push("--node-name / SHOAL_NODE_NAME: must not be empty");
+        }
+        if let Some(a) = &self.advertise_addr {
+            if self.advertise_ip().is_none() {
+                p.push(format!(
+                    "--advertise-addr / SHOAL_ADVERTISE_ADDR: {a:?} is not an IP address"
+                ));
+            }
         }
         for l in &self.labels {
             if !l.contains('=') {
@@ -95,6 +118,14 @@ impl Config {
             ));
         }
         p.into_result("shoal-agent")
+    }
+
+    /// The address of `--advertise-addr`, without a port.
+    pub fn advertise_ip(&self) -> Option<std::net::IpAddr> {
+        let a = self.advertise_addr.as_deref()?.trim();
+        a.parse()
+            .ok()
+            .or_else(|| a.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
     }
 
     /// The node ID: the flag, else `<data-dir>/node-id` (created on first start).
@@ -129,6 +160,9 @@ impl Config {
             memory_bytes: None,
             secrets_dir: None,
             swarm_dir: None,
+            overlay: false,
+            sandbox_image: crate::sandbox::DEFAULT_IMAGE.to_string(),
+            advertise_addr: None,
         }
     }
 }

@@ -76,6 +76,9 @@ pub struct TaskCtl {
     /// No longer assigned: forget it once nothing of it runs.
     #[serde(default)]
     pub unassigned: bool,
+    /// A stop was sent while the start was in flight (waiting for health).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_sent: bool,
 }
 
 /// Something that happened to a task.
@@ -128,6 +131,7 @@ impl TaskCtl {
             handle: None,
             phase: Some(Phase::New),
             unassigned: false,
+            stop_sent: false,
         }
     }
 
@@ -262,8 +266,19 @@ fn drive(ctl: &mut TaskCtl, fx: &mut Vec<Effect>, now: DateTime<Utc>) {
                     });
                 }
             }
+            // A start waiting for health: stopped at once (the start then
+            // completes, and its step stops what runs and waits for its end).
+            Phase::Starting => {
+                if let (Some(handle), false) = (ctl.handle.clone(), ctl.stop_sent) {
+                    ctl.stop_sent = true;
+                    fx.push(Effect::Stop {
+                        handle,
+                        grace: stop_grace(&ctl.task.spec),
+                    });
+                }
+            }
             // In flight: the outcome's step stops it.
-            Phase::Preparing | Phase::Starting | Phase::Stopping | Phase::Ended => {}
+            Phase::Preparing | Phase::Stopping | Phase::Ended => {}
         }
         if ctl.unassigned && ctl.phase() == Phase::Ended && !fx.contains(&Effect::Forget) {
             if !fx.contains(&Effect::Remove) {
@@ -341,14 +356,24 @@ fn adopted(ctl: &mut TaskCtl, fx: &mut Vec<Effect>, now: DateTime<Utc>, found: O
         Some(f) if f.running => {
             // It runs: watch it, and say so if that was never reported.
             ctl.handle = Some(f.handle.clone());
-            fx.push(Effect::Wait(f.handle.clone()));
             if ctl.stop_wanted() || phase == Phase::Stopping || ctl.status.state > TaskState::Running {
+                fx.push(Effect::Wait(f.handle.clone()));
                 ctl.phase = Some(Phase::Stopping);
                 fx.push(Effect::Stop {
                     handle: f.handle,
                     grace: stop_grace(&ctl.task.spec),
                 });
+            } else if ctl.status.state < TaskState::Running
+                && f.handle.container_id().is_some()
+                && crate::health::has_health_check(&ctl.task.spec)
+            {
+                // Never reported running, and gated by health: the start
+                // (of what runs already) waits for health again, so an
+                // unhealthy one fails and a starting one keeps waiting.
+                ctl.phase = Some(Phase::Starting);
+                fx.push(Effect::Start(Some(f.handle)));
             } else {
+                fx.push(Effect::Wait(f.handle.clone()));
                 ctl.phase = Some(Phase::Running);
                 report(ctl, fx, now, TaskState::Running, "started", "", None);
             }

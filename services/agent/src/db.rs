@@ -75,6 +75,7 @@ mod tests {
             handle: Some(Handle::Process(ProcessId { pid: 42, start_time: 7 })),
             phase: Some(Phase::Running),
             unassigned: false,
+            stop_sent: false,
         };
         {
             let db = TaskDb::open(dir.path()).unwrap();

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount, ResourcesUlimits};
 use bollard::query_parameters::{
@@ -32,7 +31,7 @@ use shoal_shared::model::{EngineDescription, PluginDescription, Task};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::exec::{stop_grace, ExecError, Executor, Exit, Found, Handle, Started, DEFAULT_STOP_GRACE};
+use crate::exec::{stop_grace, ExecError, Executor, Exit, Found, Handle, Started};
 use crate::files::Files;
 use crate::health;
 
@@ -54,6 +53,8 @@ pub struct DockerExecutor {
     node_id: String,
     /// Secret and config files of this node's tasks.
     files: Arc<Files>,
+    /// The host's overlay networks and the sandboxes' image ([`crate::sandbox`]).
+    net: Option<(Arc<crate::net::NetHost>, String)>,
 }
 
 /// What the engine says about itself, for the node description.
@@ -92,35 +93,7 @@ fn status_of(e: &DockerError) -> Option<u16> {
     }
 }
 
-/// Decodes an `X-Registry-Auth` value (base64url or base64 of a JSON auth config).
-pub fn decode_registry_auth(header: &str) -> Option<DockerCredentials> {
-    let header = header.trim();
-    let bytes = [
-        &base64::engine::general_purpose::URL_SAFE,
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        &base64::engine::general_purpose::STANDARD,
-        &base64::engine::general_purpose::STANDARD_NO_PAD,
-    ]
-    .iter()
-    .find_map(|e| e.decode(header).ok())?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    let s = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
-    let creds = DockerCredentials {
-        username: s("username"),
-        password: s("password"),
-        auth: s("auth"),
-        email: s("email"),
-        serveraddress: s("serveraddress"),
-        identitytoken: s("identitytoken"),
-        registrytoken: s("registrytoken"),
-    };
-    (creds != DockerCredentials::default()).then_some(creds)
-}
+pub use crate::image::decode_registry_auth;
 
 /// The container name of a task: `<service>.<slot>.<task-id>`, or
 /// `<service>.<node-id>.<task-id>` for a global service's task.
@@ -308,7 +281,15 @@ impl DockerExecutor {
             docker,
             node_id: node_id.to_string(),
             files,
+            net: None,
         })
+    }
+
+    /// Tasks with `NetworksAttachments` get a network sandbox attached to
+    /// the host's overlay networks ([`crate::sandbox`]).
+    pub fn with_networks(mut self, net: Arc<crate::net::NetHost>, sandbox_image: String) -> DockerExecutor {
+        self.net = Some((net, sandbox_image));
+        self
     }
 
     /// Hostname, platform, capacity, version, plugins and labels of the engine.
@@ -423,6 +404,21 @@ impl DockerExecutor {
                 });
             }
         }
+        let sandbox = match &self.net {
+            Some((net, image)) => crate::sandbox::prepare(&self.docker, net, task, &self.node_id, image, &body).await?,
+            None => None,
+        };
+        if let Some(sb) = &sandbox {
+            crate::sandbox::join(&mut body, sb);
+        }
+        let res = self.create_task_container(task, body).await;
+        if let (Err(_), Some(sb)) = (&res, &sandbox) {
+            crate::sandbox::remove(&self.docker, sb).await;
+        }
+        res
+    }
+
+    async fn create_task_container(&self, task: &Task, body: ContainerCreateBody) -> Result<String, ExecError> {
         let name = container_name(task);
         let options = || CreateContainerOptions {
             name: Some(name.clone()),
@@ -670,8 +666,15 @@ impl Executor for DockerExecutor {
                 return Err(ExecError::Failed("the container was not prepared".into()));
             };
             let id = handle.container_id().unwrap_or_default().to_string();
-            d.start_container(&id).await.map_err(ExecError::Failed)?;
-            if !health::until_healthy(&d.docker, &id).await {
+            // From here a stop asked of the task ends the wait for health.
+            let gate = health::StartGate::new(&id);
+            if let Err(e) = d.start_container(&id).await {
+                // Already running: a restarted agent's adopted container, whose health is looked at again.
+                if health::health_of(&d.docker, &id).await == health::Health::NotRunning {
+                    return Err(ExecError::Failed(e));
+                }
+            }
+            if !gate.until_healthy(&d.docker).await {
                 d.stop_container(&id, grace).await;
                 return Err(ExecError::Failed(health::UNHEALTHY.into()));
             }
@@ -685,13 +688,20 @@ impl Executor for DockerExecutor {
         async move {
             match handle {
                 // A container that turns unhealthy is stopped, and its task fails.
-                Handle::Container { container_id } => tokio::select! {
-                    exit = d.wait_container(&container_id) => exit,
-                    () = health::until_unhealthy(&d.docker, &container_id) => {
-                        d.stop_container(&container_id, DEFAULT_STOP_GRACE).await;
-                        Exit::Lost(health::UNHEALTHY.into())
+                Handle::Container { container_id } => {
+                    let exit = tokio::select! {
+                        exit = d.wait_container(&container_id) => exit,
+                        () = health::until_unhealthy(&d.docker, &container_id) => {
+                            health::stop_unhealthy(&d.docker, &container_id).await;
+                            Exit::Lost(health::UNHEALTHY.into())
+                        }
+                    };
+                    // Its addresses are free once it ended: its sandbox goes.
+                    if let Some(sb) = crate::sandbox::of_container(&d.docker, &container_id).await {
+                        crate::sandbox::remove(&d.docker, &sb).await;
                     }
-                },
+                    exit
+                }
                 Handle::Process(_) => Exit::Lost("task: a process, but this agent runs containers".into()),
             }
         }
@@ -702,6 +712,7 @@ impl Executor for DockerExecutor {
         let d = self.clone();
         async move {
             if let Handle::Container { container_id } = handle {
+                health::stop_asked(&container_id);
                 d.stop_container(&container_id, grace).await;
             }
         }
@@ -710,16 +721,34 @@ impl Executor for DockerExecutor {
 
     fn remove(&self, task: &Task) -> BoxFuture<'static, ()> {
         let (d, name, id) = (self.clone(), container_name(task), task.meta.id.clone());
+        let sandbox = crate::sandbox::sandbox_name(task);
         async move {
             d.remove_container(&name).await;
             d.files.remove(&id);
+            if let Some((net, _)) = &d.net {
+                crate::sandbox::remove(&d.docker, &sandbox).await;
+                net.detach(&id).await;
+            }
         }
         .boxed()
     }
 
     fn find(&self) -> BoxFuture<'static, Result<Vec<Found>, String>> {
         let d = self.clone();
-        async move { d.own_containers().await }.boxed()
+        async move {
+            let found = d.own_containers().await?;
+            // Sandboxes whose task container is not running (left by a
+            // crash between the two, or by a task that ended meanwhile) go.
+            if d.net.is_some() {
+                for (id, task_id, _) in crate::sandbox::list(&d.docker, &d.node_id).await? {
+                    if !found.iter().any(|f| f.task_id == task_id && f.running) {
+                        crate::sandbox::remove(&d.docker, &id).await;
+                    }
+                }
+            }
+            Ok(found)
+        }
+        .boxed()
     }
 
     fn discard(&self, found: Found) -> BoxFuture<'static, ()> {
@@ -744,174 +773,4 @@ impl Executor for DockerExecutor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_shared::model::{Annotations, ContainerSpec, Mount as ModelMount, MountType, TaskSpec};
-
-    fn task() -> Task {
-        let mut t = Task::new(
-            "t0000000000000000000000001",
-            "s1",
-            TaskSpec {
-                container_spec: Some(ContainerSpec {
-                    image: "busybox".into(),
-                    command: vec!["ping".into()],
-                    args: vec!["127.0.0.1".into()],
-                    hosts: vec!["10.0.0.1 db cache".into()],
-                    mounts: vec![ModelMount {
-                        kind: MountType::Volume,
-                        source: "data".into(),
-                        target: "/data".into(),
-                        read_only: true,
-                        ..serde_json::from_value(json!({"Type": "volume"})).unwrap()
-                    }],
-                    ..ContainerSpec::default()
-                }),
-                ..TaskSpec::default()
-            },
-        );
-        t.slot = Some(3);
-        t.service_annotations = Some(Annotations {
-            name: "web".into(),
-            ..Annotations::default()
-        });
-        t
-    }
-
-    #[test]
-    fn containers_are_named_and_labelled_as_swarm_does() {
-        let t = task();
-        assert_eq!(container_name(&t), "web.3.t0000000000000000000000001");
-        let mut g = t.clone();
-        g.slot = None;
-        g.node_id = "n1".into();
-        assert_eq!(container_name(&g), "web.n1.t0000000000000000000000001");
-        let body = container_config(&t, "n1", "busybox").unwrap();
-        let labels = body.labels.unwrap();
-        assert_eq!(labels[LABEL_SERVICE_NAME], "web");
-        assert_eq!(labels[LABEL_TASK_NAME], "web.3.t0000000000000000000000001");
-        assert_eq!(labels[LABEL_NODE_ID], "n1");
-        assert_eq!(body.entrypoint, Some(vec!["ping".to_string()]));
-        assert_eq!(body.cmd, Some(vec!["127.0.0.1".to_string()]));
-        let hc = body.host_config.unwrap();
-        assert_eq!(
-            hc.extra_hosts,
-            Some(vec!["db:10.0.0.1".to_string(), "cache:10.0.0.1".to_string()])
-        );
-        let m = &hc.mounts.unwrap()[0];
-        assert_eq!(m.typ, Some(bollard::models::MountType::VOLUME));
-        assert_eq!((m.source.as_deref(), m.read_only), (Some("data"), Some(true)));
-    }
-
-    #[test]
-    fn security_and_kernel_fields_reach_the_container() {
-        let mut t = task();
-        let spec: ContainerSpec = serde_json::from_value(json!({
-            "Image": "busybox", "CapabilityAdd": ["CAP_NET_ADMIN"], "CapabilityDrop": ["CAP_MKNOD"],
-            "Sysctls": {"net.core.somaxconn": "1024"}, "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}],
-            "OomScoreAdj": 7,
-            "Privileges": {"NoNewPrivileges": true, "Seccomp": {"Mode": "custom", "Profile": "eyJhIjoxfQ=="},
-                           "AppArmor": {"Mode": "disabled"}, "SELinuxContext": {"User": "u", "Level": "s0"}}
-        }))
-        .unwrap();
-        t.spec.container_spec = Some(spec);
-        t.spec.resources = serde_json::from_value(json!({"Limits": {"Pids": 50}})).unwrap();
-        let hc = container_config(&t, "n1", "busybox").unwrap().host_config.unwrap();
-        assert_eq!(hc.cap_add, Some(vec!["CAP_NET_ADMIN".to_string()]));
-        assert_eq!(hc.cap_drop, Some(vec!["CAP_MKNOD".to_string()]));
-        assert_eq!(hc.sysctls.unwrap()["net.core.somaxconn"], "1024");
-        let u = &hc.ulimits.unwrap()[0];
-        assert_eq!(
-            (u.name.as_deref(), u.soft, u.hard),
-            (Some("nofile"), Some(10), Some(20))
-        );
-        assert_eq!((hc.oom_score_adj, hc.pids_limit), (Some(7), Some(50)));
-        assert_eq!(
-            hc.security_opt.unwrap(),
-            [
-                "no-new-privileges=true",
-                "label=user:u",
-                "label=level:s0",
-                r#"seccomp={"a":1}"#,
-                "apparmor=unconfined"
-            ]
-        );
-    }
-
-    #[test]
-    fn registry_auth_headers_decode_in_either_alphabet() {
-        let json = r#"{"username":"u","password":"p?>","serveraddress":"127.0.0.1:5000"}"#;
-        for engine in [
-            &base64::engine::general_purpose::URL_SAFE,
-            &base64::engine::general_purpose::STANDARD,
-        ] {
-            let c = decode_registry_auth(&engine.encode(json)).unwrap();
-            assert_eq!(c.username.as_deref(), Some("u"));
-            assert_eq!(c.password.as_deref(), Some("p?>"));
-            assert_eq!(c.serveraddress.as_deref(), Some("127.0.0.1:5000"));
-        }
-        assert!(decode_registry_auth("e30=").is_none(), "{{}} carries no credentials");
-        assert!(decode_registry_auth("not base64!").is_none());
-    }
-
-    /// Removes the named containers when dropped (also when the test fails).
-    struct Remove(Vec<String>);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", "-v"])
-                .args(&self.0)
-                .env_remove("DOCKER_HOST")
-                .output();
-        }
-    }
-
-    /// Two nodes on one engine (as the dev cluster's node containers are):
-    /// each executor finds only its own node's task containers, so a
-    /// restarted agent never adopts or removes another node's task. Needs
-    /// the machine's engine and the local busybox image (ops/build-image).
-    #[tokio::test]
-    async fn an_executor_finds_only_its_own_nodes_containers_on_a_shared_engine() {
-        if !std::path::Path::new("/var/run/docker.sock").exists() {
-            eprintln!("SKIPPED: no Docker Engine at /var/run/docker.sock");
-            return;
-        }
-        let run = std::process::id();
-        let nodes = [format!("adopt-a-{run}"), format!("adopt-b-{run}")];
-        let tasks = [format!("ta{run}"), format!("tb{run}")];
-        let names: Vec<String> = tasks.iter().map(|t| format!("adopt-test-{t}")).collect();
-        let _cleanup = Remove(names.clone());
-        let mut executors = Vec::new();
-        for ((node, task_id), name) in nodes.iter().zip(&tasks).zip(&names) {
-            let exec = DockerExecutor::connect(
-                node,
-                Arc::new(Files::new(std::env::temp_dir().join(format!("shoal-files-{node}")))),
-            )
-            .await
-            .expect("engine");
-            let mut t = task();
-            t.meta.id = task_id.clone();
-            t.node_id = node.clone();
-            let body = container_config(&t, node, "busybox:latest").unwrap();
-            let options = CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            };
-            exec.docker
-                .create_container(Some(options), body)
-                .await
-                .unwrap_or_else(|e| panic!("create {name} (busybox:latest built? ops/build-image): {e}"));
-            executors.push(exec);
-        }
-        for (exec, task_id) in executors.iter().zip(&tasks) {
-            let found = exec.own_containers().await.expect("list");
-            let ids: Vec<&str> = found.iter().map(|f| f.task_id.as_str()).collect();
-            assert_eq!(
-                ids,
-                [task_id.as_str()],
-                "node {}'s executor found {ids:?}",
-                exec.node_id
-            );
-        }
-    }
-}
+mod tests;

@@ -9,7 +9,41 @@ use shoal_shared::dispatch::{ImageAnswer, ImageQuery};
 use shoal_shared::envelope::{self, Reply};
 use shoal_shared::{subjects, ShoalError};
 
+use base64::Engine as _;
+use bollard::auth::DockerCredentials;
+use serde_json::Value;
+
 use crate::docker::DockerExecutor;
+
+/// Decodes an `X-Registry-Auth` value (base64url or base64 of a JSON auth config).
+pub fn decode_registry_auth(header: &str) -> Option<DockerCredentials> {
+    let header = header.trim();
+    let bytes = [
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+    ]
+    .iter()
+    .find_map(|e| e.decode(header).ok())?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let creds = DockerCredentials {
+        username: s("username"),
+        password: s("password"),
+        auth: s("auth"),
+        email: s("email"),
+        serveraddress: s("serveraddress"),
+        identitytoken: s("identitytoken"),
+        registrytoken: s("registrytoken"),
+    };
+    (creds != DockerCredentials::default()).then_some(creds)
+}
 
 /// Subscribes and answers in the background for as long as the connection lives.
 pub async fn serve(nats: async_nats::Client, node_id: String, docker: Option<DockerExecutor>) -> anyhow::Result<()> {
@@ -43,4 +77,25 @@ pub async fn serve(nats: async_nats::Client, node_id: String, docker: Option<Doc
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_auth_headers_decode_in_either_alphabet() {
+        let json = r#"{"username":"u","password":"p?>","serveraddress":"127.0.0.1:5000"}"#;
+        for engine in [
+            &base64::engine::general_purpose::URL_SAFE,
+            &base64::engine::general_purpose::STANDARD,
+        ] {
+            let c = decode_registry_auth(&engine.encode(json)).unwrap();
+            assert_eq!(c.username.as_deref(), Some("u"));
+            assert_eq!(c.password.as_deref(), Some("p?>"));
+            assert_eq!(c.serveraddress.as_deref(), Some("127.0.0.1:5000"));
+        }
+        assert!(decode_registry_auth("e30=").is_none(), "{{}} carries no credentials");
+        assert!(decode_registry_auth("not base64!").is_none());
+    }
 }

@@ -16,6 +16,8 @@
 //! - [`db`]: the sled task database that lets a restarted agent re-adopt its work;
 //! - [`template`]: Swarm's per-task placeholders in hostname, env and mounts;
 //! - [`logs`]: answers the API's log reads (engine logs, or the process executor's files);
+//! - [`net`]: overlay networks on this host (bridges, VXLAN, task interfaces) from the node's network view;
+//! - [`sandbox`]: docker tasks' network sandboxes;
 //! - [`image`]: answers the API's image lookups from the node's engine;
 //! - [`metrics`]: tasks by phase, executor operation latency, reports sent;
 //! - [`agent`]: the actix actor, a thin shell performing the controller's effects.
@@ -32,7 +34,9 @@ pub mod health;
 pub mod image;
 pub mod logs;
 pub mod metrics;
+pub mod net;
 pub mod process;
+pub mod sandbox;
 pub mod session;
 pub mod template;
 

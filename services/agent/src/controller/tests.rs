@@ -532,3 +532,79 @@ fn a_record_from_before_phases_reads_with_a_derived_phase() {
     ended.status.state = TaskState::Complete;
     assert_eq!(ended.phase(), Phase::Ended);
 }
+
+fn health_checked(desired: TaskState) -> Task {
+    let mut t = task(desired);
+    t.spec.container_spec = Some(shoal_shared::model::ContainerSpec {
+        healthcheck: Some(serde_json::json!({"Test": ["CMD-SHELL", "true"]})),
+        ..Default::default()
+    });
+    t
+}
+
+/// A container start waiting for health is stopped at once (once), not when health is decided.
+#[test]
+fn a_stop_while_a_container_waits_for_health_stops_it_at_once() {
+    let (c, _) = first_assignment(task(TaskState::Running), now());
+    let (c, _) = step(c, Event::Prepared(Ok(Some(container()))), now());
+    assert_eq!(c.phase(), Phase::Starting);
+    let ev = assigned_shutdown(&c);
+    let (c, fx) = step(c, ev, now());
+    let stop = Effect::Stop {
+        handle: container(),
+        grace: grace(),
+    };
+    assert_eq!(fx, std::slice::from_ref(&stop));
+    // Assigned again (or unassigned): no second stop.
+    let ev = assigned_shutdown(&c);
+    let (c, fx) = step(c, ev, now());
+    assert!(fx.is_empty(), "{fx:?}");
+    let (c, fx) = step(c, Event::Unassigned, now());
+    assert!(fx.is_empty(), "{fx:?}");
+    // The start then completes (its wait cut short), and the end is a shutdown.
+    let (c, fx) = step(c, Event::Started(Ok(container())), now());
+    assert_eq!(fx, [Effect::Wait(container()), stop]);
+    let (_, fx) = step(
+        c,
+        Event::Exited {
+            handle: container(),
+            exit: Exit::Code(137),
+        },
+        now(),
+    );
+    assert_eq!(reported(&fx), [TaskState::Shutdown]);
+}
+
+/// A restarted agent does not report a health-gated container running
+/// before it looked at its health: the start waits for health again.
+#[test]
+fn restart_while_a_container_waits_for_health_waits_again() {
+    let (c, _) = first_assignment(health_checked(TaskState::Running), now());
+    let (c, _) = step(c, Event::Prepared(Ok(Some(container()))), now());
+    assert_eq!(c.status.state, TaskState::Starting);
+    let (c, fx) = step(
+        restart(&c),
+        adopted_ev(Some(found(container(), true, true, None))),
+        now(),
+    );
+    assert_eq!(fx, [Effect::Start(Some(container()))]);
+    assert_eq!(c.phase(), Phase::Starting);
+    // Healthy: running.
+    let (ok, fx) = step(c.clone(), Event::Started(Ok(container())), now());
+    assert_eq!(reported(&fx), [TaskState::Running]);
+    assert_eq!(ok.phase(), Phase::Running);
+    // Unhealthy: failed in Docker's words.
+    let (bad, fx) = step(
+        c,
+        Event::Started(Err(ExecError::Failed(crate::health::UNHEALTHY.into()))),
+        now(),
+    );
+    assert_eq!(reported(&fx), [TaskState::Failed]);
+    assert_eq!(bad.status.err, crate::health::UNHEALTHY);
+    // Already reported running: adopted as it is (its wait watches health).
+    let r = running(container());
+    let mut r = restart(&r);
+    r.task = health_checked(TaskState::Running);
+    let (_, fx) = step(r, adopted_ev(Some(found(container(), true, true, None))), now());
+    assert_eq!(fx, [Effect::Wait(container())]);
+}

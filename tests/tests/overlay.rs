@@ -1,0 +1,386 @@
+//! The host side of overlay networks (issue 11 §1) on one host: `shoal up`
+//! with the docker executor and `SHOAL_OVERLAY=true`, two overlay networks,
+//! tasks attached through their network sandboxes. The node's network view
+//! is published by the test itself on `shoal.net.node.<id>` (built from the
+//! tasks' `NetworksAttachments` as the dispatcher will), so this runs
+//! before the dispatcher publishes views.
+//!
+//! The host's own links are made in this machine's network namespace (the
+//! bridges in the agent's overlay namespace); a guard removes them and the
+//! namespace, also on failure.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_shared::netview::{EndpointOwner, EndpointView, NetView, NetworkView, NodeView, OVERLAY_MTU};
+use shoal_shared::{envelope, subjects};
+use shoal_tests::api::Run;
+use shoal_tests::free_port;
+use shoal_tests::up::{docker_at, engine, temp_home, until, Up};
+
+fn json_of(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// `ip -o link` of this machine's namespace.
+fn links() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Deletes the devices named with any of these fragments, and unmounts
+/// the agent's overlay namespace, when dropped (declared before the `Up`,
+/// so after its agent is gone).
+struct Devices(Vec<String>, std::path::PathBuf);
+impl Drop for Devices {
+    fn drop(&mut self) {
+        if mounted(&self.1) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.1).output();
+        }
+        for line in links().lines() {
+            let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) else {
+                continue;
+            };
+            if self.0.iter().any(|f| name.contains(f.as_str())) {
+                let _ = std::process::Command::new("ip").args(["link", "del", name]).output();
+            }
+        }
+    }
+}
+
+/// Whether something is mounted at `path`.
+fn mounted(path: &std::path::Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
+}
+
+/// The view of the only node, from the tasks of `services` as the API shows
+/// them: every network with a task that should run, the host's own address
+/// `.250` on each.
+fn view_of(docker: &dyn Fn(&[&str]) -> Run, node: &str, services: &[&str], version: u64) -> NetView {
+    let mut networks: BTreeMap<String, NetworkView> = BTreeMap::new();
+    let mut endpoints = Vec::new();
+    for svc in services {
+        let r = docker(&["service", "ps", "-q", "--no-trunc", svc]);
+        if r.code != 0 {
+            continue;
+        }
+        for id in r.stdout.split_whitespace() {
+            let r = docker(&["inspect", "--type", "task", id]);
+            if r.code != 0 {
+                continue;
+            }
+            let t = json_of(&r.stdout)[0].clone();
+            if t["DesiredState"] != "running" {
+                continue;
+            }
+            for a in t["NetworksAttachments"].as_array().into_iter().flatten() {
+                let n = &a["Network"];
+                let net_id = n["ID"].as_str().unwrap_or_default().to_string();
+                let ipam = &n["IPAMOptions"]["Configs"][0];
+                let subnet = ipam["Subnet"].as_str().unwrap_or_default().to_string();
+                let vni = n["DriverState"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let Some(addr) = a["Addresses"][0].as_str() else {
+                    continue;
+                };
+                networks.entry(net_id.clone()).or_insert_with(|| NetworkView {
+                    id: net_id.clone(),
+                    name: n["Spec"]["Name"].as_str().unwrap_or_default().into(),
+                    subnet: subnet.clone(),
+                    gateway: ipam["Gateway"].as_str().unwrap_or_default().into(),
+                    vni,
+                    ingress: false,
+                    internal: false,
+                    attachable: false,
+                    mtu: OVERLAY_MTU,
+                });
+                let ip: std::net::Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
+                endpoints.push(EndpointView {
+                    network_id: net_id,
+                    addr: addr.into(),
+                    mac: shoal_shared::model::mac_for_ip(ip),
+                    node_id: node.into(),
+                    owner: EndpointOwner::Task {
+                        task_id: id.into(),
+                        service_id: t["ServiceID"].as_str().unwrap_or_default().into(),
+                        service_name: svc.to_string(),
+                        task_name: id.into(),
+                        slot: t["Slot"].as_u64(),
+                        aliases: vec![],
+                        serving: true,
+                    },
+                });
+            }
+        }
+    }
+    for n in networks.values() {
+        let prefix = n.subnet.rsplit_once('.').map(|(p, _)| p).unwrap_or_default();
+        endpoints.push(EndpointView {
+            network_id: n.id.clone(),
+            addr: format!("{prefix}.250/24"),
+            mac: shoal_shared::model::mac_for_ip(format!("{prefix}.250").parse().unwrap()),
+            node_id: node.into(),
+            owner: EndpointOwner::Node,
+        });
+    }
+    NetView {
+        node_id: node.into(),
+        version,
+        networks: networks.into_values().collect(),
+        endpoints,
+        services: vec![],
+        nodes: vec![NodeView {
+            id: node.into(),
+            addr: "127.0.0.1".into(),
+            ready: true,
+        }],
+    }
+}
+
+/// `GET /` of `ip:80` from inside a container, with busybox `nc` (its
+/// static `wget` crashes on this machine): the body's last line.
+fn http_get(container: &str, ip: &str) -> Result<String, String> {
+    let r = engine(&[
+        "exec",
+        container,
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 80"),
+    ]);
+    match r.code {
+        0 => Ok(r.stdout.lines().last().unwrap_or_default().trim().to_string()),
+        c => Err(format!("exit {c}: {}{}", r.stdout, r.stderr)),
+    }
+}
+
+/// The running task containers of a service: (container name, task address).
+fn web_containers(service: &str) -> Result<Vec<(String, String)>, String> {
+    let r = engine(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    let mut out = Vec::new();
+    for name in r.lines() {
+        let a = engine(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"]);
+        let ip = a
+            .stdout
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .ok_or_else(|| format!("{name} has no eth0 yet: {}{}", a.stdout, a.stderr))?;
+        out.push((name.trim().to_string(), ip.split('/').next().unwrap().to_string()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_behind() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let home = temp_home();
+    let data = home.path().join("data");
+    let ovl_ns = data.join("agent").join("netns").join("overlay");
+    let mut devices = Devices(vec![], ovl_ns.clone());
+    let mut up = Up::start_with_env(
+        home.path(),
+        "overlay",
+        &data,
+        free_port(),
+        "docker",
+        &["--no-init"],
+        &[("SHOAL_OVERLAY", "true")],
+    );
+    up.ready().await;
+    up.docker(&["swarm", "init"]).ok();
+    let nats_url = up
+        .output()
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal up: NATS on ").map(str::to_string))
+        .expect("NATS line");
+    let node = up.node_ids()[0].clone();
+    let r = std::process::id() % 200 + 20;
+    let (sub_a, sub_b) = (format!("10.213.{r}.0/24"), format!("10.214.{r}.0/24"));
+    let net_a = up
+        .docker(&["network", "create", "-d", "overlay", "--subnet", &sub_a, "ovla"])
+        .ok();
+    let net_b = up
+        .docker(&["network", "create", "-d", "overlay", "--subnet", &sub_b, "ovlb"])
+        .ok();
+    let (net_a, net_b) = (net_a.stdout.trim().to_string(), net_b.stdout.trim().to_string());
+    devices
+        .0
+        .extend([net_a[..10].to_lowercase(), net_b[..10].to_lowercase()]);
+
+    // The view, published as the dispatcher will publish it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (stop, up_port, home, node, nats_url) = (
+            stop.clone(),
+            up.port,
+            home.path().to_path_buf(),
+            node.clone(),
+            nats_url.clone(),
+        );
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let nats = async_nats::connect(&nats_url).await.unwrap();
+                let docker = |args: &[&str]| docker_at(&home, up_port, args);
+                let mut version = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    version += 1;
+                    let v = view_of(&docker, &node, &["web", "other"], version);
+                    let _ = nats.publish(subjects::net_view(&node), envelope::encode(&v)).await;
+                    let _ = nats.flush().await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        })
+    };
+
+    let httpd = "echo hi > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "ovla",
+        "--replicas",
+        "2",
+        "busybox:latest",
+        "sh",
+        "-c",
+        httpd,
+    ])
+    .ok();
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "ovlb",
+        "busybox:latest",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+    let web = until("two web tasks with their addresses", || {
+        let w = web_containers("web")?;
+        match w.len() {
+            2 => Ok(w),
+            n => Err(format!("{n} web containers")),
+        }
+    })
+    .await;
+    let other = until("the other task with its address", || {
+        web_containers("other")?
+            .pop()
+            .ok_or_else(|| "no other container".to_string())
+    })
+    .await;
+    let ((c1, ip1), (c2, ip2)) = (web[0].clone(), web[1].clone());
+    assert!(
+        ip1.starts_with(&sub_a[..sub_a.len() - 4]) && ip2.starts_with(&sub_a[..sub_a.len() - 4]),
+        "{web:?}"
+    );
+
+    // Over the bridge, both ways; the other network's task cannot.
+    assert_eq!(http_get(&c1, &ip2), Ok("hi".to_string()), "{c1} -> {ip2}");
+    assert_eq!(http_get(&c2, &ip1), Ok("hi".to_string()), "{c2} -> {ip1}");
+    let off = http_get(&other.0, &ip2);
+    assert!(off.is_err(), "a task of another network reached {ip2}: {off:?}");
+    // Interface and resolver as attached: eth0, MTU 1450, the host's address as DNS.
+    let link = engine(&["exec", &c1, "ip", "-o", "link", "show", "eth0"]).stdout;
+    assert!(link.contains("mtu 1450"), "{link}");
+    let resolv = engine(&["exec", &c1, "cat", "/etc/resolv.conf"]).stdout;
+    let prefix = &sub_a[..sub_a.len() - 5];
+    assert!(resolv.contains(&format!("nameserver {prefix}.250")), "{resolv}");
+    assert!(!resolv.contains("search"), "{resolv}");
+
+    // An agent restart keeps a connection open across it.
+    engine(&["exec", "-d", &c2, "sh", "-c", "sleep 120 | nc -l -p 81 > /tmp/got"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine(&[
+        "exec",
+        "-d",
+        &c1,
+        "sh",
+        "-c",
+        &format!("(echo one; sleep 6; echo two) | nc {ip2} 81"),
+    ]);
+    let agent = up.pid_of("shoal-agent", None).expect("agent pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL).unwrap();
+    until("the agent to be back", || match up.pid_of("shoal-agent", None) {
+        Some(p) if p != agent => Ok(()),
+        _ => Err("not yet".to_string()),
+    })
+    .await;
+    until("both lines through the connection", || {
+        let got = engine(&["exec", &c2, "cat", "/tmp/got"]).stdout;
+        match got.as_str() {
+            "one\ntwo\n" => Ok(()),
+            _ => Err(format!("got {got:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        web_containers("web").unwrap(),
+        web,
+        "the same containers, addresses kept"
+    );
+
+    // Removing the services leaves no device, sandbox, veth or namespace
+    // (the view lists no network any more).
+    up.docker(&["service", "rm", "web", "other"]).ok();
+    until("no shoal devices of the test left", || {
+        let l = links();
+        let left: Vec<&str> = l
+            .lines()
+            .filter(|line| {
+                [&net_a[..10], &net_b[..10]]
+                    .iter()
+                    .any(|f| line.contains(&f.to_lowercase()))
+                    || line.contains(": shlt")
+            })
+            .collect();
+        let sandboxes = up.containers("{{.Names}}");
+        let ns = mounted(&ovl_ns);
+        match (left.is_empty(), sandboxes.is_empty(), ns) {
+            (true, true, false) => Ok(()),
+            _ => Err(format!(
+                "devices {left:?}, containers {sandboxes:?}, overlay namespace mounted: {ns}"
+            )),
+        }
+    })
+    .await;
+    up.docker(&["network", "rm", "ovla", "ovlb"]).ok();
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+}
