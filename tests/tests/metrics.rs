@@ -85,7 +85,15 @@ async fn prometheus_scrapes_every_process_of_shoal_up() {
     let names: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["raft-store", "scheduler", "dispatcher", "api", "agent", "dns"],
+        [
+            "raft-store",
+            "scheduler",
+            "dispatcher",
+            "api",
+            "agent",
+            "dns",
+            "ingress"
+        ],
         "{}",
         up.output()
     );

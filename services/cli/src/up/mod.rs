@@ -1,7 +1,7 @@
 //! `shoal up`: a whole manager node on this machine, in the foreground.
 //!
 //! Starts `nats-server` and every shoal process of a manager node
-//! (raft-store, scheduler, dispatcher, api, agent, dns, plus `--extra-agents`
+//! (raft-store, scheduler, dispatcher, api, agent, dns, ingress, plus `--extra-agents`
 //! agents with their own node names, IDs and data dirs) as supervised
 //! children: a child that dies is restarted with exponential backoff (0.5 s
 //! doubling to 30 s, reset after it ran 60 s), each child's output goes to
@@ -189,6 +189,7 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
         "shoal-api",
         "shoal-agent",
         "shoal-dns",
+        "shoal-ingress",
     ];
     let missing: Vec<&str> = names.iter().copied().filter(|n| !bin_dir.join(n).is_file()).collect();
     if !missing.is_empty() {
@@ -276,6 +277,10 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
     let mut dns_args = os(&["--node-id", &node_id, "--nats-url", &nats_url]);
     dns_args.extend(metrics_arg("dns")?);
     children.push(Child::new("dns", &bin("shoal-dns"), dns_args, 0, &logs));
+    // The routing mesh: the host's published ports on every address, as Docker's.
+    let mut ingress_args = os(&["--node-id", &node_id, "--nats-url", &nats_url]);
+    ingress_args.extend(metrics_arg("ingress")?);
+    children.push(Child::new("ingress", &bin("shoal-ingress"), ingress_args, 0, &logs));
     for i in 2..args.extra_agents.saturating_add(2) {
         // Its own node: a distinct name, and a node ID the agent keeps in its own data dir.
         let name = format!("{hostname}-{i}");
