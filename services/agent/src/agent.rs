@@ -595,6 +595,9 @@ pub async fn start(config: &crate::Config, nats: async_nats::Client) -> anyhow::
             .filter(|ip| !ip.is_empty())
             .unwrap_or_else(|| "127.0.0.1".into())
     });
+    if config.advertise_ip().is_none() && addr.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback()) {
+        tracing::info!(%addr, "agent: a loopback underlay address (NATS is local): fine on one host; with several, set --advertise-addr / SHOAL_ADVERTISE_ADDR or other hosts' overlay traffic cannot reach this one");
+    }
     let (executor, engine, facts): (Arc<dyn Executor>, _, _) = match config.executor {
         ExecutorKind::Process => (
             Arc::new(ProcessExecutor::with_logs(
