@@ -500,17 +500,11 @@ async fn an_auto_assigned_published_port_survives_updates() {
 
 /// Asks the acting dispatcher for a node's network view.
 async fn view_of(nats: &async_nats::Client, node: &str) -> Result<NetView, String> {
-    let req = shoal_shared::envelope::encode(&NetViewRequest { node_id: node.into() });
-    let msg = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        nats.request(shoal_shared::subjects::net_requests(), req),
-    )
-    .await
-    .map_err(|_| "no answer".to_string())?
-    .map_err(|e| e.to_string())?;
-    let reply: shoal_shared::envelope::Reply<NetView> =
-        shoal_shared::envelope::decode(&msg.payload).map_err(|e| e.to_string())?;
-    reply.into_result().map_err(|e| e.to_string())
+    let req = NetViewRequest { node_id: node.into() };
+    let subject = shoal_shared::subjects::net_requests();
+    shoal_shared::envelope::request(nats, subject, &req, std::time::Duration::from_secs(2))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The task endpoints of a view on a network: (address, task name, serving).

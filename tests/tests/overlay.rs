@@ -128,11 +128,7 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
     );
     up.ready().await;
     up.docker(&["swarm", "init"]).ok();
-    let nats_url = up
-        .output()
-        .lines()
-        .find_map(|l| l.strip_prefix("shoal up: NATS on ").map(str::to_string))
-        .expect("NATS line");
+    let nats_url = up.nats_url();
     let node = up.node_ids()[0].clone();
     let r = std::process::id() % 200 + 20;
     let (sub_a, sub_b) = (format!("10.213.{r}.0/24"), format!("10.214.{r}.0/24"));
