@@ -113,6 +113,17 @@ fn all_once(s: &Seen, ids: usize) -> Result<(), String> {
     }
 }
 
+/// `<prefix> | <id> <rest>` lines of both streams: each id's `<rest>`s.
+fn last_lines(stdout: &str, stderr: &str) -> BTreeMap<String, Vec<String>> {
+    let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in stdout.lines().chain(stderr.lines()) {
+        let (_, body) = l.split_once(" | ").unwrap_or_else(|| panic!("no context: {l}"));
+        let (id, rest) = body.trim().split_once(' ').unwrap_or_else(|| panic!("{l}"));
+        by_id.entry(id.to_string()).or_default().push(rest.to_string());
+    }
+    by_id
+}
+
 async fn until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
     eventually(CONVERGE, what, || {
         let r = check();
@@ -142,7 +153,16 @@ fn task_ids(up: &Up, service: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn follow_sees_every_line_once_across_a_scale_up(up: &Up) {
+/// How `--tail N` counts: over a task's log of both streams in the order it
+/// was logged (the engine's, as Docker's does), or from the end of each
+/// stream (the process executor's files carry no shared order).
+#[derive(Clone, Copy, PartialEq)]
+enum Tail {
+    Merged,
+    PerStream,
+}
+
+async fn follow_sees_every_line_once_across_a_scale_up(up: &Up, tail: Tail) {
     let cmd = numbers_command();
     up.docker(&[
         "service",
@@ -193,36 +213,54 @@ async fn follow_sees_every_line_once_across_a_scale_up(up: &Up) {
     // Without -f: everything there is, then the command ends.
     let r = up.docker(&["service", "logs", "numbers"]).ok();
     all_once(&seen(&r.stdout), 4).unwrap();
-    // --tail counts per task; --no-task-ids drops the ID from the prefix.
+    // --tail counts per task. Merged (the engine's log, as Docker's does):
+    // a task's last two lines are two of its `start` (stderr) and its last
+    // numbers; which two depends on when the engine's stderr copier read
+    // `start`, so both streams count. Per stream: the last two numbers and
+    // the `start`. --no-task-ids drops the ID from the prefix.
+    let per_task = |n: usize| match tail {
+        Tail::Merged => n,
+        Tail::PerStream => n + 1,
+    };
     let r = up
         .docker(&["service", "logs", "--tail", "2", "--no-task-ids", "numbers"])
         .ok();
-    let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines.len(), 8, "{}", r.stdout);
-    for l in &lines {
-        let (prefix, body) = l.split_once(" | ").unwrap();
-        let n: u64 = body.split(' ').nth(1).unwrap().trim().parse().unwrap();
-        assert!(n >= LINES - 2, "{l}");
-        let name = prefix.split('@').next().unwrap();
+    let tails = last_lines(&r.stdout, &r.stderr);
+    assert_eq!(tails.len(), 4, "{tails:?}");
+    for (id, lines) in &tails {
+        assert_eq!(lines.len(), per_task(2), "{id}: {lines:?}");
+        for l in lines {
+            assert!(
+                l == "start" || l.parse::<u64>().is_ok_and(|n| n >= LINES - 2),
+                "{id}: {l}"
+            );
+        }
+    }
+    for l in r.stdout.lines().chain(r.stderr.lines()) {
+        let name = l.split('@').next().unwrap();
         assert!(name.starts_with("numbers.") && name.matches('.').count() == 1, "{l}");
     }
     // --raw: no context; --timestamps: RFC 3339 with nine digits first.
     let r = up
         .docker(&["service", "logs", "--raw", "--timestamps", "--tail", "1", "numbers"])
         .ok();
-    let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    let lines: Vec<&str> = r.stdout.lines().chain(r.stderr.lines()).collect();
+    assert_eq!(lines.len(), 4 * per_task(1), "{}{}", r.stdout, r.stderr);
     for l in lines {
         let (ts, body) = l.split_once(' ').unwrap();
         let fixed = ts.len() == 30 && &ts[10..11] == "T" && &ts[19..20] == "." && ts.ends_with('Z');
         assert!(fixed, "{l}");
-        assert!(body.ends_with(&format!(" {}", LINES - 1)), "{l}");
+        assert!(
+            body.ends_with(&format!(" {}", LINES - 1)) || body.ends_with(" start"),
+            "{l}"
+        );
     }
     // --details keeps the context out of the prefix and shows the rest (none here).
     let r = up
         .docker(&["service", "logs", "--details", "--tail", "1", "numbers"])
         .ok();
-    assert_eq!(r.stdout.lines().count(), 4, "{}", r.stdout);
+    let n = r.stdout.lines().count() + r.stderr.lines().count();
+    assert_eq!(n, 4 * per_task(1), "{}{}", r.stdout, r.stderr);
     // One task by its ID.
     let (tid, tname) = tasks[0].clone();
     let r = up.docker(&["service", "logs", &tid]).ok();
@@ -243,14 +281,14 @@ async fn follow_sees_every_line_once_across_a_scale_up(up: &Up) {
 async fn docker_executor_service_logs_follow_every_line_once() {
     let home = temp_home();
     let up = start(home.path(), "docker").await;
-    follow_sees_every_line_once_across_a_scale_up(&up).await;
+    follow_sees_every_line_once_across_a_scale_up(&up, Tail::Merged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_executor_service_logs_follow_every_line_once() {
     let home = temp_home();
     let up = start(home.path(), "process").await;
-    follow_sees_every_line_once_across_a_scale_up(&up).await;
+    follow_sees_every_line_once_across_a_scale_up(&up, Tail::PerStream).await;
     // The output lives in one directory per task, removed with the task.
     let task_dirs = || -> usize {
         let agents = std::fs::read_dir(&up.data).unwrap().flatten().map(|e| e.path());
