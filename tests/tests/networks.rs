@@ -654,3 +654,105 @@ async fn each_host_is_sent_the_view_of_its_networks() {
     }
     up.terminate().await;
 }
+
+/// Continues a stopped process when dropped (also when the test fails).
+struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    fn stop(pid: i32) -> Stopped {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// docker-py's `test_update_retains_networks` (marked flaky there, as Swarm
+/// refuses it when its allocator wrote the service in between): an update
+/// naming the version the client read, from before the scheduler gave the
+/// service its VIP, goes in; one that did not read the current spec is
+/// still "out of sequence".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_not_out_of_sequence_for_the_schedulers_own_writes() {
+    let home = temp_home();
+    let mut up = start(home.path(), "sequence");
+    up.ready().await;
+    up.docker(&["swarm", "init"]).ok();
+    up.docker(&["network", "create", "-d", "overlay", "front"]).ok();
+    let front = allocated(&up, "front").await["Id"].as_str().unwrap().to_string();
+
+    // The scheduler holds still while the service is created: its version
+    // is then the spec's.
+    let scheduler = up.pid_of("shoal-scheduler", None).expect("shoal up's scheduler");
+    let held = Stopped::stop(scheduler);
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "seq",
+        "--network",
+        "front",
+        "busybox",
+        "sleep",
+        "3600",
+    ])
+    .ok();
+    let created = inspect(&up, &["service", "inspect", "seq"]).unwrap();
+    let read = created["Version"]["Index"].as_u64().unwrap();
+    assert!(created["Endpoint"]["VirtualIPs"].is_null(), "{}", created["Endpoint"]);
+    drop(held);
+    let vips = vips(&up, "seq", &[&front]).await;
+    let allocated_at = inspect(&up, &["service", "inspect", "seq"]).unwrap()["Version"]["Index"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        allocated_at > read,
+        "the scheduler wrote the service: {allocated_at} > {read}"
+    );
+
+    let update = |version: u64, cmd: &str| {
+        let mut spec = created["Spec"].clone();
+        spec["TaskTemplate"]["ContainerSpec"]["Args"] = json!(["sleep", cmd]);
+        raw_request(
+            up.port,
+            "POST",
+            &format!("/v1.41/services/seq/update?version={version}"),
+            Some(spec.to_string().as_bytes()),
+            &[("Content-Type", "application/json")],
+        )
+        .unwrap()
+    };
+    let r = update(read, "600");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = inspect(&up, &["service", "inspect", "seq"]).unwrap();
+    assert_eq!(
+        s["Spec"]["TaskTemplate"]["ContainerSpec"]["Args"],
+        json!(["sleep", "600"])
+    );
+    assert_eq!(
+        s["Spec"]["TaskTemplate"]["Networks"][0]["Target"],
+        created["Spec"]["TaskTemplate"]["Networks"][0]["Target"]
+    );
+    assert!(s.get("SpecVersion").is_none(), "not shown: {s}");
+    let kept = s["Endpoint"]["VirtualIPs"].as_array().unwrap();
+    assert_eq!(kept[0]["Addr"], json!(vips[0].1), "the VIP stays");
+
+    // The spec changed after those versions were read: refused, in Swarm's words.
+    for stale in [read, allocated_at] {
+        let r = update(stale, "900");
+        assert_eq!(r.status, 500, "{stale}: {}", r.body);
+        assert!(r.body.contains("update out of sequence"), "{}", r.body);
+    }
+    let s = inspect(&up, &["service", "inspect", "seq"]).unwrap();
+    assert_eq!(
+        s["Spec"]["TaskTemplate"]["ContainerSpec"]["Args"],
+        json!(["sleep", "600"])
+    );
+    up.docker(&["service", "rm", "seq"]).ok();
+}

@@ -166,6 +166,7 @@ impl<'a> Work<'a> {
     pub fn set_service(&mut self, sid: &str, change: ServiceChange, f: impl FnOnce(&mut Service)) {
         let mut svc = self.service(sid).clone();
         f(&mut svc);
+        svc.keep_spec_version(&self.snap.services[sid]);
         self.services.insert(sid.to_string(), svc);
         self.intents.push(Intent::ServiceStatus {
             service: sid.to_string(),

@@ -730,6 +730,13 @@ pub struct Service {
     /// Set for a job only.
     #[serde(rename = "JobStatus", default, skip_serializing_if = "Option::is_none")]
     pub job_status: Option<JobStatus>,
+    /// The `Version.Index` at which the spec was last written, when a write
+    /// since then left it alone (the scheduler's VIPs, rollout and job
+    /// status); 0 when the last write set the spec. An update that names any
+    /// version from there on read the current spec, so those writes don't
+    /// make it "out of sequence". Kept in the store; the API doesn't show it.
+    #[serde(rename = "SpecVersion", default, skip_serializing_if = "crate::model::is_zero_u64")]
+    pub spec_version: u64,
 }
 
 impl Service {
@@ -742,7 +749,31 @@ impl Service {
             update_status: None,
             service_status: None,
             job_status: None,
+            spec_version: 0,
         }
+    }
+
+    /// The version at which the current spec was written (see `spec_version`).
+    pub fn spec_written_at(&self) -> u64 {
+        match self.spec_version {
+            0 => self.meta.version.index,
+            v => v,
+        }
+    }
+
+    /// Whether an update naming `version` read the current spec: the
+    /// current version, or one since the spec was last written.
+    pub fn read_current_spec(&self, version: u64) -> bool {
+        (self.spec_written_at()..=self.meta.version.index).contains(&version)
+    }
+
+    /// Before writing `self` over `stored`: keeps where the spec was written
+    /// when the spec is unchanged, else marks this write as the spec's.
+    pub fn keep_spec_version(&mut self, stored: &Service) {
+        self.spec_version = match self.spec == stored.spec {
+            true => stored.spec_written_at(),
+            false => 0,
+        };
     }
 
     /// The current job iteration (0 for a job without a status yet, `None`

@@ -214,3 +214,34 @@ fn env_map_splits_on_first_equals() {
     assert_eq!(m.get("B").map(String::as_str), Some(""));
     assert_eq!(m.get("C").map(String::as_str), Some("x=y"));
 }
+
+#[test]
+fn writes_that_keep_the_spec_keep_the_version_updates_may_name() {
+    // Written by a user at 10: only 10 reads the current spec.
+    let mut stored = Service::new("s1", web_spec());
+    stored.meta.version = Version { index: 10 };
+    assert!(stored.read_current_spec(10));
+    assert!(!stored.read_current_spec(9));
+    // The scheduler writes its VIP (stored at 14): 10 through 14 read this spec.
+    let mut next = stored.clone();
+    next.endpoint = Some(Endpoint::default());
+    next.keep_spec_version(&stored);
+    next.meta.version = Version { index: 14 };
+    assert_eq!(next.spec_written_at(), 10);
+    assert!(next.read_current_spec(10) && next.read_current_spec(14));
+    assert!(!next.read_current_spec(9) && !next.read_current_spec(15));
+    // Another such write keeps 10; a rollback writes the spec anew.
+    let mut again = next.clone();
+    again.keep_spec_version(&next);
+    again.meta.version = Version { index: 20 };
+    assert_eq!(again.spec_written_at(), 10);
+    let mut rolled = again.clone();
+    rolled.spec.labels.clear();
+    rolled.keep_spec_version(&again);
+    rolled.meta.version = Version { index: 25 };
+    assert_eq!(rolled.spec_written_at(), 25);
+    assert!(!rolled.read_current_spec(20));
+    // Kept in the store's record.
+    let back = Service::from_record(&again.to_record().unwrap()).unwrap();
+    assert_eq!(back.spec_version, 10);
+}
