@@ -267,3 +267,128 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
     .await;
     up.docker(&["network", "rm", "ovla", "ovlb"]).ok();
 }
+
+/// `GET /` of `127.0.0.1:port` from this machine: the body's last line.
+fn http_get_local(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    match body.lines().last().map(str::trim) {
+        Some(l) if !l.is_empty() => Ok(l.to_string()),
+        _ => Err(format!("empty answer: {body:?}")),
+    }
+}
+
+/// The seed's routing mesh on one host: a port published with
+/// `--publish-add` reaches the service's tasks on their `ingress` interface
+/// through `shoal-ingress`, every task in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let home = temp_home();
+    let data = home.path().join("data");
+    let ovl_ns = data.join("agent").join("netns").join("overlay");
+    let mut devices = Devices(vec![], ovl_ns.clone());
+    let mut up = Up::start_with_env(
+        home.path(),
+        "mesh",
+        &data,
+        free_port(),
+        "docker",
+        &["--no-init"],
+        &[("SHOAL_OVERLAY", "true")],
+    );
+    up.ready().await;
+    up.docker(&["swarm", "init"]).ok();
+    let r = std::process::id() % 200 + 20;
+    let sub = format!("10.215.{r}.0/24");
+    let net = up
+        .docker(&["network", "create", "-d", "overlay", "--subnet", &sub, "meshnet"])
+        .ok();
+    let ingress = up.docker(&["network", "inspect", "-f", "{{.Id}}", "ingress"]).ok();
+    devices.0.extend([
+        net.stdout.trim()[..10].to_lowercase(),
+        ingress.stdout.trim()[..10].to_lowercase(),
+    ]);
+    let httpd = "hostname > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "meshweb",
+        "--network",
+        "meshnet",
+        "--replicas",
+        "2",
+        "busybox:latest",
+        "sh",
+        "-c",
+        httpd,
+    ])
+    .ok();
+    until("two web tasks", || match web_containers("meshweb")?.len() {
+        2 => Ok(()),
+        n => Err(format!("{n} containers")),
+    })
+    .await;
+    let port = free_port();
+    let publish = format!("{port}:80");
+    up.docker(&["service", "update", "-d", "--publish-add", &publish, "meshweb"])
+        .ok();
+    // Each rolled task has two interfaces: its network's and ingress's.
+    let names = until("two web tasks on both networks", || {
+        let ps = engine(&[
+            "ps",
+            "--filter",
+            "label=com.docker.swarm.service.name=meshweb",
+            "--format",
+            "{{.Names}}",
+        ]);
+        let names: Vec<String> = ps.lines().iter().map(|s| s.to_string()).collect();
+        let with_two = names
+            .iter()
+            .filter(|n| engine(&["exec", n, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
+            .count();
+        match (names.len(), with_two) {
+            (2, 2) => Ok(names),
+            (n, w) => Err(format!("{n} containers, {w} with eth1")),
+        }
+    })
+    .await;
+    // Every task answers through the published port on this host.
+    let hosts: Vec<String> = names
+        .iter()
+        .map(|n| engine(&["exec", n, "hostname"]).stdout.trim().to_string())
+        .collect();
+    let answered = until("both tasks through the mesh", || {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(http_get_local(port)?);
+        }
+        match seen.len() {
+            2 => Ok(seen),
+            _ => Err(format!("answers {seen:?}")),
+        }
+    })
+    .await;
+    assert_eq!(answered, hosts.into_iter().collect::<std::collections::BTreeSet<_>>());
+    up.docker(&["service", "rm", "meshweb"]).ok();
+    until("the published port closes", || match http_get_local(port) {
+        Err(_) => Ok(()),
+        Ok(a) => Err(format!("still answers {a}")),
+    })
+    .await;
+    up.docker(&["network", "rm", "meshnet"]).ok();
+}

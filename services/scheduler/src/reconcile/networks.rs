@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use shoal_shared::model::{
     Driver, Endpoint, EndpointMode, EndpointVirtualIp, IpamConfig, IpamOptions, Network, NetworkAttachment,
-    NetworkAttachmentConfig, PublishMode, Service, TaskState, DEFAULTS, OVERLAY_DRIVER,
+    NetworkAttachmentConfig, PublishMode, Service, Task, TaskState, DEFAULTS, OVERLAY_DRIVER,
 };
 
 use super::plan::{Intent, ServiceChange};
@@ -205,6 +205,23 @@ fn uses_ingress(s: &Service) -> bool {
     ports
         .into_iter()
         .any(|p| p.publish_mode.unwrap_or_default() == PublishMode::Ingress)
+}
+
+/// Whether the service's tasks must be on `ingress` (it publishes through
+/// the routing mesh and `ingress` exists).
+pub(super) fn wants_ingress(w: &Work, s: &Service) -> bool {
+    uses_ingress(s) && w.snap.networks.values().any(|n| n.spec.ingress)
+}
+
+/// Whether a task's `ingress` attachment is as its service wants it
+/// (`wants`, from [`wants_ingress`]): publishing a port through the routing
+/// mesh, or no longer, needs new tasks, as SwarmKit makes a task dirty when
+/// its endpoint changed. A task not given its addresses yet gets them as the
+/// service is now. Other endpoint changes (a published port's number) roll
+/// nothing: the routing mesh reads them from the service.
+pub(super) fn ingress_as_wanted(t: &Task, wants: bool) -> bool {
+    let unallocated = t.networks_attachments.is_empty() && t.status.state <= TaskState::Pending;
+    unallocated || t.networks_attachments.iter().any(|a| a.network.spec.ingress) == wants
 }
 
 /// The networks a service's tasks attach to, in Docker's order: `ingress`
@@ -755,5 +772,59 @@ mod tests {
         k.set_service("s", |s| s.spec.task_template.networks[0].target = "net-b".into());
         k.pass();
         assert_eq!(vips(&k, "s"), [pair("net-b", "10.0.1.2/24")]);
+    }
+
+    #[test]
+    fn publishing_through_the_mesh_rolls_the_tasks_onto_ingress_and_a_new_port_number_does_not() {
+        let mut k = Kit::new(&["n1"], vec![]);
+        network(&mut k, "ing", "ingress", None, true);
+        network(&mut k, "net-a", "a", None, false);
+        k.pass();
+        let mut web = service("web", Some(2));
+        on(&mut web, "net-a");
+        k.put(&web);
+        k.pass();
+        k.run_all();
+        let on_ingress = |k: &Kit| -> Vec<bool> {
+            k.live("web")
+                .iter()
+                .map(|t| t.networks_attachments.iter().any(|a| a.network.meta.id == "ing"))
+                .collect()
+        };
+        assert_eq!(on_ingress(&k), [false, false]);
+        let publish = |s: &mut Service, port: u64| {
+            s.spec.endpoint_spec = Some(EndpointSpec {
+                ports: vec![
+                    serde_json::from_value(serde_json::json!({"TargetPort": 80, "PublishedPort": port})).unwrap(),
+                ],
+                ..EndpointSpec::default()
+            });
+        };
+        // --publish-add: the running tasks are replaced by tasks on ingress, one at a time.
+        k.set_service("web", |s| publish(s, 8080));
+        for _ in 0..2 {
+            k.pass();
+            k.stop_all();
+            k.pass();
+            k.run_all();
+        }
+        k.pass();
+        assert_eq!(on_ingress(&k), [true, true]);
+        let ids: Vec<String> = k.live("web").iter().map(|t| t.meta.id.clone()).collect();
+        // Another published port number: nothing to roll.
+        k.set_service("web", |s| publish(s, 9090));
+        k.pass();
+        k.pass();
+        assert_eq!(k.live("web").iter().map(|t| t.meta.id.clone()).collect::<Vec<_>>(), ids);
+        // --publish-rm: off ingress again.
+        k.set_service("web", |s| s.spec.endpoint_spec = None);
+        for _ in 0..2 {
+            k.pass();
+            k.stop_all();
+            k.pass();
+            k.run_all();
+        }
+        k.pass();
+        assert_eq!(on_ingress(&k), [false, false]);
     }
 }

@@ -31,7 +31,8 @@ pub(super) fn update(
         DEFAULTS.update_config_of(svc.spec.update_config.as_ref())
     };
     let template = &svc.spec.task_template;
-    let current = |t: &Task| t.spec == *template;
+    let ingress = super::networks::wants_ingress(w, &svc);
+    let current = |t: &Task| t.spec == *template && super::networks::ingress_as_wanted(t, ingress);
 
     // Failures of the new spec since the update started.
     let started = svc.update_status.as_ref().and_then(|u| u.started_at);
