@@ -6,16 +6,17 @@
 //! node containers, which are the hosts' underlay), `tasks.web` resolves to
 //! every task's address and `web` to its VIP through the host's `shoal-dns`,
 //! a service on no shared network does not resolve, and a dnsrr service
-//! resolves to its task's address. Not here yet: VIP traffic, and the
-//! routing mesh across hosts (a `--publish-add` on this cluster did not give
-//! the web task an ingress interface within 180 s; not investigated yet).
+//! resolves to its task's address. Then the routing mesh: after
+//! `--publish-add 8080:80`, port 8080 on every host's address answers from
+//! the web task wherever it runs, and once web has three replicas, one
+//! host's port reaches all three in turn. Not here yet: VIP traffic.
 //!
 //! The cluster is removed when the test ends, also when it fails.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shoal_tests::dev::{poll, DevCluster};
+use shoal_tests::dev::{all_nodes, poll, DevCluster};
 use shoal_tests::up::engine;
 
 const STEP: Duration = Duration::from_secs(180);
@@ -238,4 +239,72 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
         }
     });
     assert!(left.is_subset(&want), "{left:?} of {want:?}");
+
+    // The routing mesh: the published port on every host's address reaches
+    // the one web task, through each host's shoal-ingress and, from the
+    // other hosts, over ingress's VXLAN. Publishing rolls web onto ingress.
+    on_manager(
+        &c,
+        &["service", "update", "--detach", "--publish-add", "8080:80", "web"],
+    );
+    let one = poll(STEP, "the web task on ingress (eth1)", || {
+        let running = c.running_containers("web");
+        let with_eth1: Vec<&String> = running
+            .iter()
+            .map(|(_, id)| id)
+            .filter(|id| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
+            .collect();
+        match (running.len(), with_eth1.as_slice()) {
+            (1, [id]) => Ok(engine(&["exec", id, "hostname"]).stdout.trim().to_string()),
+            _ => Err(format!("{running:?}, {} on ingress", with_eth1.len())),
+        }
+    });
+    for node in all_nodes() {
+        let ip = c.ip(node);
+        let got = poll(STEP, &format!("{node}'s {ip}:8080 to answer"), || {
+            http_get_from_here(&ip, 8080)
+        });
+        assert_eq!(got, one, "{node} forwarded to the web task");
+    }
+    on_manager(&c, &["service", "scale", "--detach", "web=3"]);
+    let names = poll(STEP, "three web tasks on ingress", || {
+        let running = c.running_containers("web");
+        let names: BTreeSet<String> = running
+            .iter()
+            .filter(|(_, id)| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
+            .map(|(_, id)| engine(&["exec", id, "hostname"]).stdout.trim().to_string())
+            .collect();
+        match names.len() {
+            3 => Ok(names),
+            n => Err(format!("{n} of {} on ingress", running.len())),
+        }
+    });
+    let ip = c.ip(all_nodes()[0]);
+    poll(STEP, "one host's port to reach all three web tasks", || {
+        let mut seen = BTreeSet::new();
+        for _ in 0..9 {
+            seen.insert(http_get_from_here(&ip, 8080)?);
+        }
+        match seen == names {
+            true => Ok(()),
+            false => Err(format!("{seen:?}, want {names:?}")),
+        }
+    });
+}
+
+/// `GET /` of `ip:port` from this machine (the dev cluster's hosts are on
+/// a network of this machine's engine): the body's last line.
+fn http_get_from_here(ip: &str, port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().map_err(|e| format!("{e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    match body.lines().last().map(str::trim) {
+        Some(l) if !l.is_empty() => Ok(l.to_string()),
+        _ => Err(format!("empty answer: {body:?}")),
+    }
 }

@@ -45,7 +45,11 @@ impl Config {
     /// Checks everything and reports every problem at once.
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Problems::default();
-        self.nats.validate(&mut p);
+        // A joining host's NATS URLs come from its join (a worker has no
+        // NATS server of its own: SHOAL_NATS_URL=none), as for the agent.
+        if self.swarm_dir.is_none() {
+            self.nats.validate(&mut p);
+        }
         self.metrics.validate(&mut p);
         if self.node_id.is_empty() && self.swarm_dir.is_none() {
             p.push("--node-id / SHOAL_NODE_ID: required (this host's node ID) unless --swarm-dir is given");
@@ -96,5 +100,14 @@ mod tests {
             assert!(msg.contains(needle), "{needle} missing from {msg}");
         }
         Config::for_test("nats://127.0.0.1:4222", "n1").validate().unwrap();
+    }
+
+    #[test]
+    fn a_joining_host_needs_no_nats_url_of_its_own() {
+        // A worker's shoal.env says SHOAL_NATS_URL=none; its join gives the URLs.
+        let mut c = Config::for_test("none", "");
+        assert!(c.validate().unwrap_err().contains("none"));
+        c.swarm_dir = Some("/var/lib/shoal/swarm".into());
+        c.validate().unwrap();
     }
 }
