@@ -9,7 +9,9 @@
 //! resolves to its task's address. Then the routing mesh: after
 //! `--publish-add 8080:80`, port 8080 on every host's address answers from
 //! the web task wherever it runs, and once web has three replicas, one
-//! host's port reaches all three in turn. Not here yet: VIP traffic.
+//! host's port reaches all three in turn; a drained host's port still
+//! answers, from the tasks that moved to the other hosts. Not here yet:
+//! VIP traffic.
 //!
 //! The cluster is removed when the test ends, also when it fails.
 
@@ -280,16 +282,44 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
         }
     });
     let ip = c.ip(all_nodes()[0]);
-    poll(STEP, "one host's port to reach all three web tasks", || {
+    let all_answers = |ip: &str, want: &BTreeSet<String>| {
         let mut seen = BTreeSet::new();
         for _ in 0..9 {
-            seen.insert(http_get_from_here(&ip, 8080)?);
+            seen.insert(http_get_from_here(ip, 8080)?);
         }
-        match seen == names {
+        match seen == *want {
             true => Ok(()),
-            false => Err(format!("{seen:?}, want {names:?}")),
+            false => Err(format!("{seen:?}, want {want:?}")),
+        }
+    };
+    poll(STEP, "one host's port to reach all three web tasks", || {
+        all_answers(&ip, &names)
+    });
+
+    // Drain (the seed's `node update --availability drain`): the host's web
+    // task moves away, and the drained host's port still answers, from
+    // tasks on the other hosts only.
+    let (drained, _) = c.running_containers("web").pop().expect("a web task");
+    let drained_id = c.node_id(&drained);
+    on_manager(&c, &["node", "update", "--availability", "drain", &drained_id]);
+    let moved = poll(STEP, "three web tasks, none on the drained host", || {
+        let running = c.running_containers("web");
+        let names: BTreeSet<String> = running
+            .iter()
+            .filter(|(host, _)| *host != drained)
+            .filter(|(_, id)| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
+            .map(|(_, id)| engine(&["exec", id, "hostname"]).stdout.trim().to_string())
+            .collect();
+        match (running.len(), names.len()) {
+            (3, 3) => Ok(names),
+            (r, n) => Err(format!("{r} running, {n} on ingress elsewhere")),
         }
     });
+    let ip = c.ip(&drained);
+    poll(STEP, "the drained host's port to reach the moved tasks", || {
+        all_answers(&ip, &moved)
+    });
+    on_manager(&c, &["node", "update", "--availability", "active", &drained_id]);
 }
 
 /// `GET /` of `ip:port` from this machine (the dev cluster's hosts are on
