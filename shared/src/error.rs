@@ -29,6 +29,8 @@ pub enum ErrorCode {
     /// An object with this ID already exists.
     AlreadyExists,
     NotFound,
+    /// Something still refers to what the write would remove (`Op::NoneMatch`).
+    InUse,
     InvalidArgument,
     /// A peer or dependency did not answer; try again.
     Unavailable,
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::NameConflict => "name-conflict",
             ErrorCode::AlreadyExists => "already-exists",
             ErrorCode::NotFound => "not-found",
+            ErrorCode::InUse => "in-use",
             ErrorCode::InvalidArgument => "invalid-argument",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",

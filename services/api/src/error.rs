@@ -97,7 +97,8 @@ impl From<ShoalError> for ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::NameConflict | ErrorCode::AlreadyExists => StatusCode::CONFLICT,
             ErrorCode::StaleVersion => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, OUT_OF_SEQUENCE),
-            ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+            // Handlers that remove with a guard say who uses it; this is the fallback.
+            ErrorCode::InvalidArgument | ErrorCode::InUse => StatusCode::BAD_REQUEST,
             ErrorCode::NoQuorum | ErrorCode::NotLeader | ErrorCode::Unavailable => {
                 return ApiError::unavailable(shoal_shared::error::NO_LEADER_MESSAGE)
             }

@@ -563,61 +563,75 @@ pub async fn delete(
         }
         Err(e) => return Err(e),
     };
-    // The ingress network may be removed like any other once no service uses
-    // it (Docker allows it, to recreate it with other options). Refusals are
-    // SwarmKit's words, naming the first service (or task) by ID.
-    let services: Vec<shoal_shared::model::Service> = state.store()?.list(ListFilter::default()).await?;
-    let refuse = |what: String| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("rpc error: code = FailedPrecondition desc = {what}"),
-        )
-    };
-    if n.spec.ingress {
-        let published = |s: &&shoal_shared::model::Service| {
-            s.spec.endpoint_spec.as_ref().is_some_and(|ep| {
-                ep.ports
-                    .iter()
-                    .any(|p| p.publish_mode.unwrap_or_default() == shoal_shared::model::PublishMode::Ingress)
-            })
+    // A service created between the checks below and the removal is caught
+    // by the removal's own guard (no service refers to the network); the
+    // checks then run again and name it.
+    let mut attempts = 0;
+    loop {
+        // The ingress network may be removed like any other once no service uses
+        // it (Docker allows it, to recreate it with other options). Refusals are
+        // SwarmKit's words, naming the first service (or task) by ID.
+        let services: Vec<shoal_shared::model::Service> = state.store()?.list(ListFilter::default()).await?;
+        let refuse = |what: String| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("rpc error: code = FailedPrecondition desc = {what}"),
+            )
         };
-        if let Some(s) = services.iter().find(published) {
-            return Err(refuse(format!(
-                "ingress network cannot be removed because service {} depends on it",
-                s.meta.id
-            )));
+        if n.spec.ingress {
+            let published = |s: &&shoal_shared::model::Service| {
+                s.spec.endpoint_spec.as_ref().is_some_and(|ep| {
+                    ep.ports
+                        .iter()
+                        .any(|p| p.publish_mode.unwrap_or_default() == shoal_shared::model::PublishMode::Ingress)
+                })
+            };
+            if let Some(s) = services.iter().find(published) {
+                return Err(refuse(format!(
+                    "ingress network cannot be removed because service {} depends on it",
+                    s.meta.id
+                )));
+            }
+        } else {
+            let user = services.iter().find(|s| {
+                s.spec
+                    .task_template
+                    .networks
+                    .iter()
+                    .chain(s.spec.networks.iter())
+                    .any(|a| a.target == n.meta.id || a.target == n.spec.name)
+            });
+            if let Some(s) = user {
+                return Err(refuse(format!(
+                    "network {} is in use by service {}",
+                    n.meta.id, s.meta.id
+                )));
+            }
+            // Tasks of a service that left the network may still run on it. A
+            // removed service's tasks are on their way out (the scheduler stops
+            // them on its next pass): they don't hold the network, as in Docker,
+            // whose orchestrator marks them for removal at once.
+            let tasks: Vec<shoal_shared::model::Task> = state.store()?.list(ListFilter::default()).await?;
+            let running = tasks.iter().find(|t| {
+                t.desired_state.wants_run()
+                    && t.status.state <= TaskState::Running
+                    && services.iter().any(|s| s.meta.id == t.service_id)
+                    && t.networks_attachments.iter().any(|a| a.network.meta.id == n.meta.id)
+            });
+            if let Some(t) = running {
+                return Err(refuse(format!("network {} is in use by task {}", n.meta.id, t.meta.id)));
+            }
         }
-    } else {
-        let user = services.iter().find(|s| {
-            s.spec
-                .task_template
-                .networks
-                .iter()
-                .chain(s.spec.networks.iter())
-                .any(|a| a.target == n.meta.id || a.target == n.spec.name)
-        });
-        if let Some(s) = user {
-            return Err(refuse(format!(
-                "network {} is in use by service {}",
-                n.meta.id, s.meta.id
-            )));
-        }
-        // Tasks of a service that left the network may still run on it. A
-        // removed service's tasks are on their way out (the scheduler stops
-        // them on its next pass): they don't hold the network, as in Docker,
-        // whose orchestrator marks them for removal at once.
-        let tasks: Vec<shoal_shared::model::Task> = state.store()?.list(ListFilter::default()).await?;
-        let running = tasks.iter().find(|t| {
-            t.desired_state.wants_run()
-                && t.status.state <= TaskState::Running
-                && services.iter().any(|s| s.meta.id == t.service_id)
-                && t.networks_attachments.iter().any(|a| a.network.meta.id == n.meta.id)
-        });
-        if let Some(t) = running {
-            return Err(refuse(format!("network {} is in use by task {}", n.meta.id, t.meta.id)));
+        let guards = shoal_shared::store::unreferenced(Kind::Network, &n.meta.id, &[Kind::Service]);
+        match state
+            .store()?
+            .delete_guarded(Kind::Network, &n.meta.id, None, guards)
+            .await
+        {
+            Err(e) if e.code == shoal_shared::ErrorCode::InUse && attempts < 3 => attempts += 1,
+            r => break r.map(drop)?,
         }
     }
-    state.store()?.delete(Kind::Network, &n.meta.id, None).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

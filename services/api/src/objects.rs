@@ -473,8 +473,16 @@ pub async fn service_create(state: web::Data<AppState>, req: HttpRequest, body: 
             });
         }
         fill_endpoint(&mut svc);
-        match state.store()?.create(&svc).await {
+        // What the spec refers to must still exist when the service is
+        // written (checked in the same write, not only by the read above).
+        let guards = shoal_shared::store::reference_guards(&svc.references());
+        match state.store()?.create_guarded(&svc, guards).await {
             Ok(c) => break c,
+            Err(e) if e.code == ErrorCode::NotFound => {
+                // Removed since the check: say which, in Docker's words.
+                check_references(&state, &mut spec, None).await?;
+                return Err(e.into());
+            }
             Err(e) if e.code == ErrorCode::NameConflict && generated && attempts < 8 => continue,
             Err(e) if e.code == ErrorCode::NameConflict => {
                 return Err(ApiError::conflict(format!(
@@ -530,8 +538,14 @@ pub async fn service_update(
             false => version,
         };
         let next = update_of(&state, &req, s, new_spec.clone(), rollback).await?;
-        match write_service_update(&state.store()?, next, at).await {
+        match write_service_update(&state.store()?, next.clone(), at).await {
             Err(e) if e.code == ErrorCode::StaleVersion && read_current && attempts < 5 => attempts += 1,
+            Err(e) if e.code == ErrorCode::NotFound && attempts < 5 => {
+                // Something it refers to was removed since the check (or the
+                // service itself): checked again, in Docker's words.
+                attempts += 1;
+                check_references(&state, &mut next.spec.clone(), Some(&next.meta.id)).await?;
+            }
             r => break r.map(drop)?,
         }
     }
@@ -599,7 +613,8 @@ async fn write_service_update(
 ) -> Result<Service, shoal_shared::ShoalError> {
     s.meta.version.index = at;
     s.spec_version = 0;
-    store.update(&s).await
+    let guards = shoal_shared::store::reference_guards(&s.references());
+    store.update_guarded(&s, guards).await
 }
 
 pub async fn service_delete(

@@ -134,6 +134,26 @@ fn users(services: &[Service], kind: Kind, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Removes a secret or config no service uses, in Docker's words when one
+/// does. The removal's own guard catches a service written since the check
+/// (the check then runs again and names it).
+async fn remove_unused(state: &AppState, kind: Kind, id: &str, name: &str) -> ApiResult<()> {
+    let what = if kind == Kind::Secret { "secret" } else { "config" };
+    let mut attempts = 0;
+    loop {
+        let services: Vec<Service> = state.store()?.list(ListFilter::default()).await?;
+        let users = users(&services, kind, id);
+        if !users.is_empty() {
+            return Err(in_use(what, name, &users));
+        }
+        let guards = shoal_shared::store::unreferenced(kind, id, &[Kind::Service]);
+        match state.store()?.delete_guarded(kind, id, None, guards).await {
+            Err(e) if e.code == shoal_shared::ErrorCode::InUse && attempts < 3 => attempts += 1,
+            r => return r.map(drop).map_err(ApiError::from),
+        }
+    }
+}
+
 fn in_use(what: &str, name: &str, users: &[String]) -> ApiError {
     let noun = if users.len() == 1 { "service" } else { "services" };
     invalid(format!(
@@ -218,12 +238,7 @@ pub async fn secret_update(
 
 pub async fn secret_delete(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let s: Secret = crate::objects::find(&state, &path.id, "secret").await?;
-    let services: Vec<Service> = state.store()?.list(ListFilter::default()).await?;
-    let users = users(&services, Kind::Secret, &s.meta.id);
-    if !users.is_empty() {
-        return Err(in_use("secret", &s.spec.name, &users));
-    }
-    state.store()?.delete(Kind::Secret, &s.meta.id, None).await?;
+    remove_unused(&state, Kind::Secret, &s.meta.id, &s.spec.name).await?;
     tracing::info!(secret = %s.meta.id, "secret removed");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -294,12 +309,7 @@ pub async fn config_update(
 
 pub async fn config_delete(state: web::Data<AppState>, path: web::Path<IdPath>, _: Manager) -> ApiResult<HttpResponse> {
     let c: Config = crate::objects::find(&state, &path.id, "config").await?;
-    let services: Vec<Service> = state.store()?.list(ListFilter::default()).await?;
-    let users = users(&services, Kind::Config, &c.meta.id);
-    if !users.is_empty() {
-        return Err(in_use("config", &c.spec.name, &users));
-    }
-    state.store()?.delete(Kind::Config, &c.meta.id, None).await?;
+    remove_unused(&state, Kind::Config, &c.meta.id, &c.spec.name).await?;
     tracing::info!(config = %c.meta.id, "config removed");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -127,34 +127,49 @@ impl StoreClient {
 
     /// Creates one object; returns it as stored (version and times set).
     pub async fn create<T: StoreObject>(&self, obj: &T) -> Result<T, ShoalError> {
-        let out = self
-            .tx(TxRequest::new(vec![Op::Create {
-                record: obj.to_record()?,
-            }]))
-            .await?;
-        first(out)?.decode()
+        self.create_guarded(obj, Vec::new()).await
+    }
+
+    /// Creates one object if the `guards` (`Op::Exists`, `Op::NoneMatch`) hold.
+    pub async fn create_guarded<T: StoreObject>(&self, obj: &T, mut guards: Vec<Op>) -> Result<T, ShoalError> {
+        guards.push(Op::Create {
+            record: obj.to_record()?,
+        });
+        first(self.tx(TxRequest::new(guards)).await?)?.decode()
     }
 
     /// Updates one object; its `Version.Index` must be the one read.
     pub async fn update<T: StoreObject>(&self, obj: &T) -> Result<T, ShoalError> {
-        let out = self
-            .tx(TxRequest::new(vec![Op::Update {
-                record: obj.to_record()?,
-            }]))
-            .await?;
-        first(out)?.decode()
+        self.update_guarded(obj, Vec::new()).await
+    }
+
+    /// Updates one object if the `guards` hold.
+    pub async fn update_guarded<T: StoreObject>(&self, obj: &T, mut guards: Vec<Op>) -> Result<T, ShoalError> {
+        guards.push(Op::Update {
+            record: obj.to_record()?,
+        });
+        first(self.tx(TxRequest::new(guards)).await?)?.decode()
     }
 
     /// Deletes one object (at `version`, when given).
     pub async fn delete(&self, kind: Kind, id: &str, version: Option<u64>) -> Result<Record, ShoalError> {
-        let out = self
-            .tx(TxRequest::new(vec![Op::Delete {
-                kind,
-                id: id.to_string(),
-                version,
-            }]))
-            .await?;
-        first(out)
+        self.delete_guarded(kind, id, version, Vec::new()).await
+    }
+
+    /// Deletes one object if the `guards` hold.
+    pub async fn delete_guarded(
+        &self,
+        kind: Kind,
+        id: &str,
+        version: Option<u64>,
+        mut guards: Vec<Op>,
+    ) -> Result<Record, ShoalError> {
+        guards.push(Op::Delete {
+            kind,
+            id: id.to_string(),
+            version,
+        });
+        first(self.tx(TxRequest::new(guards)).await?)
     }
 
     pub async fn get_record(&self, kind: Kind, id: &str) -> Result<Option<Record>, ShoalError> {

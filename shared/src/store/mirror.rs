@@ -286,7 +286,8 @@ pub trait Mirror {
         if outcome.index <= self.position() {
             return;
         }
-        for (op, rec) in ops.iter().zip(outcome.records.iter()) {
+        let writes = ops.iter().filter(|op| op.target().is_some());
+        for (op, rec) in writes.zip(outcome.records.iter()) {
             let Some(t) = self.table(rec.kind) else { continue };
             match op {
                 Op::Delete { id, .. } => {
@@ -417,7 +418,8 @@ pub fn chunk_ops(ops: Vec<Op>, max_ops: usize) -> Vec<Vec<Op>> {
     for op in ops {
         let size = match &op {
             Op::Create { record } | Op::Update { record } => record.body.len() + 256,
-            Op::Delete { .. } => 128,
+            Op::Delete { .. } | Op::Exists { .. } => 128,
+            Op::NoneMatch { filter, .. } => 256 + serde_json::to_vec(filter).map_or(0, |v| v.len()),
         };
         if !cur.is_empty() && (cur.len() >= max_ops || bytes + size > MAX_BYTES) {
             out.push(std::mem::take(&mut cur));

@@ -22,6 +22,26 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
     },
+    /// Writes nothing; refuses the transaction (`not-found`) unless the
+    /// object exists: what the other ops refer to is checked in the same
+    /// write, not by a read before it.
+    Exists { kind: Kind, id: String },
+    /// Writes nothing; refuses the transaction (`in-use`) when an object of
+    /// `kind` matches `filter` (by its indexed fields or names): nothing may
+    /// still refer to what the other ops remove. The transaction's own
+    /// earlier ops count.
+    NoneMatch { kind: Kind, filter: ListFilter },
+}
+
+impl Op {
+    /// The object an op writes, if it writes one.
+    pub fn target(&self) -> Option<(Kind, &str)> {
+        match self {
+            Op::Create { record } | Op::Update { record } => Some((record.kind, record.id.as_str())),
+            Op::Delete { kind, id, .. } => Some((*kind, id.as_str())),
+            Op::Exists { .. } | Op::NoneMatch { .. } => None,
+        }
+    }
 }
 
 /// A transactional batch write: all operations apply, or none.
@@ -65,7 +85,8 @@ pub struct TxOutcome {
     pub index: u64,
     /// Raft term it committed in.
     pub term: u64,
-    /// The records as written (for deletes: as they were), in op order.
+    /// The records as written (for deletes: as they were), in the order of
+    /// the ops that write (`Exists` and `NoneMatch` have none).
     pub records: Vec<Record>,
 }
 

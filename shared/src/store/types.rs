@@ -102,6 +102,35 @@ pub struct Meta {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The indexed field (`Record::fields`, value `"1"`) a record carries for
+/// each object it refers to, so a removal can check in its own write that
+/// nothing refers to it any more (`Op::NoneMatch`; see [`reference_guards`]).
+pub fn reference_field(kind: Kind, id: &str) -> String {
+    format!("ref.{kind}.{id}")
+}
+
+/// The guards of a write that removes `kind`/`id`: no object of the
+/// `referrers` kinds refers to it (by [`reference_field`]).
+pub fn unreferenced(kind: Kind, id: &str, referrers: &[Kind]) -> Vec<crate::store::Op> {
+    referrers
+        .iter()
+        .map(|&r| crate::store::Op::NoneMatch {
+            kind: r,
+            filter: crate::store::ListFilter::default().field(reference_field(kind, id), "1"),
+        })
+        .collect()
+}
+
+/// The guards of a write whose object refers to `refs`: each still exists.
+pub fn reference_guards(refs: &[(Kind, String)]) -> Vec<crate::store::Op> {
+    refs.iter()
+        .map(|(kind, id)| crate::store::Op::Exists {
+            kind: *kind,
+            id: id.clone(),
+        })
+        .collect()
+}
+
 /// Go's zero `time.Time`, which Docker prints as `0001-01-01T00:00:00Z`.
 pub fn zero_time() -> DateTime<Utc> {
     chrono::NaiveDate::from_ymd_opt(1, 1, 1)

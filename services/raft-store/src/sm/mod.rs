@@ -529,7 +529,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Read what the call starts from; readers may share the lock meanwhile.
         // The write lock is taken only to commit the call's results below.
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
-        let mut ov = Overlay::new(&mem.kv);
+        let mut ov = Overlay::with_indexes(&mem.kv, &mem.indexes);
         let mut event_index = mem.head;
         for entry in entries {
             let index = entry.log_id.index;

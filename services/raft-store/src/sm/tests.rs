@@ -681,3 +681,89 @@ async fn a_snapshot_installs_the_same_state_elsewhere() {
     assert_eq!(res[0].0[0].as_ref().unwrap_err().code, ErrorCode::NameConflict);
     assert!(other.get_current_snapshot().await.unwrap().is_some());
 }
+
+/// A service record referring to a secret through an indexed field.
+fn user_of(id: &str, name: &str, secret: &str) -> Op {
+    let mut r = service(id, name);
+    r.fields.insert(format!("secret.{secret}"), "1".into());
+    Op::Create { record: r }
+}
+
+fn delete(kind: Kind, id: &str) -> Op {
+    Op::Delete {
+        kind,
+        id: id.into(),
+        version: None,
+    }
+}
+
+fn unused(secret: &str) -> Op {
+    Op::NoneMatch {
+        kind: Kind::Service,
+        filter: ListFilter::default().field(format!("secret.{secret}"), "1"),
+    }
+}
+
+#[tokio::test]
+async fn guards_check_references_in_the_same_write_as_the_change() {
+    let (_d, mut sm, _e) = open();
+    let mut secret = Record::blob("sec1", json!({}));
+    secret.kind = Kind::Secret;
+    let exists = |id: &str| Op::Exists {
+        kind: Kind::Secret,
+        id: id.into(),
+    };
+    let res = sm
+        .apply(vec![
+            // The secret exists: a service referring to it goes in.
+            entry(1, vec![tx("1", vec![Op::Create { record: secret.clone() }])]),
+            entry(2, vec![tx("2", vec![exists("sec1"), user_of("s1", "web", "sec1")])]),
+            // In use: its removal is refused, and nothing of that write happens.
+            entry(3, vec![tx("3", vec![unused("sec1"), delete(Kind::Secret, "sec1")])]),
+            // A service referring to a secret that is not there is refused.
+            entry(4, vec![tx("4", vec![exists("nope"), user_of("s2", "api", "nope")])]),
+            // Within one entry (one apply batch): the user goes, then the secret may.
+            entry(
+                5,
+                vec![
+                    tx("5a", vec![delete(Kind::Service, "s1")]),
+                    tx("5b", vec![unused("sec1"), delete(Kind::Secret, "sec1")]),
+                    // ... and a user created after it in the same batch is refused.
+                    tx("5c", vec![exists("sec1"), user_of("s3", "late", "sec1")]),
+                ],
+            ),
+            // A guard sees the transaction's own earlier ops.
+            entry(6, vec![tx("6", vec![Op::Create { record: secret.clone() }])]),
+            entry(7, vec![tx("7", vec![user_of("s4", "w4", "sec1"), unused("sec1")])]),
+        ])
+        .await
+        .unwrap();
+    assert!(res[1].0[0].is_ok(), "{:?}", res[1]);
+    assert_eq!(res[2].0[0].as_ref().unwrap_err().code, ErrorCode::InUse);
+    assert_eq!(res[3].0[0].as_ref().unwrap_err().code, ErrorCode::NotFound);
+    assert!(res[4].0[0].is_ok() && res[4].0[1].is_ok(), "{:?}", res[4]);
+    assert_eq!(res[4].0[2].as_ref().unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(res[6].0[0].as_ref().unwrap_err().code, ErrorCode::InUse);
+    // The outcome lists the written records only.
+    assert_eq!(res[1].0[0].as_ref().unwrap().records.len(), 1);
+    let view = sm.view();
+    let ids: Vec<&str> = view.scan_prefix("o/").map(|(k, _)| k).collect();
+    assert_eq!(
+        ids,
+        ["o/secret/sec1"],
+        "s1 and sec1's first life gone, nothing else written"
+    );
+    assert_indexes_agree(&sm);
+    // Across applies the referrer is found through the indexes.
+    sm.apply(vec![entry(8, vec![tx("8", vec![user_of("s5", "w5", "sec1")])])])
+        .await
+        .unwrap();
+    let res = sm
+        .apply(vec![entry(
+            9,
+            vec![tx("9", vec![unused("sec1"), delete(Kind::Secret, "sec1")])],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(res[0].0[0].as_ref().unwrap_err().code, ErrorCode::InUse);
+}

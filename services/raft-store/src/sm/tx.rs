@@ -11,6 +11,9 @@ pub(super) type ReadFn<'a> = dyn Fn(&Writes, &str) -> Result<Option<Vec<u8>>, St
 /// Pending writes of one `apply` call, read through before the map.
 pub(super) struct Overlay<'a> {
     pub(super) kv: &'a Kv,
+    /// The indexes of `kv` (not of `writes`), for `Op::NoneMatch`; without
+    /// them it reads the whole kind.
+    pub(super) indexes: Option<&'a Indexes>,
     pub(super) writes: Writes,
 }
 
@@ -18,8 +21,37 @@ impl<'a> Overlay<'a> {
     pub(super) fn new(kv: &'a Kv) -> Self {
         Overlay {
             kv,
+            indexes: None,
             writes: BTreeMap::new(),
         }
+    }
+
+    pub(super) fn with_indexes(kv: &'a Kv, indexes: &'a Indexes) -> Self {
+        Overlay {
+            indexes: Some(indexes),
+            ..Overlay::new(kv)
+        }
+    }
+
+    /// The IDs of `kind` that may match `filter`, as of the map plus these
+    /// writes and `staged` (a superset: the caller reads and checks each).
+    fn candidates(&self, staged: &Writes, kind: Kind, filter: &ListFilter) -> Vec<String> {
+        let prefix = obj_prefix(kind);
+        let mut ids: std::collections::BTreeSet<String> = match self.indexes.and_then(|ix| ix.candidates(kind, filter))
+        {
+            Some(ids) => ids.iter().map(|id| id.to_string()).collect(),
+            None => self
+                .kv
+                .scan_prefix(&prefix)
+                .map(|(k, _)| k[prefix.len()..].to_string())
+                .collect(),
+        };
+        for k in self.writes.keys().chain(staged.keys()) {
+            if let Some(id) = k.strip_prefix(prefix.as_str()) {
+                ids.insert(id.to_string());
+            }
+        }
+        ids.into_iter().collect()
     }
 
     pub(super) fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -98,10 +130,7 @@ pub(super) fn recall(
         .unwrap_or_default();
     let mut records = Vec::with_capacity(tx.ops.len());
     for op in &tx.ops {
-        let (kind, id) = match op {
-            Op::Create { record } | Op::Update { record } => (record.kind, record.id.as_str()),
-            Op::Delete { kind, id, .. } => (*kind, id.as_str()),
-        };
+        let Some((kind, id)) = op.target() else { continue };
         let from_history = changes
             .iter_mut()
             .find(|c| c.as_ref().is_some_and(|r| r.kind == kind && r.id == id))
@@ -249,6 +278,23 @@ pub(super) fn stage_tx(
                     record: rec,
                     trace: tx.trace.clone(),
                 });
+            }
+            Op::Exists { kind, id } => {
+                if read_rec(&staged, *kind, id)?.is_none() {
+                    return Ok(Err(ShoalError::not_found(format!("{kind} {id} not found"))));
+                }
+            }
+            Op::NoneMatch { kind, filter } => {
+                for id in ov.candidates(&staged, *kind, filter) {
+                    if let Some(rec) = read_rec(&staged, *kind, &id)? {
+                        if filter.matches(&rec) {
+                            return Ok(Err(ShoalError::new(
+                                ErrorCode::InUse,
+                                format!("{kind} {id} refers to what this write removes"),
+                            )));
+                        }
+                    }
+                }
             }
             Op::Delete { kind, id, version } => {
                 let Some(cur) = read_rec(&staged, *kind, id)? else {

@@ -107,6 +107,7 @@ impl Kit {
                     self.snap.upsert(&r);
                 }
                 Op::Delete { kind, id, .. } => self.snap.remove(*kind, id, self.index),
+                Op::Exists { .. } | Op::NoneMatch { .. } => {}
             }
         }
         plan

@@ -753,6 +753,31 @@ impl Service {
         }
     }
 
+    /// The networks, secrets and configs the spec refers to, by ID (as the
+    /// API resolved them), each once.
+    pub fn references(&self) -> Vec<(crate::store::Kind, String)> {
+        use crate::store::Kind;
+        let t = &self.spec.task_template;
+        let nets = t
+            .networks
+            .iter()
+            .chain(self.spec.networks.iter())
+            .map(|a| (Kind::Network, a.target.clone()));
+        let c = t.container_spec.iter();
+        let secrets = c
+            .clone()
+            .flat_map(|c| c.secrets.iter().map(|r| (Kind::Secret, r.secret_id.clone())));
+        let configs = c.flat_map(|c| c.configs.iter().map(|r| (Kind::Config, r.config_id.clone())));
+        let mut out: Vec<(Kind, String)> = nets
+            .chain(secrets)
+            .chain(configs)
+            .filter(|(_, id)| !id.is_empty())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The version at which the current spec was written (see `spec_version`).
     pub fn spec_written_at(&self) -> u64 {
         match self.spec_version {
@@ -797,7 +822,11 @@ impl Service {
 store_object! {
     Service, Service, spec_named,
     fn fields(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("mode".to_string(), self.spec.mode_name().to_string())])
+        let mut f = BTreeMap::from([("mode".to_string(), self.spec.mode_name().to_string())]);
+        for (kind, id) in self.references() {
+            f.insert(crate::store::reference_field(kind, &id), "1".into());
+        }
+        f
     }
 }
 
