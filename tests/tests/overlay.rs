@@ -53,12 +53,17 @@ fn mounted(path: &std::path::Path) -> bool {
 /// `GET /` of `ip:80` from inside a container, with busybox `nc` (its
 /// static `wget` crashes on this machine): the body's last line.
 fn http_get(container: &str, ip: &str) -> Result<String, String> {
+    http_get_path(container, ip, "/")
+}
+
+/// `GET <path>` of `ip:80` from inside a container: the body's last line.
+fn http_get_path(container: &str, ip: &str, path: &str) -> Result<String, String> {
     let r = engine(&[
         "exec",
         container,
         "sh",
         "-c",
-        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 80"),
+        &format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 80"),
     ]);
     match r.code {
         0 => Ok(r.stdout.lines().last().unwrap_or_default().trim().to_string()),
@@ -391,4 +396,199 @@ async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
     })
     .await;
     up.docker(&["network", "rm", "meshnet"]).ok();
+}
+
+/// A service's address on a network, from `docker service inspect` (the
+/// scheduler allocates it in a pass after the create).
+fn vip_of(up: &Up, service: &str, network_id: &str) -> Result<String, String> {
+    let r = up.docker(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{range .Endpoint.VirtualIPs}}{{.NetworkID}} {{.Addr}}\n{{end}}",
+        service,
+    ]);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(network_id))
+        .ok_or_else(|| format!("{service} has no VIP on {network_id}: {}{}", r.stdout, r.stderr))?;
+    let addr = line.split_whitespace().nth(1).unwrap_or_default();
+    Ok(addr.split('/').next().unwrap_or_default().to_string())
+}
+
+/// The hostnames of a service's running tasks.
+fn hostnames(service: &str) -> Result<std::collections::BTreeSet<String>, String> {
+    web_containers(service)?
+        .iter()
+        .map(|(name, _)| {
+            let r = engine(&["exec", name, "hostname"]);
+            match r.code {
+                0 => Ok(r.stdout.trim().to_string()),
+                c => Err(format!("{name}: exit {c}")),
+            }
+        })
+        .collect()
+}
+
+/// Connections from a task to a service's VIP reach the service's serving
+/// tasks, each in turn, from the client's own address (issue 11): through
+/// the nftables table the agent keeps in each task's sandbox. A task of
+/// another network cannot reach the VIP; a replica added joins; after an
+/// agent restart the table still follows; with no task left it refuses at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_vip_reaches_every_serving_task_and_keeps_the_clients_address() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let home = temp_home();
+    let data = home.path().join("data");
+    let ovl_ns = data.join("agent").join("netns").join("overlay");
+    let mut devices = Devices(vec![], ovl_ns.clone());
+    let mut up = Up::start_with_env(
+        home.path(),
+        "vip",
+        &data,
+        free_port(),
+        "docker",
+        &["--no-init"],
+        &[("SHOAL_OVERLAY", "true")],
+    );
+    up.ready().await;
+    up.docker(&["swarm", "init"]).ok();
+    let r = std::process::id() % 200 + 20;
+    let (sub_a, sub_b) = (format!("10.216.{r}.0/24"), format!("10.217.{r}.0/24"));
+    let net_a = up
+        .docker(&["network", "create", "-d", "overlay", "--subnet", &sub_a, "vipa"])
+        .ok();
+    let net_b = up
+        .docker(&["network", "create", "-d", "overlay", "--subnet", &sub_b, "vipb"])
+        .ok();
+    let (net_a, net_b) = (net_a.stdout.trim().to_string(), net_b.stdout.trim().to_string());
+    let ingress = up.docker(&["network", "inspect", "-f", "{{.Id}}", "ingress"]).ok();
+    devices.0.extend([
+        net_a[..10].to_lowercase(),
+        net_b[..10].to_lowercase(),
+        ingress.stdout.trim()[..10].to_lowercase(),
+    ]);
+
+    // `/` answers the task's hostname, `/cgi-bin/peer` the client's address.
+    let httpd = "mkdir -p /tmp/cgi-bin; \
+        printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /tmp/cgi-bin/peer; \
+        chmod +x /tmp/cgi-bin/peer; hostname > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "vipa",
+        "--replicas",
+        "2",
+        "busybox:latest",
+        "sh",
+        "-c",
+        httpd,
+    ])
+    .ok();
+    for (name, net) in [("client", "vipa"), ("other", "vipb")] {
+        up.docker(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "busybox:latest",
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    }
+    let vip = until("web's VIP on the network", || vip_of(&up, "web", &net_a)).await;
+    assert!(vip.starts_with(&sub_a[..sub_a.len() - 4]), "{vip}");
+    let (client, client_ip) = until("the client task with its address", || {
+        web_containers("client")?
+            .pop()
+            .ok_or_else(|| "no client container".to_string())
+    })
+    .await;
+    let other = until("the other task", || {
+        web_containers("other")?
+            .pop()
+            .ok_or_else(|| "no other container".to_string())
+    })
+    .await;
+
+    // Every replica answers through the VIP, in turn.
+    let through_vip = |want: usize| {
+        let (client, vip) = (client.clone(), vip.clone());
+        move || {
+            let hosts = hostnames("web")?;
+            if hosts.len() != want {
+                return Err(format!("{} web tasks", hosts.len()));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..2 * want {
+                seen.insert(http_get(&client, &vip)?);
+            }
+            match seen == hosts {
+                true => Ok(seen),
+                false => Err(format!("answers {seen:?}, tasks {hosts:?}")),
+            }
+        }
+    };
+    until("both web tasks through the VIP", through_vip(2)).await;
+    // The server sees the client task's own address.
+    // (busybox httpd listens on IPv6 too: `[::ffff:10.0.1.5]`.)
+    let peer = http_get_path(&client, &vip, "/cgi-bin/peer").unwrap();
+    assert_eq!(
+        peer.trim_matches(['[', ']']).trim_start_matches("::ffff:"),
+        client_ip,
+        "the server saw {peer}, the client is {client_ip}"
+    );
+    // A task on another network has no way to the VIP.
+    let off = http_get(&other.0, &vip);
+    assert!(off.is_err(), "a task of another network reached {vip}: {off:?}");
+
+    // A new replica joins the answers.
+    up.docker(&["service", "scale", "-d", "web=3"]).ok();
+    until("three web tasks through the VIP", through_vip(3)).await;
+
+    // A restarted agent takes the sandboxes over again: the client's table
+    // still follows the service after it.
+    let agent = up.pid_of("shoal-agent", None).expect("agent pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL).unwrap();
+    until("the agent to be back", || match up.pid_of("shoal-agent", None) {
+        Some(p) if p != agent => Ok(()),
+        _ => Err("not yet".to_string()),
+    })
+    .await;
+
+    // No task left: the VIP refuses at once (no hang until a timeout).
+    up.docker(&["service", "scale", "-d", "web=0"]).ok();
+    let took = until("the VIP to refuse", || {
+        let started = std::time::Instant::now();
+        match http_get(&client, &vip) {
+            Err(e) if e.contains("refused") => Ok(started.elapsed()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(took < Duration::from_secs(2), "refused after {took:?}");
+
+    up.docker(&["service", "rm", "web", "client", "other"]).ok();
+    until("no task containers left", || match up.containers("{{.Names}}") {
+        c if c.is_empty() => Ok(()),
+        c => Err(format!("{c:?}")),
+    })
+    .await;
+    up.docker(&["network", "rm", "vipa", "vipb"]).ok();
 }

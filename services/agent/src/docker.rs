@@ -739,10 +739,15 @@ impl Executor for DockerExecutor {
             let found = d.own_containers().await?;
             // Sandboxes whose task container is not running (left by a
             // crash between the two, or by a task that ended meanwhile) go.
-            if d.net.is_some() {
-                for (id, task_id, _) in crate::sandbox::list(&d.docker, &d.node_id).await? {
+            // The others' namespaces get their VIP tables written again.
+            if let Some((net, _)) = &d.net {
+                for (id, task_id, running) in crate::sandbox::list(&d.docker, &d.node_id).await? {
                     if !found.iter().any(|f| f.task_id == task_id && f.running) {
                         crate::sandbox::remove(&d.docker, &id).await;
+                    } else if running {
+                        if let Some(ns) = crate::sandbox::namespace(&d.docker, &id).await {
+                            net.adopt(&task_id, &ns).await;
+                        }
                     }
                 }
             }

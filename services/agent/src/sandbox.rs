@@ -166,6 +166,13 @@ pub async fn prepare(
     }
 }
 
+/// The network namespace of a running sandbox (its `SandboxKey`).
+pub async fn namespace(docker: &Docker, sandbox_id: &str) -> Option<std::path::PathBuf> {
+    let info = docker.inspect_container(sandbox_id, None).await.ok()?;
+    let key = info.network_settings?.sandbox_key.filter(|k| !k.is_empty())?;
+    Some(key.into())
+}
+
 /// The sandbox a task container joined (from its `NetworkMode`).
 pub async fn of_container(docker: &Docker, container_id: &str) -> Option<String> {
     let info = docker.inspect_container(container_id, None).await.ok()?;

@@ -6,21 +6,27 @@
 //!   what exists (pure);
 //! - [`link`]: netlink (rtnetlink): observing, applying, veth attachment;
 //! - [`netns`]: netlink work inside a namespace; the process executor's
-//!   namespace files.
+//!   namespace files;
+//! - [`vip`]: the VIP table a task's namespace should hold (pure), and
+//!   [`nft`]: writing it there (nftables over netlink).
 //!
 //! [`NetHost::start`] follows the node's view with the hosts' shared
 //! follower (`netview::follow`), keeps the newest view by `version`, and
 //! reconciles the host's devices on every new view and every
 //! [`REFRESH`]. Until the first view arrives nothing is touched, so a
 //! restarted agent leaves running tasks' networks as they are; after it,
-//! only what differs changes.
+//! only what differs changes. Then each docker task's sandbox gets its VIP
+//! table again where it changed.
 
 pub mod link;
 pub mod netns;
+pub mod nft;
 pub mod plan;
 #[cfg(test)]
 mod tests;
+pub mod vip;
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,6 +90,17 @@ pub struct NetHost {
     view: watch::Sender<Option<Arc<NetView>>>,
     /// Serializes reconciling and attaching (both read and change devices).
     busy: Mutex<()>,
+    /// Docker tasks' network sandboxes on this host, by task ID.
+    sandboxes: Mutex<HashMap<String, Sandbox>>,
+}
+
+/// A task's network namespace and the VIP table last written there.
+struct Sandbox {
+    ns: PathBuf,
+    /// The task's networks, as its attachments name them (none for a task
+    /// re-adopted after a restart: the view's endpoints name them).
+    networks: Vec<String>,
+    written: Option<vip::VipTable>,
 }
 
 impl NetHost {
@@ -95,6 +112,7 @@ impl NetHost {
             ovl_ns: netns::dir(data_dir).join("overlay"),
             view: watch::channel(None).0,
             busy: Mutex::new(()),
+            sandboxes: Mutex::new(HashMap::new()),
         });
         // The hosts' shared follower: the whole view at once, pushed ones
         // after, asked again every few seconds (NATS may drop a push).
@@ -110,6 +128,7 @@ impl NetHost {
             let mut rx = me.view.subscribe();
             loop {
                 me.reconcile().await;
+                me.sync_vips(None).await;
                 let _ = tokio::time::timeout(REFRESH, rx.changed()).await;
             }
         });
@@ -236,10 +255,11 @@ impl NetHost {
         Ok(out)
     }
 
-    /// Attaches the namespace at `netns` to each of the task's networks.
+    /// Attaches the namespace at `netns` to each of the task's networks,
+    /// and writes its VIP table there.
     pub async fn attach(&self, task: &Task, netns: &Path) -> Result<(), ExecError> {
         let atts = self.attachments(task)?;
-        let _busy = self.busy.lock().await;
+        let busy = self.busy.lock().await;
         let task_ns = netns.to_path_buf();
         netns::run_in(&self.ovl_ns, move |nl| async move {
             for a in &atts {
@@ -249,12 +269,69 @@ impl NetHost {
         })
         .await
         .and_then(|r| r)
-        .map_err(|e| ExecError::Failed(format!("attaching to the network: {e}")))
+        .map_err(|e| ExecError::Failed(format!("attaching to the network: {e}")))?;
+        drop(busy);
+        let networks = task
+            .networks_attachments
+            .iter()
+            .map(|a| a.network.meta.id.clone())
+            .collect();
+        self.track(&task.meta.id, netns, networks).await;
+        Ok(())
+    }
+
+    /// Takes over the sandbox of a task that kept running through an agent
+    /// restart: its VIP table is written again (the one there may be stale).
+    pub async fn adopt(&self, task_id: &str, netns: &Path) {
+        self.track(task_id, netns, Vec::new()).await;
+    }
+
+    async fn track(&self, task_id: &str, netns: &Path, networks: Vec<String>) {
+        let sb = Sandbox {
+            ns: netns.to_path_buf(),
+            networks,
+            written: None,
+        };
+        self.sandboxes.lock().await.insert(task_id.to_string(), sb);
+        self.sync_vips(Some(task_id)).await;
+    }
+
+    /// Writes each sandbox's VIP table (only `only`'s, when given) where it
+    /// differs from the one last written. A sandbox whose namespace is gone
+    /// (its container ended) is forgotten; the table went with it.
+    pub async fn sync_vips(&self, only: Option<&str>) {
+        let Some(view) = self.view() else { return };
+        let mut sandboxes = self.sandboxes.lock().await;
+        let mut gone = Vec::new();
+        for (task_id, sb) in sandboxes.iter_mut() {
+            if only.is_some_and(|o| o != task_id) {
+                continue;
+            }
+            let want = vip::desired(&view, task_id, &sb.networks);
+            if sb.written.as_ref() == Some(&want) {
+                continue;
+            }
+            if !sb.ns.exists() {
+                gone.push(task_id.clone());
+                continue;
+            }
+            match nft::apply(&sb.ns, &want).await {
+                Ok(()) => {
+                    tracing::info!(task = %task_id, vips = want.rules.len(), version = view.version, "agent: wrote the task's VIP table");
+                    sb.written = Some(want);
+                }
+                Err(e) => tracing::warn!(task = %task_id, error = %e, "agent: cannot write the task's VIP table"),
+            }
+        }
+        for task_id in gone {
+            sandboxes.remove(&task_id);
+        }
     }
 
     /// Removes the host ends of a task's veth pairs (they go with the
     /// task's namespace; this catches one left by a failed attach).
     pub async fn detach(&self, task_id: &str) {
+        self.sandboxes.lock().await.remove(task_id);
         if !netns::is_mounted(&self.ovl_ns) {
             return;
         }

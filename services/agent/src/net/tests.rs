@@ -380,3 +380,71 @@ async fn bench_overlay() {
         u
     );
 }
+
+/// A task's VIP table written into a namespace for real: a VIP with two
+/// tasks alternates between them, one with a task goes there, one with none
+/// refuses at once; writing another table replaces the first whole.
+#[tokio::test]
+async fn a_vip_table_sends_connections_round_robin_and_refuses_without_tasks() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    use super::nft;
+    use super::vip::{VipRule, VipTable};
+    let ns = Namespaces::new(&["task"]);
+    let task = ns.0[0].clone();
+    netns::run_in(&task, |nl| async move {
+        let lo = nl.index("lo").await.unwrap();
+        let h = nl.handle();
+        for ip in [[10, 9, 0, 5], [10, 9, 0, 6]] {
+            h.address().add(lo, IpAddr::from(ip), 24).execute().await.unwrap();
+        }
+        h.link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let at = |ip: [u8; 4]| SocketAddr::from((ip, 80));
+    serve(&task, at([10, 9, 0, 5]), 3).await;
+    serve(&task, at([10, 9, 0, 6]), 2).await;
+    let rule = |vip: [u8; 4], backends: &[[u8; 4]]| VipRule {
+        vip: vip.into(),
+        backends: backends.iter().map(|b| Ipv4Addr::from(*b)).collect(),
+    };
+    let table = VipTable {
+        rules: vec![
+            rule([10, 9, 0, 2], &[[10, 9, 0, 5], [10, 9, 0, 6]]),
+            rule([10, 9, 0, 3], &[]),
+            rule([10, 9, 0, 4], &[[10, 9, 0, 6]]),
+        ],
+    };
+    nft::apply(&task, &table).await.unwrap();
+    // Written twice: the second replaces the first (no duplicate table).
+    nft::apply(&task, &table).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(talk(&task, at([10, 9, 0, 2])).await.unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["pong from 10.9.0.5:80", "pong from 10.9.0.6:80"]);
+    assert_eq!(talk(&task, at([10, 9, 0, 4])).await.unwrap(), "pong from 10.9.0.6:80");
+    let started = std::time::Instant::now();
+    let refused = talk(&task, at([10, 9, 0, 3])).await.unwrap_err();
+    assert!(refused.contains("refused"), "{refused}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // Another table: the VIP with no task now has one, the others are gone.
+    nft::apply(
+        &task,
+        &VipTable {
+            rules: vec![rule([10, 9, 0, 3], &[[10, 9, 0, 5]])],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(talk(&task, at([10, 9, 0, 3])).await.unwrap(), "pong from 10.9.0.5:80");
+    assert!(talk(&task, at([10, 9, 0, 2])).await.is_err());
+}
