@@ -10,8 +10,8 @@
 //! `--publish-add 8080:80`, port 8080 on every host's address answers from
 //! the web task wherever it runs, and once web has three replicas, one
 //! host's port reaches all three in turn; a drained host's port still
-//! answers, from the tasks that moved to the other hosts. Not here yet:
-//! VIP traffic.
+//! answers, from the tasks that moved to the other hosts. `web` by name
+//! (its VIP) reaches all three web tasks from the client's host.
 //!
 //! The cluster is removed when the test ends, also when it fails.
 
@@ -214,6 +214,22 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
     let vip = vip.trim().split('/').next().unwrap_or_default().to_string();
     let named = poll(STEP, "web to resolve to its VIP", || lookup(&client, "web"));
     assert_eq!(named, BTreeSet::from([vip.clone()]), "web is its VIP");
+    // Connections to the VIP, by name, reach every web task in turn, the
+    // remote ones over VXLAN (the client's own sandbox rewrites the VIP).
+    let hostnames: BTreeSet<String> = web
+        .iter()
+        .map(|(_, id, _)| engine(&["exec", id, "hostname"]).stdout.trim().to_string())
+        .collect();
+    poll(STEP, "web by name to reach all three tasks", || {
+        let mut seen = BTreeSet::new();
+        for _ in 0..9 {
+            seen.insert(http_get(&client, "web")?);
+        }
+        match seen == hostnames {
+            true => Ok(()),
+            false => Err(format!("{seen:?}, want {hostnames:?}")),
+        }
+    });
     let rr = poll(STEP, "the dnsrr task's address", || {
         let (_, id) = c
             .running_containers("rr")

@@ -30,7 +30,11 @@ async fn a_removal_racing_a_service_that_refers_to_it_leaves_no_dangling_referen
     // One secret and one network per round.
     let mut made = Vec::new();
     for i in 0..ROUNDS {
-        let (s, secret) = post(&api, "/secrets/create", json!({"Name": format!("s{i}"), "Data": "aGk="}));
+        let (s, secret) = post(
+            &api,
+            "/secrets/create",
+            json!({"Name": format!("s{i}"), "Data": "aGk="}),
+        );
         assert_eq!(s, 201, "{secret}");
         let (s, net) = post(
             &api,
@@ -38,7 +42,10 @@ async fn a_removal_racing_a_service_that_refers_to_it_leaves_no_dangling_referen
             json!({"Name": format!("n{i}"), "Driver": "overlay", "CheckDuplicate": true}),
         );
         assert_eq!(s, 201, "{net}");
-        made.push((secret["ID"].as_str().unwrap().to_string(), net["Id"].as_str().unwrap().to_string()));
+        made.push((
+            secret["ID"].as_str().unwrap().to_string(),
+            net["Id"].as_str().unwrap().to_string(),
+        ));
     }
     // Each round: a service referring to both, created while both are removed.
     std::thread::scope(|scope| {
@@ -67,8 +74,14 @@ async fn a_removal_racing_a_service_that_refers_to_it_leaves_no_dangling_referen
     for (i, (secret, net)) in made.iter().enumerate() {
         if exists(&api, &format!("/services/svc{i}")) {
             kept += 1;
-            assert!(exists(&api, &format!("/secrets/{secret}")), "svc{i} refers to removed secret s{i}");
-            assert!(exists(&api, &format!("/networks/{net}")), "svc{i} refers to removed network n{i}");
+            assert!(
+                exists(&api, &format!("/secrets/{secret}")),
+                "svc{i} refers to removed secret s{i}"
+            );
+            assert!(
+                exists(&api, &format!("/networks/{net}")),
+                "svc{i} refers to removed network n{i}"
+            );
         }
     }
     eprintln!("{kept} of {ROUNDS} services were created before their references' removal");
