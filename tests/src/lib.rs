@@ -388,3 +388,20 @@ impl Drop for StoreCluster {
         }
     }
 }
+
+/// `GET /` of `addr` (`ip:port`) from this machine over HTTP/1.0: the
+/// body's last line (the test servers answer one line).
+pub fn http_get_last_line(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    match body.lines().last().map(str::trim) {
+        Some(l) if !l.is_empty() => Ok(l.to_string()),
+        _ => Err(format!("empty answer: {body:?}")),
+    }
+}

@@ -217,6 +217,17 @@ impl Up {
             .map(|p| p.pid)
     }
 
+    /// SIGKILLs the agent and waits until `shoal up` has started it again.
+    pub async fn kill_agent(&self) {
+        let agent = self.pid_of("shoal-agent", None).expect("shoal up's agent");
+        let _ = kill(Pid::from_raw(agent), Signal::SIGKILL);
+        until("the agent to be back", || match self.pid_of("shoal-agent", None) {
+            Some(p) if p != agent => Ok(()),
+            _ => Err("not yet".to_string()),
+        })
+        .await;
+    }
+
     /// SIGTERM; waits for the exit and returns its status code.
     pub async fn terminate(&mut self) -> Option<i32> {
         let _ = kill(Pid::from_raw(self.pgid), Signal::SIGTERM);

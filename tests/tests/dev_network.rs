@@ -280,7 +280,7 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
     for node in all_nodes() {
         let ip = c.ip(node);
         let got = poll(STEP, &format!("{node}'s {ip}:8080 to answer"), || {
-            http_get_from_here(&ip, 8080)
+            shoal_tests::http_get_last_line(&format!("{ip}:8080"))
         });
         assert_eq!(got, one, "{node} forwarded to the web task");
     }
@@ -301,7 +301,7 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
     let all_answers = |ip: &str, want: &BTreeSet<String>| {
         let mut seen = BTreeSet::new();
         for _ in 0..9 {
-            seen.insert(http_get_from_here(ip, 8080)?);
+            seen.insert(shoal_tests::http_get_last_line(&format!("{ip}:8080"))?);
         }
         match seen == *want {
             true => Ok(()),
@@ -336,21 +336,4 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
         all_answers(&ip, &moved)
     });
     on_manager(&c, &["node", "update", "--availability", "active", &drained_id]);
-}
-
-/// `GET /` of `ip:port` from this machine (the dev cluster's hosts are on
-/// a network of this machine's engine): the body's last line.
-fn http_get_from_here(ip: &str, port: u16) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().map_err(|e| format!("{e}"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
-    match body.lines().last().map(str::trim) {
-        Some(l) if !l.is_empty() => Ok(l.to_string()),
-        _ => Err(format!("empty answer: {body:?}")),
-    }
 }

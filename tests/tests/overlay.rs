@@ -26,9 +26,10 @@ fn links() -> String {
 /// Deletes the devices named with any of these fragments, and unmounts
 /// the agent's overlay namespace, when dropped (declared before the `Up`,
 /// so after its agent is gone).
-struct Devices(Vec<String>, std::path::PathBuf);
+struct Devices(std::sync::Mutex<Vec<String>>, std::path::PathBuf);
 impl Drop for Devices {
     fn drop(&mut self) {
+        let fragments = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if mounted(&self.1) {
             let _ = std::process::Command::new("umount").arg("-l").arg(&self.1).output();
         }
@@ -36,10 +37,66 @@ impl Drop for Devices {
             let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) else {
                 continue;
             };
-            if self.0.iter().any(|f| name.contains(f.as_str())) {
+            if fragments.iter().any(|f| name.contains(f.as_str())) {
                 let _ = std::process::Command::new("ip").args(["link", "del", name]).output();
             }
         }
+    }
+}
+
+/// `shoal up` with the docker executor and overlay networks on, in a swarm;
+/// its devices and the agent's overlay namespace are removed when dropped
+/// (fields drop in order: `shoal up` first, then the devices, then its home).
+struct OverlayHost {
+    up: Up,
+    devices: Devices,
+    ovl_ns: std::path::PathBuf,
+    _home: tempfile::TempDir,
+}
+
+impl OverlayHost {
+    /// `None` unless this test runs as root (it makes links and namespaces).
+    async fn start(name: &str) -> Option<OverlayHost> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let root = status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        if !root {
+            return None;
+        }
+        let home = temp_home();
+        let data = home.path().join("data");
+        let ovl_ns = data.join("agent").join("netns").join("overlay");
+        let devices = Devices(Default::default(), ovl_ns.clone());
+        let mut up = Up::start_with_env(
+            home.path(),
+            name,
+            &data,
+            free_port(),
+            "docker",
+            &["--no-init"],
+            &[("SHOAL_OVERLAY", "true")],
+        );
+        up.ready().await;
+        up.docker(&["swarm", "init"]).ok();
+        let host = OverlayHost {
+            up,
+            devices,
+            ovl_ns,
+            _home: home,
+        };
+        let ingress = host.up.docker(&["network", "inspect", "-f", "{{.Id}}", "ingress"]).ok();
+        host.watch([ingress.stdout.trim()[..10].to_lowercase()]);
+        Some(host)
+    }
+
+    /// Removes the devices named with these fragments (network ID prefixes) at the end.
+    fn watch<const N: usize>(&self, fragments: [String; N]) {
+        self.devices
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(fragments);
     }
 }
 
@@ -110,29 +167,11 @@ async fn host_address(nats_url: &str, node: &str, network: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_behind() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if !status
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    {
+    let Some(host) = OverlayHost::start("overlay").await else {
         eprintln!("SKIPPED: needs root");
         return;
-    }
-    let home = temp_home();
-    let data = home.path().join("data");
-    let ovl_ns = data.join("agent").join("netns").join("overlay");
-    let mut devices = Devices(vec![], ovl_ns.clone());
-    let mut up = Up::start_with_env(
-        home.path(),
-        "overlay",
-        &data,
-        free_port(),
-        "docker",
-        &["--no-init"],
-        &[("SHOAL_OVERLAY", "true")],
-    );
-    up.ready().await;
-    up.docker(&["swarm", "init"]).ok();
+    };
+    let (up, ovl_ns) = (&host.up, host.ovl_ns.clone());
     let nats_url = up.nats_url();
     let node = up.node_ids()[0].clone();
     let r = std::process::id() % 200 + 20;
@@ -144,12 +183,7 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
         .docker(&["network", "create", "-d", "overlay", "--subnet", &sub_b, "ovlb"])
         .ok();
     let (net_a, net_b) = (net_a.stdout.trim().to_string(), net_b.stdout.trim().to_string());
-    let ingress = up.docker(&["network", "inspect", "-f", "{{.Id}}", "ingress"]).ok();
-    devices.0.extend([
-        net_a[..10].to_lowercase(),
-        net_b[..10].to_lowercase(),
-        ingress.stdout.trim()[..10].to_lowercase(),
-    ]);
+    host.watch([net_a[..10].to_lowercase(), net_b[..10].to_lowercase()]);
 
     let httpd = "echo hi > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
     up.docker(&[
@@ -225,13 +259,7 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
         "-c",
         &format!("(echo one; sleep 6; echo two) | nc {ip2} 81"),
     ]);
-    let agent = up.pid_of("shoal-agent", None).expect("agent pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL).unwrap();
-    until("the agent to be back", || match up.pid_of("shoal-agent", None) {
-        Some(p) if p != agent => Ok(()),
-        _ => Err("not yet".to_string()),
-    })
-    .await;
+    up.kill_agent().await;
     until("both lines through the connection", || {
         let got = engine(&["exec", &c2, "cat", "/tmp/got"]).stdout;
         match got.as_str() {
@@ -273,59 +301,22 @@ async fn tasks_on_one_host_reach_each_other_over_the_bridge_and_leave_nothing_be
     up.docker(&["network", "rm", "ovla", "ovlb"]).ok();
 }
 
-/// `GET /` of `127.0.0.1:port` from this machine: the body's last line.
-fn http_get_local(port: u16) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
-    match body.lines().last().map(str::trim) {
-        Some(l) if !l.is_empty() => Ok(l.to_string()),
-        _ => Err(format!("empty answer: {body:?}")),
-    }
-}
-
 /// The seed's routing mesh on one host: a port published with
 /// `--publish-add` reaches the service's tasks on their `ingress` interface
 /// through `shoal-ingress`, every task in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if !status
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    {
+    let Some(host) = OverlayHost::start("mesh").await else {
         eprintln!("SKIPPED: needs root");
         return;
-    }
-    let home = temp_home();
-    let data = home.path().join("data");
-    let ovl_ns = data.join("agent").join("netns").join("overlay");
-    let mut devices = Devices(vec![], ovl_ns.clone());
-    let mut up = Up::start_with_env(
-        home.path(),
-        "mesh",
-        &data,
-        free_port(),
-        "docker",
-        &["--no-init"],
-        &[("SHOAL_OVERLAY", "true")],
-    );
-    up.ready().await;
-    up.docker(&["swarm", "init"]).ok();
+    };
+    let up = &host.up;
     let r = std::process::id() % 200 + 20;
     let sub = format!("10.215.{r}.0/24");
     let net = up
         .docker(&["network", "create", "-d", "overlay", "--subnet", &sub, "meshnet"])
         .ok();
-    let ingress = up.docker(&["network", "inspect", "-f", "{{.Id}}", "ingress"]).ok();
-    devices.0.extend([
-        net.stdout.trim()[..10].to_lowercase(),
-        ingress.stdout.trim()[..10].to_lowercase(),
-    ]);
+    host.watch([net.stdout.trim()[..10].to_lowercase()]);
     let httpd = "hostname > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
     up.docker(&[
         "service",
@@ -380,7 +371,7 @@ async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
     let answered = until("both tasks through the mesh", || {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..6 {
-            seen.insert(http_get_local(port)?);
+            seen.insert(shoal_tests::http_get_last_line(&format!("127.0.0.1:{port}"))?);
         }
         match seen.len() {
             2 => Ok(seen),
@@ -390,9 +381,11 @@ async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
     .await;
     assert_eq!(answered, hosts.into_iter().collect::<std::collections::BTreeSet<_>>());
     up.docker(&["service", "rm", "meshweb"]).ok();
-    until("the published port closes", || match http_get_local(port) {
-        Err(_) => Ok(()),
-        Ok(a) => Err(format!("still answers {a}")),
+    until("the published port closes", || {
+        match shoal_tests::http_get_last_line(&format!("127.0.0.1:{port}")) {
+            Err(_) => Ok(()),
+            Ok(a) => Err(format!("still answers {a}")),
+        }
     })
     .await;
     up.docker(&["network", "rm", "meshnet"]).ok();
@@ -438,29 +431,11 @@ fn hostnames(service: &str) -> Result<std::collections::BTreeSet<String>, String
 /// agent restart the table still follows; with no task left it refuses at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_vip_reaches_every_serving_task_and_keeps_the_clients_address() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if !status
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    {
+    let Some(host) = OverlayHost::start("vip").await else {
         eprintln!("SKIPPED: needs root");
         return;
-    }
-    let home = temp_home();
-    let data = home.path().join("data");
-    let ovl_ns = data.join("agent").join("netns").join("overlay");
-    let mut devices = Devices(vec![], ovl_ns.clone());
-    let mut up = Up::start_with_env(
-        home.path(),
-        "vip",
-        &data,
-        free_port(),
-        "docker",
-        &["--no-init"],
-        &[("SHOAL_OVERLAY", "true")],
-    );
-    up.ready().await;
-    up.docker(&["swarm", "init"]).ok();
+    };
+    let up = &host.up;
     let r = std::process::id() % 200 + 20;
     let (sub_a, sub_b) = (format!("10.216.{r}.0/24"), format!("10.217.{r}.0/24"));
     let net_a = up
@@ -470,12 +445,7 @@ async fn a_service_vip_reaches_every_serving_task_and_keeps_the_clients_address(
         .docker(&["network", "create", "-d", "overlay", "--subnet", &sub_b, "vipb"])
         .ok();
     let (net_a, net_b) = (net_a.stdout.trim().to_string(), net_b.stdout.trim().to_string());
-    let ingress = up.docker(&["network", "inspect", "-f", "{{.Id}}", "ingress"]).ok();
-    devices.0.extend([
-        net_a[..10].to_lowercase(),
-        net_b[..10].to_lowercase(),
-        ingress.stdout.trim()[..10].to_lowercase(),
-    ]);
+    host.watch([net_a[..10].to_lowercase(), net_b[..10].to_lowercase()]);
 
     // `/` answers the task's hostname, `/cgi-bin/peer` the client's address.
     let httpd = "mkdir -p /tmp/cgi-bin; \
@@ -512,7 +482,7 @@ async fn a_service_vip_reaches_every_serving_task_and_keeps_the_clients_address(
         ])
         .ok();
     }
-    let vip = until("web's VIP on the network", || vip_of(&up, "web", &net_a)).await;
+    let vip = until("web's VIP on the network", || vip_of(up, "web", &net_a)).await;
     assert!(vip.starts_with(&sub_a[..sub_a.len() - 4]), "{vip}");
     let (client, client_ip) = until("the client task with its address", || {
         web_containers("client")?
@@ -564,13 +534,7 @@ async fn a_service_vip_reaches_every_serving_task_and_keeps_the_clients_address(
 
     // A restarted agent takes the sandboxes over again: the client's table
     // still follows the service after it.
-    let agent = up.pid_of("shoal-agent", None).expect("agent pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL).unwrap();
-    until("the agent to be back", || match up.pid_of("shoal-agent", None) {
-        Some(p) if p != agent => Ok(()),
-        _ => Err("not yet".to_string()),
-    })
-    .await;
+    up.kill_agent().await;
 
     // No task left: the VIP refuses at once (no hang until a timeout).
     up.docker(&["service", "scale", "-d", "web=0"]).ok();

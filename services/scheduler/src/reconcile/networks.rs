@@ -774,6 +774,17 @@ mod tests {
         assert_eq!(vips(&k, "s"), [pair("net-b", "10.0.1.2/24")]);
     }
 
+    /// Two rounds of a one-at-a-time rollout: replace, stop, start.
+    fn roll_two(k: &mut Kit) {
+        for _ in 0..2 {
+            k.pass();
+            k.stop_all();
+            k.pass();
+            k.run_all();
+        }
+        k.pass();
+    }
+
     #[test]
     fn publishing_through_the_mesh_rolls_the_tasks_onto_ingress_and_a_new_port_number_does_not() {
         let mut k = Kit::new(&["n1"], vec![]);
@@ -802,13 +813,7 @@ mod tests {
         };
         // --publish-add: the running tasks are replaced by tasks on ingress, one at a time.
         k.set_service("web", |s| publish(s, 8080));
-        for _ in 0..2 {
-            k.pass();
-            k.stop_all();
-            k.pass();
-            k.run_all();
-        }
-        k.pass();
+        roll_two(&mut k);
         assert_eq!(on_ingress(&k), [true, true]);
         let ids: Vec<String> = k.live("web").iter().map(|t| t.meta.id.clone()).collect();
         // Another published port number: nothing to roll.
@@ -818,13 +823,7 @@ mod tests {
         assert_eq!(k.live("web").iter().map(|t| t.meta.id.clone()).collect::<Vec<_>>(), ids);
         // --publish-rm: off ingress again.
         k.set_service("web", |s| s.spec.endpoint_spec = None);
-        for _ in 0..2 {
-            k.pass();
-            k.stop_all();
-            k.pass();
-            k.run_all();
-        }
-        k.pass();
+        roll_two(&mut k);
         assert_eq!(on_ingress(&k), [false, false]);
     }
 }
