@@ -62,6 +62,38 @@ fn until<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Result<T,
     }
 }
 
+/// `docker <args>` at `host` with `input` on its stdin (closed after it),
+/// killed after 30 s: its exit code (124 when killed) and stdout.
+fn docker_with_stdin(host: &str, args: &[&str], input: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .args(["30", "docker"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DOCKER_HOST", host)
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join(unique("shoal-docker-config")),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("docker ran");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docker_cli_reaches_the_hosts_engine_through_shoal() {
     if !engine_answers() {
@@ -111,6 +143,15 @@ async fn the_docker_cli_reaches_the_hosts_engine_through_shoal() {
     .ok();
     let exec = api.docker(&["exec", &bg, "sh", "-c", "echo exec-$((6*7))"]).ok();
     assert_eq!(exec.stdout.trim(), "exec-42", "{exec:?}");
+    // stdin on the hijacked connection reaches the engine, and its end too
+    // (`cat` ends): `exec -i` and `run -i`, over TCP and the unix socket.
+    let (code, out) = docker_with_stdin(&api.host(), &["exec", "-i", &bg, "cat"], b"typed in\n");
+    assert_eq!((code, out.as_str()), (0, "typed in\n"), "exec -i");
+    let (code, out) = docker_with_stdin(&api.host(), &["run", "-i", "--rm", "busybox", "wc", "-l"], b"1\n2\n3\n");
+    assert_eq!((code, out.trim()), (0, "3"), "run -i");
+    let sock = format!("unix://{}", api.socket().display());
+    let (code, out) = docker_with_stdin(&sock, &["exec", "-i", &bg, "cat"], b"by socket\n");
+    assert_eq!((code, out.as_str()), (0, "by socket\n"), "exec -i over the unix socket");
     let ps = api.docker(&["ps", "--format", "{{.Names}}"]).ok();
     assert!(ps.lines().contains(&bg.as_str()), "{}", ps.stdout);
 

@@ -10,9 +10,10 @@
 //! request: bodies stream both ways (`docker logs -f`, `events`, pulls,
 //! builds), and a hijacked request (`Upgrade: tcp`: `exec`, `attach`,
 //! `docker run`) is answered `101` and the engine's raw stream is relayed
-//! until it ends. Limit: actix' HTTP/1 parser treats only `Upgrade: websocket`
-//! requests as streams, so what a client writes after its hijacked request
-//! (`exec -i`'s stdin) does not reach the engine.
+//! until it ends. Hijacked `exec start` and `attach` requests never get here:
+//! the API's listeners hand those to the engine themselves, both ways, so
+//! stdin reaches the engine too (see [`crate::front`]); this path remains
+//! for other upgrades.
 //!
 //! The engine may speak an older API than shoal (1.50): a `/v1.NN/` path
 //! above the engine's version is sent as the engine's version.
@@ -95,6 +96,14 @@ impl Engine {
         ))
     }
 
+    /// A fresh raw connection to the engine's socket (for hijacked requests).
+    pub(crate) async fn connect_raw(&self) -> std::io::Result<tokio::net::UnixStream> {
+        match &self.socket {
+            Some(path) => tokio::net::UnixStream::connect(path).await,
+            None => Err(std::io::Error::other("shoal-api was started with --engine none")),
+        }
+    }
+
     /// A fresh HTTP/1 connection to the engine; the connection runs on this thread.
     async fn connect(&self) -> ApiResult<hyper::client::conn::http1::SendRequest<EngineBody>> {
         let Some(path) = &self.socket else {
@@ -135,7 +144,7 @@ impl Engine {
     }
 
     /// `path` with a `/v1.NN/` above the engine's version lowered to it.
-    async fn engine_path(&self, path_and_query: &str) -> ApiResult<String> {
+    pub(crate) async fn engine_path(&self, path_and_query: &str) -> ApiResult<String> {
         let Some(rest) = path_and_query.strip_prefix("/v") else {
             return Ok(path_and_query.to_string());
         };

@@ -16,6 +16,8 @@
 //! - [`distribution`]: `/distribution` (answered by the agents);
 //! - [`engine`]: every other endpoint (containers, images, exec, `/auth`,
 //!   local networks, ...) passed to the host's Docker Engine;
+//! - [`front`]: the public listeners (TCP, TLS, the unix socket): hijacked
+//!   `exec start`/`attach` go to the engine both ways, the rest to actix;
 //! - [`logs`]: `/services/{id}/logs`, `/tasks/{id}/logs` (pulled from the agents);
 //! - [`request`]: request bodies within limits, query parameters, `{id}`
 //!   paths, and the [`request::Manager`] extractor;
@@ -43,6 +45,7 @@ pub mod engine;
 pub mod error;
 pub mod filters;
 pub mod fold;
+pub mod front;
 pub mod host;
 pub mod host_role;
 pub mod join;
@@ -338,6 +341,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         actix_web::rt::spawn(host_role::follow(state.clone(), config.data_dir.clone()));
     }
     let engine = web::Data::new(engine::Engine::new(&config.engine));
+    let engine_for_front = engine.clone().into_inner();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(engine.clone())
@@ -365,23 +369,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .workers(2)
     .shutdown_timeout(2)
     .disable_signals();
+    // The public listeners are the front's (hijacked requests go to the
+    // engine both ways there); actix serves everything else on a private
+    // socket behind it.
+    let inner = config.data_dir.join("api-inner.sock");
+    let _ = std::fs::remove_file(&inner);
+    server = server.bind_uds(&inner)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+    let front = std::sync::Arc::new(front::Front {
+        inner,
+        engine: engine_for_front,
+    });
+    let mut fronts = Vec::new();
     if let Some(addr) = config.tcp_addr().map_err(|m| anyhow::anyhow!(m))? {
-        server = match (&config.tls_cert, &config.tls_key) {
+        let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => {
                 if config.tls_ca.is_none() && !addr.ip().is_loopback() {
                     tracing::warn!(%addr, "TLS without --tls-ca: any client that reaches this address controls the swarm");
                 }
-                server.bind_rustls_0_23(addr, tls_config(cert, key, config.tls_ca.as_deref())?)?
+                Some(std::sync::Arc::new(tls_config(cert, key, config.tls_ca.as_deref())?))
             }
-            _ => server.bind(addr)?,
+            _ => None,
         };
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        fronts.push(actix_web::rt::spawn(front.clone().serve_tcp(listener, tls)));
     }
     if let Some(path) = config.socket_path() {
         let _ = std::fs::remove_file(&path);
-        server = server.bind_uds(&path)?;
+        let listener = tokio::net::UnixListener::bind(&path)?;
         // Whoever can reach the socket controls the swarm: owner and group only.
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        fronts.push(actix_web::rt::spawn(front.clone().serve_unix(listener)));
     }
     let server = server.run();
     let handle = server.handle();
@@ -390,6 +409,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         r = server => r?,
         _ = shutdown => {
             tracing::info!("shoal-api stopping");
+            for f in &fronts {
+                f.abort();
+            }
             handle.stop(true).await;
         }
     }
