@@ -129,6 +129,31 @@ async fn the_docker_cli_reaches_the_hosts_engine_through_shoal() {
         },
     );
 
+    // An answer without a body has none on the wire (under `shoal up` a 204
+    // once carried a chunked `0\r\n\r\n` the CLI took for a stray answer;
+    // this harness's API did not show it even then).
+    let created = api.docker(&["create", "--name", &run, "busybox", "true"]).ok();
+    let id = created.stdout.trim().to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let start = format!("POST /v1.41/containers/{id}/start HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    std::io::Write::write_all(&mut s, start.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(&mut s, &mut chunk) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 204"), "{text:?}");
+    assert!(
+        text.ends_with("\r\n\r\n") && !text.contains("\r\n\r\n0"),
+        "a body after 204: {text:?}"
+    );
+    engine(&["rm", "-f", &run]);
+
     // A container in the background: exec into it, follow its logs.
     api.docker(&[
         "run",

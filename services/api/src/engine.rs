@@ -323,6 +323,16 @@ pub async fn forward(engine: &Engine, req: &HttpRequest, payload: web::Payload) 
         res.head_mut().no_chunking(true);
         return Ok(res);
     }
+    // No body may follow these (RFC 9110 6.4.1): a streamed one would be
+    // sent chunked, and its `0\r\n\r\n` read by the client as a stray
+    // answer on its idle connection (the docker CLI warned "Unsolicited
+    // response received on idle HTTP channel" after `docker start`).
+    if status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || req.method() == actix_web::http::Method::HEAD
+    {
+        return Ok(answer.finish());
+    }
     let stream = http_body_util::BodyStream::new(resp.into_body()).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok),
