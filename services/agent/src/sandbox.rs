@@ -64,6 +64,7 @@ pub fn gwbridge_request() -> NetworkCreateRequest {
         name: GWBRIDGE.to_string(),
         driver: Some("bridge".into()),
         options: Some(HashMap::from([
+            ("com.docker.network.bridge.name".to_string(), GWBRIDGE.to_string()),
             ("com.docker.network.bridge.enable_icc".to_string(), "false".to_string()),
             (
                 "com.docker.network.bridge.enable_ip_masquerade".to_string(),
@@ -108,7 +109,44 @@ pub async fn ensure_gwbridge(docker: &Docker) -> Result<String, ExecError> {
     for (_, other) in found.iter().skip(1) {
         let _ = docker.remove_network(other).await;
     }
+    fence_host_endpoints().await;
     Ok(keep)
+}
+
+/// The rule that keeps the gateway bridge from being a way between overlay
+/// networks: this host's own endpoints (`shlh-*`, with an address on each
+/// overlay network, so the host routes to every overlay subnet) take no
+/// forwarded traffic, or a task's default route would carry it through the
+/// host into any overlay network. In the engine's `DOCKER-USER` chain,
+/// where it keeps the host's own rules (`op`: `-C` checks, `-I` inserts
+/// first).
+pub fn fence_args(op: &str) -> Vec<String> {
+    let mut args = vec!["-w".to_string(), op.to_string(), "DOCKER-USER".to_string()];
+    if op == "-I" {
+        args.push("1".into());
+    }
+    args.extend(["-o", "shlh+", "-j", "DROP"].map(String::from));
+    args
+}
+
+async fn fence_host_endpoints() {
+    let run = |op: &'static str| async move {
+        tokio::process::Command::new("iptables")
+            .args(fence_args(op))
+            .output()
+            .await
+    };
+    match run("-C").await {
+        Ok(o) if o.status.success() => {}
+        _ => match run("-I").await {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => tracing::warn!(
+                error = %String::from_utf8_lossy(&o.stderr).trim(),
+                "agent: cannot fence the host's overlay endpoints from {GWBRIDGE}"
+            ),
+            Err(e) => tracing::warn!(error = %e, "agent: cannot run iptables to fence the host's overlay endpoints"),
+        },
+    }
 }
 
 /// resolv.conf as the engine writes it for these settings (`.` as the only
@@ -473,5 +511,8 @@ mod tests {
         assert_eq!(o["com.docker.network.bridge.enable_icc"], "false");
         assert_eq!(o["com.docker.network.bridge.enable_ip_masquerade"], "true");
         assert!(r.labels.unwrap().contains_key(LABEL_GWBRIDGE));
+        // Nothing forwarded reaches the host's own overlay endpoints.
+        assert_eq!(fence_args("-I").join(" "), "-w -I DOCKER-USER 1 -o shlh+ -j DROP");
+        assert_eq!(fence_args("-C").join(" "), "-w -C DOCKER-USER -o shlh+ -j DROP");
     }
 }
