@@ -352,7 +352,8 @@ async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
     let publish = format!("{port}:80");
     up.docker(&["service", "update", "-d", "--publish-add", &publish, "meshweb"])
         .ok();
-    // Each rolled task has two interfaces: its network's and ingress's.
+    // Each rolled task has three interfaces: ingress (eth0), its network's
+    // (eth1), the gateway bridge (eth2); before, the network's and the bridge.
     let names = until("two web tasks on both networks", || {
         let ps = engine(&[
             "ps",
@@ -364,11 +365,11 @@ async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
         let names: Vec<String> = ps.lines().iter().map(|s| s.to_string()).collect();
         let with_two = names
             .iter()
-            .filter(|n| engine(&["exec", n, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
+            .filter(|n| engine(&["exec", n, "ip", "-o", "-4", "addr", "show", "eth2"]).code == 0)
             .count();
         match (names.len(), with_two) {
             (2, 2) => Ok(names),
-            (n, w) => Err(format!("{n} containers, {w} with eth1")),
+            (n, w) => Err(format!("{n} containers, {w} with eth2")),
         }
     })
     .await;
