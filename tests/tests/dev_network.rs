@@ -265,18 +265,22 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
         &c,
         &["service", "update", "--detach", "--publish-add", "8080:80", "web"],
     );
-    let one = poll(STEP, "the web task on ingress (eth1)", || {
-        let running = c.running_containers("web");
-        let with_eth1: Vec<&String> = running
-            .iter()
-            .map(|(_, id)| id)
-            .filter(|id| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
-            .collect();
-        match (running.len(), with_eth1.as_slice()) {
-            (1, [id]) => Ok(engine(&["exec", id, "hostname"]).stdout.trim().to_string()),
-            _ => Err(format!("{running:?}, {} on ingress", with_eth1.len())),
-        }
-    });
+    let one = poll(
+        STEP,
+        "the web task on ingress (eth0; appnet eth1, the gateway bridge eth2)",
+        || {
+            let running = c.running_containers("web");
+            let with_eth2: Vec<&String> = running
+                .iter()
+                .map(|(_, id)| id)
+                .filter(|id| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth2"]).code == 0)
+                .collect();
+            match (running.len(), with_eth2.as_slice()) {
+                (1, [id]) => Ok(engine(&["exec", id, "hostname"]).stdout.trim().to_string()),
+                _ => Err(format!("{running:?}, {} on ingress", with_eth2.len())),
+            }
+        },
+    );
     for node in all_nodes() {
         let ip = c.ip(node);
         let got = poll(STEP, &format!("{node}'s {ip}:8080 to answer"), || {
@@ -289,7 +293,7 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
         let running = c.running_containers("web");
         let names: BTreeSet<String> = running
             .iter()
-            .filter(|(_, id)| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
+            .filter(|(_, id)| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth2"]).code == 0)
             .map(|(_, id)| engine(&["exec", id, "hostname"]).stdout.trim().to_string())
             .collect();
         match names.len() {
@@ -323,7 +327,7 @@ fn tasks_on_different_hosts_reach_each_other_and_resolve_by_name() {
         let names: BTreeSet<String> = running
             .iter()
             .filter(|(host, _)| *host != drained)
-            .filter(|(_, id)| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
+            .filter(|(_, id)| engine(&["exec", id, "ip", "-o", "-4", "addr", "show", "eth2"]).code == 0)
             .map(|(_, id)| engine(&["exec", id, "hostname"]).stdout.trim().to_string())
             .collect();
         match (running.len(), names.len()) {

@@ -343,7 +343,8 @@ async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
     let publish = format!("{port}:80");
     up.docker(&["service", "update", "-d", "--publish-add", &publish, "meshweb"])
         .ok();
-    // Each rolled task has two interfaces: its network's and ingress's.
+    // Each rolled task has three interfaces: ingress (eth0), its network's
+    // (eth1), the gateway bridge (eth2); before, the network's and the bridge.
     let names = until("two web tasks on both networks", || {
         let ps = engine(&[
             "ps",
@@ -355,11 +356,11 @@ async fn a_published_port_reaches_every_task_through_the_routing_mesh() {
         let names: Vec<String> = ps.lines().iter().map(|s| s.to_string()).collect();
         let with_two = names
             .iter()
-            .filter(|n| engine(&["exec", n, "ip", "-o", "-4", "addr", "show", "eth1"]).code == 0)
+            .filter(|n| engine(&["exec", n, "ip", "-o", "-4", "addr", "show", "eth2"]).code == 0)
             .count();
         match (names.len(), with_two) {
             (2, 2) => Ok(names),
-            (n, w) => Err(format!("{n} containers, {w} with eth1")),
+            (n, w) => Err(format!("{n} containers, {w} with eth2")),
         }
     })
     .await;
@@ -555,4 +556,266 @@ async fn a_service_vip_reaches_every_serving_task_and_keeps_the_clients_address(
     })
     .await;
     up.docker(&["network", "rm", "vipa", "vipb"]).ok();
+}
+
+/// This machine's own address on its way out (not loopback, not a bridge
+/// of the engine's): what another machine would connect to.
+fn machine_addr() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "-4", "route", "get", "192.0.2.254"])
+        .output()
+        .expect("ip route get");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "src")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no source address in {text:?}"))
+        .to_string()
+}
+
+/// An HTTP server outside the cluster: on every address of this machine,
+/// answering `body` to each connection, until the test ends.
+fn outside_server(body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = c.read(&mut [0u8; 1024]);
+            let _ = c.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}\n").as_bytes());
+        }
+    });
+    port
+}
+
+/// `GET /` of `ip:port` from inside a container (busybox `nc`).
+fn http_get_port(container: &str, ip: &str, port: u16) -> Result<String, String> {
+    let r = engine(&[
+        "exec",
+        container,
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {port}"),
+    ]);
+    match r.code {
+        0 if !r.stdout.trim().is_empty() => Ok(r.stdout.lines().last().unwrap_or_default().trim().to_string()),
+        c => Err(format!("exit {c}: {}{}", r.stdout, r.stderr)),
+    }
+}
+
+/// Issue 11: every task sandbox is also on the engine's gateway bridge
+/// (`shoal_gwbridge`, as Docker's `docker_gwbridge`), last: a task on an
+/// overlay network reaches a server outside the cluster through the
+/// bridge's default route, its peer still over the overlay (on `eth0`),
+/// and not its peer through the gateway bridge (ICC off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_an_overlay_network_reaches_the_outside_world_through_the_gateway_bridge() {
+    let Some(host) = OverlayHost::start("gwbridge").await else {
+        eprintln!("SKIPPED: needs root");
+        return;
+    };
+    let outside = outside_server("outside");
+    let me = machine_addr();
+    let up = &host.up;
+    let r = std::process::id() % 200 + 20;
+    let sub = format!("10.216.{r}.0/24");
+    let net = up
+        .docker(&["network", "create", "-d", "overlay", "--subnet", &sub, "gwnet"])
+        .ok();
+    host.watch([net.stdout.trim()[..10].to_lowercase()]);
+    let httpd = "echo hi > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "gwweb",
+        "--network",
+        "gwnet",
+        "--replicas",
+        "2",
+        "busybox:latest",
+        "sh",
+        "-c",
+        httpd,
+    ])
+    .ok();
+    let web = until("two tasks with their overlay addresses", || {
+        let w = web_containers("gwweb")?;
+        match w.len() {
+            2 => Ok(w),
+            n => Err(format!("{n} containers")),
+        }
+    })
+    .await;
+    let ((c1, ip1), (c2, ip2)) = (web[0].clone(), web[1].clone());
+    // eth0 is the overlay's, the gateway bridge comes last and has the default route.
+    let prefix = &sub[..sub.len() - 4];
+    assert!(ip1.starts_with(prefix) && ip2.starts_with(prefix), "{web:?}");
+    let routes = engine(&["exec", &c1, "ip", "-4", "route"]).stdout;
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("default via") && l.contains("dev eth1")),
+        "{routes}"
+    );
+    assert!(routes.contains(&format!("{sub} dev eth0")), "{routes}");
+    let sb = engine(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}{{end}}",
+        &format!("{c2}.sandbox"),
+    ])
+    .stdout;
+    let (bridge, gw_ip2) = sb.trim().split_once(' ').unwrap_or_else(|| panic!("{sb:?}"));
+    assert_eq!(bridge, "shoal_gwbridge");
+    let opts = engine(&["network", "inspect", "-f", "{{json .Options}}", "shoal_gwbridge"]).stdout;
+    assert!(
+        opts.contains(r#""com.docker.network.bridge.enable_icc":"false""#),
+        "{opts}"
+    );
+
+    // Out through the gateway bridge, to this machine's own address.
+    assert_eq!(
+        http_get_port(&c1, &me, outside),
+        Ok("outside".to_string()),
+        "{c1} -> {me}:{outside}"
+    );
+    // The peer over the overlay, not through the gateway bridge.
+    assert_eq!(http_get(&c1, &ip2), Ok("hi".to_string()), "{c1} -> {ip2}");
+    let icc = http_get(&c1, gw_ip2);
+    assert!(
+        icc.is_err(),
+        "{c1} reached its peer's gateway address {gw_ip2}: {icc:?}"
+    );
+    // The resolver is still the host's shoal-dns.
+    let resolv = engine(&["exec", &c1, "cat", "/etc/resolv.conf"]).stdout;
+    let own = host_address(&up.nats_url(), &up.node_ids()[0], net.stdout.trim()).await;
+    assert!(resolv.contains(&format!("nameserver {own}")), "{resolv}");
+
+    up.docker(&["service", "rm", "gwweb"]).ok();
+    until("the sandboxes gone", || match up.containers("{{.Names}}") {
+        c if c.is_empty() => Ok(()),
+        c => Err(format!("{c:?}")),
+    })
+    .await;
+    up.docker(&["network", "rm", "gwnet"]).ok();
+}
+
+/// `docker service ps`'s PORTS column of a service's running task.
+fn ps_ports(up: &Up, service: &str) -> Result<String, String> {
+    let ps = up.docker(&[
+        "service",
+        "ps",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.CurrentState}}|{{.Ports}}",
+        service,
+    ]);
+    let line = ps.stdout.lines().next().unwrap_or_default().to_string();
+    match line.split_once('|') {
+        Some((state, ports)) if state.starts_with("Running") && !ports.is_empty() => Ok(ports.to_string()),
+        _ => Err(format!("service ps: {}{}", ps.stdout, ps.stderr)),
+    }
+}
+
+/// Issue 11: `--publish mode=host` binds the port on the task's own host:
+/// on its network sandbox for a task on an overlay network, on its
+/// container otherwise; a published port of 0 is the engine's choice, and
+/// `docker service ps` and the task's `Status.PortStatus` show the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_published_in_host_mode_answers_on_the_tasks_host() {
+    let Some(host) = OverlayHost::start("hostmode").await else {
+        eprintln!("SKIPPED: needs root");
+        return;
+    };
+    let me = machine_addr();
+    let up = &host.up;
+    let r = std::process::id() % 200 + 20;
+    let sub = format!("10.217.{r}.0/24");
+    let net = up
+        .docker(&["network", "create", "-d", "overlay", "--subnet", &sub, "hostnet"])
+        .ok();
+    host.watch([net.stdout.trim()[..10].to_lowercase()]);
+    let httpd = |body: &str| format!("echo {body} > /tmp/index.html; exec httpd -f -p 80 -h /tmp");
+    let port = free_port();
+    let publish = format!("mode=host,target=80,published={port}");
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "hostweb",
+        "--network",
+        "hostnet",
+        "--publish",
+        &publish,
+        "busybox:latest",
+        "sh",
+        "-c",
+        &httpd("overlay"),
+    ])
+    .ok();
+    up.docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "anyport",
+        "--publish",
+        "mode=host,target=80",
+        "busybox:latest",
+        "sh",
+        "-c",
+        &httpd("plain"),
+    ])
+    .ok();
+
+    // The given port, on this machine's address (the task is on an overlay network).
+    let shown = until("hostweb's port in service ps", || ps_ports(up, "hostweb")).await;
+    assert_eq!(shown, format!("*:{port}->80/tcp"));
+    let got = until("hostweb through its host-mode port", || {
+        shoal_tests::http_get_last_line(&format!("{me}:{port}"))
+    })
+    .await;
+    assert_eq!(got, "overlay");
+    // The engine's port: the same in service ps, the task's PortStatus and on the wire.
+    let shown = until("anyport's port in service ps", || ps_ports(up, "anyport")).await;
+    let picked: u16 = shown
+        .strip_prefix("*:")
+        .and_then(|s| s.strip_suffix("->80/tcp"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("service ps shows {shown:?}"));
+    assert_ne!(picked, 0);
+    let task = up
+        .docker(&["service", "ps", "-q", "--filter", "desired-state=running", "anyport"])
+        .ok();
+    let status = up
+        .docker(&["inspect", "-f", "{{json .Status.PortStatus}}", task.stdout.trim()])
+        .ok();
+    let want =
+        format!(r#"{{"Ports":[{{"Protocol":"tcp","TargetPort":80,"PublishedPort":{picked},"PublishMode":"host"}}]}}"#);
+    assert_eq!(status.stdout.trim(), want);
+    let raw = up.docker(&["inspect", task.stdout.trim()]).ok();
+    assert!(!raw.stdout.contains("\"Endpoint\""), "{}", raw.stdout);
+    let got = until("anyport through the engine's port", || {
+        shoal_tests::http_get_last_line(&format!("{me}:{picked}"))
+    })
+    .await;
+    assert_eq!(got, "plain");
+
+    up.docker(&["service", "rm", "hostweb", "anyport"]).ok();
+    until("the ports close", || {
+        match (
+            shoal_tests::http_get_last_line(&format!("{me}:{port}")),
+            shoal_tests::http_get_last_line(&format!("{me}:{picked}")),
+        ) {
+            (Err(_), Err(_)) => Ok(()),
+            other => Err(format!("still answering: {other:?}")),
+        }
+    })
+    .await;
+    up.docker(&["network", "rm", "hostnet"]).ok();
 }

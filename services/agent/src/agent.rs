@@ -206,7 +206,9 @@ impl Agent {
                 work.instrument(span)
                     .into_actor(self)
                     .map(move |res, act, ctx| {
+                        let mut ports = Vec::new();
                         let res = res.map(|started| {
+                            ports = started.ports;
                             match &started.handle {
                                 crate::exec::Handle::Container { container_id } => {
                                     started_span.record("container_id", container_id.as_str());
@@ -220,6 +222,10 @@ impl Agent {
                             }
                             started.handle
                         });
+                        // The bound ports first, so the `running` report carries them.
+                        if !ports.is_empty() {
+                            act.feed(ctx, &task_id, Event::Published(ports));
+                        }
                         let hold = fail::eval(FAIL_BEFORE_RUNNING, |arg| {
                             arg.and_then(|ms| ms.parse::<u64>().ok())
                                 .map_or(Duration::from_secs(3600), Duration::from_millis)

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shoal_shared::model::{ContainerStatus, Task, TaskState, TaskStatus};
+use shoal_shared::model::{ContainerStatus, PortConfig, PortStatus, Task, TaskState, TaskStatus};
 
 use crate::exec::{stop_grace, ExecError, Exit, Found, Handle};
 
@@ -90,6 +90,9 @@ pub enum Event {
     Unassigned,
     /// The prepare finished.
     Prepared(Result<Option<Handle>, ExecError>),
+    /// The start published these host-mode ports (before its `Started`):
+    /// the task's `Status.PortStatus` while it runs.
+    Published(Vec<PortConfig>),
     /// The start finished.
     Started(Result<Handle, ExecError>),
     /// The work behind `handle` ended.
@@ -213,6 +216,9 @@ pub fn step(mut ctl: TaskCtl, event: Event, now: DateTime<Utc>) -> (TaskCtl, Vec
                 }
             }
         },
+        Event::Published(ports) if phase == Phase::Starting => {
+            ctl.status.port_status = Some(PortStatus { ports });
+        }
         Event::Started(res) if phase == Phase::Starting => match res {
             Err(e) => fail(&mut ctl, &mut fx, now, e, "starting"),
             Ok(handle) => {
@@ -240,7 +246,7 @@ pub fn step(mut ctl: TaskCtl, event: Event, now: DateTime<Utc>) -> (TaskCtl, Vec
         Event::Adopted { found, lost } => adopted(&mut ctl, &mut fx, now, found, lost),
         Event::RetryDue if phase == Phase::Backoff => ctl.phase = Some(Phase::New),
         // An outcome for an operation that is no longer awaited.
-        Event::Prepared(_) | Event::Started(_) | Event::RetryDue => {}
+        Event::Prepared(_) | Event::Published(_) | Event::Started(_) | Event::RetryDue => {}
     }
     drive(&mut ctl, &mut fx, now);
     (ctl, fx)
@@ -457,6 +463,8 @@ fn report(
     if state <= ctl.status.state {
         return;
     }
+    // Published ports are the running task's; they go when it ends.
+    let port_status = ctl.status.port_status.take().filter(|_| state <= TaskState::Running);
     ctl.status = TaskStatus {
         timestamp: now,
         state,
@@ -467,7 +475,7 @@ fn report(
             pid: ctl.handle.as_ref().and_then(Handle::pid).map(i64::from),
             exit_code,
         }),
-        port_status: None,
+        port_status,
     };
     fx.push(Effect::Report(ctl.status.clone()));
 }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount, ResourcesUlimits};
+use bollard::models::{
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount, PortBinding, PortMap, ResourcesUlimits,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
@@ -26,7 +28,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use shoal_shared::logs::{LogStream, WorkState};
-use shoal_shared::model::{EngineDescription, PluginDescription, Task};
+use shoal_shared::model::{EngineDescription, PluginDescription, PortConfig, PortProtocol, PublishMode, Task};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -166,6 +168,70 @@ fn extra_hosts(hosts: &[String]) -> Vec<String> {
     out
 }
 
+fn protocol_name(p: Option<PortProtocol>) -> &'static str {
+    match p.unwrap_or_default() {
+        PortProtocol::Tcp => "tcp",
+        PortProtocol::Udp => "udp",
+        PortProtocol::Sctp => "sctp",
+    }
+}
+
+/// The engine's `ExposedPorts` and `HostConfig.PortBindings` for a task's
+/// host-mode ports, as Swarm's executor writes them: every address of the
+/// host, the published port, or none (0: the engine picks one).
+pub fn port_bindings(ports: &[PortConfig]) -> (Vec<String>, PortMap) {
+    let mut exposed = Vec::new();
+    let mut map = PortMap::new();
+    for p in ports {
+        let key = format!("{}/{}", p.target_port, protocol_name(p.protocol));
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        let host_port = (p.published_port != 0).then(|| p.published_port.to_string());
+        map.entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: None,
+                host_port: Some(host_port.unwrap_or_default()),
+            });
+    }
+    (exposed, map)
+}
+
+/// The ports the engine bound for a container (`NetworkSettings.Ports`),
+/// as the task's `Status.PortStatus.Ports` lists them: one per target,
+/// protocol and host port (the engine lists IPv4 and IPv6 bindings apart).
+pub fn port_status(map: &PortMap) -> Vec<PortConfig> {
+    let mut out: Vec<PortConfig> = Vec::new();
+    for (key, bindings) in map {
+        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let Ok(target_port) = port.parse::<u32>() else { continue };
+        let protocol = match proto {
+            "udp" => PortProtocol::Udp,
+            "sctp" => PortProtocol::Sctp,
+            _ => PortProtocol::Tcp,
+        };
+        for b in bindings.iter().flatten() {
+            let Some(published_port) = b.host_port.as_deref().and_then(|h| h.parse::<u32>().ok()) else {
+                continue;
+            };
+            let p = PortConfig {
+                name: String::new(),
+                protocol: Some(protocol),
+                target_port,
+                published_port,
+                publish_mode: Some(PublishMode::Host),
+            };
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_by_key(|p| (p.target_port, protocol_name(p.protocol), p.published_port));
+    out
+}
+
 /// The container a task runs: its spec, Swarm's labels, limits and mounts.
 pub fn container_config(task: &Task, node_id: &str, image: &str) -> Result<ContainerCreateBody, String> {
     let c = task.spec.container_spec.clone().unwrap_or_default();
@@ -201,7 +267,10 @@ pub fn container_config(task: &Task, node_id: &str, image: &str) -> Result<Conta
     let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     let some_str = |s: &String| (!s.is_empty()).then(|| s.clone());
     let grace = stop_grace(&task.spec);
+    let host_ports = task.host_ports();
+    let (exposed, bindings) = port_bindings(&host_ports);
     Ok(ContainerCreateBody {
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
         image: Some(image.to_string()),
         entrypoint: some_vec(&c.command),
         cmd: some_vec(&c.args),
@@ -216,6 +285,7 @@ pub fn container_config(task: &Task, node_id: &str, image: &str) -> Result<Conta
         stop_timeout: Some(grace.as_secs_f64().ceil() as i64),
         healthcheck,
         host_config: Some(HostConfig {
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
             mounts: (!mounts.is_empty()).then_some(mounts),
             nano_cpus: (limits.nano_cpus > 0).then_some(limits.nano_cpus),
             memory: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
@@ -448,6 +518,26 @@ impl DockerExecutor {
             .map_err(|e| format!("starting container failed: {}", engine_message(&e)))
     }
 
+    /// The host-mode ports the engine bound for a task's container: on its
+    /// network sandbox when it has one (which owns the namespace), else on
+    /// the container itself.
+    pub async fn bound_ports(&self, container_id: &str) -> Vec<PortConfig> {
+        let owner = crate::sandbox::of_container(&self.docker, container_id)
+            .await
+            .unwrap_or_else(|| container_id.to_string());
+        match self.docker.inspect_container(&owner, None).await {
+            Ok(info) => info
+                .network_settings
+                .and_then(|n| n.ports)
+                .map(|m| port_status(&m))
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(container = %owner, error = %engine_message(&e), "agent: cannot read the published ports");
+                Vec::new()
+            }
+        }
+    }
+
     /// Waits until the container stops and returns its exit code.
     pub async fn wait_container(&self, container_id: &str) -> Exit {
         loop {
@@ -661,6 +751,7 @@ impl Executor for DockerExecutor {
     /// and its task fails ([`crate::health`]).
     fn start(&self, task: &Task, prepared: Option<Handle>) -> BoxFuture<'static, Result<Started, ExecError>> {
         let (d, grace) = (self.clone(), stop_grace(&task.spec));
+        let publishes = !task.host_ports().is_empty();
         async move {
             let Some(handle @ Handle::Container { .. }) = prepared else {
                 return Err(ExecError::Failed("the container was not prepared".into()));
@@ -678,7 +769,16 @@ impl Executor for DockerExecutor {
                 d.stop_container(&id, grace).await;
                 return Err(ExecError::Failed(health::UNHEALTHY.into()));
             }
-            Ok(Started { handle, child: None })
+            let ports = if publishes {
+                d.bound_ports(&id).await
+            } else {
+                Vec::new()
+            };
+            Ok(Started {
+                handle,
+                child: None,
+                ports,
+            })
         }
         .boxed()
     }

@@ -105,6 +105,8 @@ pub struct Found {
 pub struct Started {
     pub handle: Handle,
     pub child: Option<tokio::process::Child>,
+    /// The host-mode ports the task got (its `Status.PortStatus`).
+    pub ports: Vec<shoal_shared::model::PortConfig>,
 }
 
 impl fmt::Debug for Started {

@@ -86,6 +86,7 @@ impl Executor for ProcessExecutor {
         .map(|(child, p)| Started {
             handle: Handle::Process(p),
             child: Some(child),
+            ports: Vec::new(),
         })
         .map_err(ExecError::Failed);
         async move { r }.boxed()

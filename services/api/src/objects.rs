@@ -774,6 +774,8 @@ pub(crate) fn redact_service(s: &mut Service) {
 
 fn redact_task(mut t: Task) -> Task {
     redact(&mut t.spec);
+    // SwarmKit's copy of the service's endpoint: Docker's task has none.
+    t.endpoint = None;
     t
 }
 

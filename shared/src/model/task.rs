@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::network::Network;
-use super::service::{PortConfig, TaskSpec};
+use super::service::{host_mode_ports, Endpoint, PortConfig, TaskSpec};
 use crate::error::ShoalError;
 use crate::store::{zero_time, Meta, Version};
 
@@ -234,6 +234,12 @@ pub struct Task {
     /// The job iteration this task runs for (a job's tasks only).
     #[serde(rename = "JobIteration", default, skip_serializing_if = "Option::is_none")]
     pub job_iteration: Option<Version>,
+    /// The service's endpoint when the task was made (SwarmKit's
+    /// `Task.Endpoint`): the agent publishes the task's host-mode ports
+    /// from it. Kept in the store; the API doesn't show it (Docker's task
+    /// has no `Endpoint`).
+    #[serde(rename = "Endpoint", default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
 }
 
 /// `Name` and `Labels` of an object, as SwarmKit's `Annotations`.
@@ -262,7 +268,18 @@ impl Task {
             networks_attachments: Vec::new(),
             service_annotations: None,
             job_iteration: None,
+            endpoint: None,
         }
+    }
+
+    /// The ports the task publishes on its own host (`mode=host`), as its
+    /// service's endpoint had them when the task was made; a published
+    /// port of 0 lets the engine pick one.
+    pub fn host_ports(&self) -> Vec<PortConfig> {
+        self.endpoint
+            .as_ref()
+            .map(|e| host_mode_ports(&e.ports))
+            .unwrap_or_default()
     }
 
     /// Docker's task name: `<service>.<slot>` for a replicated task,

@@ -608,3 +608,39 @@ fn restart_while_a_container_waits_for_health_waits_again() {
     let (_, fx) = step(r, adopted_ev(Some(found(container(), true, true, None))), now());
     assert_eq!(fx, [Effect::Wait(container())]);
 }
+
+#[test]
+fn published_ports_are_reported_with_running_and_go_when_the_task_ends() {
+    let port: shoal_shared::model::PortConfig = serde_json::from_value(serde_json::json!({
+        "Protocol": "tcp", "TargetPort": 80, "PublishedPort": 30080, "PublishMode": "host"
+    }))
+    .unwrap();
+    let (c, _) = first_assignment(task(TaskState::Running), now());
+    let (c, _) = step(c, Event::Prepared(Ok(Some(container()))), now());
+    let (c, fx) = step(c, Event::Published(vec![port.clone()]), now());
+    assert!(fx.is_empty(), "{fx:?}");
+    let (c, fx) = step(c, Event::Started(Ok(container())), now());
+    let running: Vec<&TaskStatus> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Report(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].state, TaskState::Running);
+    assert_eq!(
+        running[0].port_status.as_ref().map(|p| p.ports.clone()),
+        Some(vec![port])
+    );
+    let (c, _) = step(
+        c,
+        Event::Exited {
+            handle: container(),
+            exit: Exit::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(c.status.state, TaskState::Complete);
+    assert_eq!(c.status.port_status, None);
+}

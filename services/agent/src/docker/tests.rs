@@ -151,3 +151,53 @@ async fn an_executor_finds_only_its_own_nodes_containers_on_a_shared_engine() {
         );
     }
 }
+
+#[test]
+fn host_mode_ports_are_published_on_the_container_and_read_back_for_the_status() {
+    let port = |mode: &str, proto: &str, target: u32, published: u32| -> PortConfig {
+        serde_json::from_value(json!({
+            "Protocol": proto, "TargetPort": target, "PublishedPort": published, "PublishMode": mode
+        }))
+        .unwrap()
+    };
+    let mut t = task();
+    // The service's ingress ports are the routing mesh's, not the container's.
+    t.endpoint = Some(shoal_shared::model::Endpoint {
+        ports: vec![
+            port("host", "tcp", 80, 8080),
+            port("ingress", "tcp", 443, 30443),
+            port("host", "udp", 53, 0),
+        ],
+        ..Default::default()
+    });
+    let body = container_config(&t, "n1", "busybox").unwrap();
+    assert_eq!(
+        body.exposed_ports,
+        Some(vec!["80/tcp".to_string(), "53/udp".to_string()])
+    );
+    let bindings = body.host_config.unwrap().port_bindings.unwrap();
+    let host_port = |k: &str| bindings[k].as_ref().unwrap()[0].host_port.clone();
+    assert_eq!(bindings.len(), 2);
+    assert_eq!(host_port("80/tcp").as_deref(), Some("8080"));
+    // 0: the engine picks the host's port.
+    assert_eq!(host_port("53/udp").as_deref(), Some(""));
+    // Without host-mode ports nothing is published.
+    t.endpoint = None;
+    let body = container_config(&t, "n1", "busybox").unwrap();
+    assert_eq!(
+        (body.exposed_ports, body.host_config.unwrap().port_bindings),
+        (None, None)
+    );
+
+    // What the engine bound (IPv4 and IPv6 apart) is the task's PortStatus.
+    let bound: PortMap = serde_json::from_value(json!({
+        "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
+        "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "49153"}],
+        "9000/tcp": null
+    }))
+    .unwrap();
+    assert_eq!(
+        port_status(&bound),
+        [port("host", "udp", 53, 49153), port("host", "tcp", 80, 8080)]
+    );
+}

@@ -8,12 +8,26 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use shoal_shared::model::{FailureAction, Task, TaskState, UpdateOrder, UpdateState, UpdateStatus, DEFAULTS};
+use shoal_shared::model::{
+    FailureAction, PortConfig, Task, TaskState, UpdateOrder, UpdateState, UpdateStatus, DEFAULTS,
+};
 
 use super::plan::{ServiceChange, StopReason};
 use super::work::Work;
 use super::{is_live, td, Group};
 use crate::placement::{Needs, NodeInfo};
+
+/// Whether a task publishes on its host the ports its service now
+/// publishes in host mode (`wanted`, from [`Service::host_ports`]): a
+/// changed host-mode port needs new tasks, as SwarmKit makes a task dirty
+/// when its endpoint changed (the agent binds them when it makes the
+/// container). Ingress ports don't count: the routing mesh reads them from
+/// the service.
+///
+/// [`Service::host_ports`]: shoal_shared::model::Service::host_ports
+pub(super) fn host_ports_as_wanted(t: &Task, wanted: &[PortConfig]) -> bool {
+    t.host_ports() == wanted
+}
 
 /// The rolling update of one service (step 3).
 pub(super) fn update(
@@ -32,7 +46,10 @@ pub(super) fn update(
     };
     let template = &svc.spec.task_template;
     let ingress = super::networks::wants_ingress(w, &svc);
-    let current = |t: &Task| t.spec == *template && super::networks::ingress_as_wanted(t, ingress);
+    let host_ports = svc.host_ports();
+    let current = |t: &Task| {
+        t.spec == *template && super::networks::ingress_as_wanted(t, ingress) && host_ports_as_wanted(t, &host_ports)
+    };
 
     // Failures of the new spec since the update started.
     let started = svc.update_status.as_ref().and_then(|u| u.started_at);
@@ -307,5 +324,49 @@ mod tests {
         let st = k.snap.services["s"].update_status.clone().unwrap();
         assert_eq!(st.state, Some(UpdateState::Paused));
         assert!(st.message.contains("update paused due to failure"), "{}", st.message);
+    }
+
+    #[test]
+    fn tasks_carry_their_host_mode_ports_and_a_changed_one_rolls_them() {
+        use shoal_shared::model::{EndpointSpec, PortConfig, Service};
+        let port = |mode: &str, published: u32| -> PortConfig {
+            serde_json::from_value(serde_json::json!({
+                "Protocol": "tcp", "TargetPort": 80, "PublishedPort": published, "PublishMode": mode
+            }))
+            .unwrap()
+        };
+        let publish = |s: &mut Service, ports: Vec<PortConfig>| {
+            s.spec.endpoint_spec = Some(EndpointSpec {
+                ports,
+                ..EndpointSpec::default()
+            });
+        };
+        let mut web = service("web", Some(2));
+        publish(&mut web, vec![port("host", 8080), port("ingress", 30001)]);
+        let mut k = Kit::new(&["n1", "n2"], vec![web]);
+        k.pass();
+        k.run_all();
+        // Every task knows its host-mode ports, and only those.
+        let ports = |k: &Kit| -> Vec<Vec<PortConfig>> { k.live("web").iter().map(|t| t.host_ports()).collect() };
+        assert_eq!(ports(&k), vec![vec![port("host", 8080)]; 2]);
+        let ids = |k: &Kit| -> Vec<String> { k.live("web").iter().map(|t| t.meta.id.clone()).collect() };
+        let first = ids(&k);
+        // Another ingress port number rolls nothing.
+        k.set_service("web", |s| publish(s, vec![port("host", 8080), port("ingress", 30002)]));
+        k.pass();
+        k.pass();
+        assert_eq!(ids(&k), first);
+        // Another host-mode port: new tasks, one at a time, with the new port.
+        k.set_service("web", |s| publish(s, vec![port("host", 0), port("ingress", 30002)]));
+        let plan = k.pass();
+        assert_eq!(stopped_for_update(&plan), 1, "{:?}", plan.intents);
+        for _ in 0..2 {
+            k.stop_all();
+            k.pass();
+            k.run_all();
+            k.pass();
+        }
+        assert_eq!(ports(&k), vec![vec![port("host", 0)]; 2]);
+        assert!(ids(&k).iter().all(|id| !first.contains(id)), "{:?} {first:?}", ids(&k));
     }
 }

@@ -208,6 +208,9 @@ impl<'a> Work<'a> {
     pub fn new_task(&mut self, id: String, svc: &Service, group: &Group) -> String {
         let mut t = Task::new(id.clone(), svc.meta.id.clone(), svc.spec.task_template.clone());
         t.spec_version = Some(svc.meta.version);
+        // SwarmKit copies the service's endpoint into every task it makes:
+        // the agent publishes the host-mode ports from it.
+        t.endpoint = svc.endpoint.clone();
         t.service_annotations = Some(shoal_shared::model::Annotations {
             name: svc.spec.name.clone(),
             labels: svc.spec.labels.clone(),

@@ -571,6 +571,16 @@ pub struct PortConfig {
     pub publish_mode: Option<PublishMode>,
 }
 
+/// The ports of a list published in host mode (`mode=host`), in order:
+/// a task publishes them on its own host, not through the routing mesh.
+pub fn host_mode_ports(ports: &[PortConfig]) -> Vec<PortConfig> {
+    ports
+        .iter()
+        .filter(|p| p.publish_mode == Some(PublishMode::Host))
+        .cloned()
+        .collect()
+}
+
 /// `EndpointSpec`: how the service is reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -740,6 +750,15 @@ pub struct Service {
 }
 
 impl Service {
+    /// The ports the service's tasks publish on their own hosts
+    /// (`mode=host`), from its endpoint as the scheduler applied it.
+    pub fn host_ports(&self) -> Vec<PortConfig> {
+        self.endpoint
+            .as_ref()
+            .map(|e| host_mode_ports(&e.ports))
+            .unwrap_or_default()
+    }
+
     pub fn new(id: impl Into<String>, spec: ServiceSpec) -> Service {
         Service {
             meta: Meta::new(id),
