@@ -51,6 +51,9 @@ impl AgentProcess {
         let child = tokio::process::Command::new(&bin)
             .args(["--nats-url", &ctx.nats_url, "--node-id", &node_id])
             .args(["--node-name", &ctx.name("agent"), "--executor", "process"])
+            // Its tasks are processes without networks: no overlay devices
+            // or namespace of its own to leave behind on the machine.
+            .args(["--overlay", "false"])
             .arg("--data-dir")
             .arg(&dir)
             .arg("--label")
