@@ -274,14 +274,25 @@ impl StoreClient {
     /// Makes `replica` a member: a learner at once; with `voter`, promoted by
     /// the leader once it has caught up (see [`StoreRequest::AddReplica`]).
     /// This is the call a manager's join or promotion makes for its host's replica.
+    /// A membership change commits a configuration entry that a loaded
+    /// leader may take seconds to make durable; it gets
+    /// [`MEMBERSHIP_DEADLINE`] (or this client's deadline, if longer).
     pub async fn add_replica(&self, replica: u64, voter: bool) -> Result<(), ShoalError> {
-        self.call(&StoreRequest::AddReplica { replica, voter })
+        self.membership_client()
+            .call(&StoreRequest::AddReplica { replica, voter })
             .await
             .map(|_| ())
     }
 
     pub async fn remove_replica(&self, replica: u64) -> Result<(), ShoalError> {
-        self.call(&StoreRequest::RemoveReplica { replica }).await.map(|_| ())
+        self.membership_client()
+            .call(&StoreRequest::RemoveReplica { replica })
+            .await
+            .map(|_| ())
+    }
+
+    fn membership_client(&self) -> StoreClient {
+        self.with_deadline(self.deadline.max(MEMBERSHIP_DEADLINE))
     }
 
     /// Makes `replica` the only voter of a new cluster with its data

@@ -203,11 +203,18 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
         .ok_or("nats-server not found on PATH; install it (`apt-get install nats-server`, or run ops/bootstrap)")?;
 
     port_free(api, "--api-addr")?;
+    // Every port chosen here is probed with a listener that stays open until
+    // all of them are chosen: a probe dropped early let a metrics port come
+    // out equal to NATS's, and the API then could never start.
+    let mut probes = Vec::new();
     let nats_port = if args.nats_port == 0 {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port for NATS: {e}"))?;
+        let port = l
+            .local_addr()
             .map_err(|e| format!("no free port for NATS: {e}"))?
+            .port();
+        probes.push(l);
+        port
     } else {
         port_free(SocketAddr::from(([127, 0, 0, 1], args.nats_port)), "--nats-port")?;
         args.nats_port
@@ -227,9 +234,8 @@ fn prepare(args: &UpArgs) -> Result<(Plan, leftovers::Lock), String> {
     let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
     let path = |p: PathBuf| p.into_os_string();
     let hostname = shoal_shared::procfs::hostname();
-    // Every shoal process serves metrics on a free loopback port. The probe
-    // listeners stay open until all ports are chosen, so no two are the same.
-    let mut probes = Vec::new();
+    // Every shoal process serves metrics on a free loopback port (probed as
+    // NATS's was, so no two are the same).
     let mut metrics = Vec::new();
     let mut metrics_arg = |name: &str| -> Result<Vec<OsString>, String> {
         let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port for metrics: {e}"))?;

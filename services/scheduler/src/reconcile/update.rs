@@ -127,6 +127,10 @@ pub(super) fn update(
     }
 
     let mut dirty: Vec<Group> = Vec::new();
+    // Groups this pass refills after stopping a task of an older spec (a
+    // restart that came due as the spec changed): their new task is of the
+    // new spec, so the rollout has begun there though nothing is dirty.
+    let mut respecced = 0usize;
     let mut in_flight = 0usize;
     let mut last_running: Option<DateTime<Utc>> = None;
     for (g, members) in groups {
@@ -159,6 +163,9 @@ pub(super) fn update(
                             .passes_static_ignoring_ready(&Needs::of(template, &[]))
                 }
             };
+        if refill && latest.is_some_and(|t| !current(t)) {
+            respecced += 1;
+        }
         if !live.is_empty() && cur.is_empty() {
             dirty.push(g.clone());
         } else if cur.iter().any(|t| t.status.state < TaskState::Running)
@@ -174,7 +181,7 @@ pub(super) fn update(
     match state {
         Some(UpdateState::Paused | UpdateState::RollbackPaused) => return,
         Some(UpdateState::Updating | UpdateState::RollbackStarted) => {}
-        _ if dirty.is_empty() => return,
+        _ if dirty.is_empty() && respecced == 0 => return,
         _ => {
             w.set_service(sid, ServiceChange::UpdateStatus, |s| {
                 s.update_status = Some(UpdateStatus {
@@ -324,6 +331,47 @@ mod tests {
         let st = k.snap.services["s"].update_status.clone().unwrap();
         assert_eq!(st.state, Some(UpdateState::Paused));
         assert!(st.message.contains("update paused due to failure"), "{}", st.message);
+    }
+
+    #[test]
+    fn a_new_spec_over_a_paused_update_is_an_update_when_a_restart_comes_due_with_it() {
+        let mut k = Kit::new(&["n1"], vec![service("s", Some(2))]);
+        k.pass();
+        k.run_all();
+        let good = k.snap.services["s"].spec.clone();
+        k.set_service("s", |s| {
+            s.previous_spec = Some(s.spec.clone());
+            s.spec.task_template.container_spec.as_mut().unwrap().image = "bad".into();
+        });
+        k.pass();
+        k.stop_all();
+        k.pass();
+        let bad = |t: &shoal_shared::model::Task| t.spec.container_spec.as_ref().unwrap().image == "bad";
+        let new = k.live("s").into_iter().find(bad).unwrap();
+        k.report(&new.meta.id, TaskState::Failed);
+        k.pass();
+        assert_eq!(
+            k.snap.services["s"].update_status.clone().unwrap().state,
+            Some(UpdateState::Paused)
+        );
+        // The failed task's restart delay has passed when the good spec comes
+        // back, so this pass replaces it with a task of the good spec.
+        k.advance(std::time::Duration::from_secs(6));
+        k.set_service("s", |s| {
+            s.previous_spec = Some(s.spec.clone());
+            s.spec = good.clone();
+            s.update_status = None;
+        });
+        k.pass();
+        let st = k.snap.services["s"].update_status.clone();
+        assert_eq!(st.and_then(|u| u.state), Some(UpdateState::Updating));
+        k.run_all();
+        k.pass();
+        k.advance(std::time::Duration::from_secs(6));
+        k.pass();
+        let st = k.snap.services["s"].update_status.clone().unwrap();
+        assert_eq!(st.state, Some(UpdateState::Completed), "{st:?}");
+        assert!(k.live("s").iter().all(|t| !bad(t)));
     }
 
     #[test]
