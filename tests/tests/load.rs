@@ -83,6 +83,12 @@ fn removed(out: &str) -> usize {
         .unwrap_or_else(|| panic!("no `removed N objects` line in:\n{out}"))
 }
 
+/// The `key=value` figure of a summary line.
+fn figure(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
 /// What is left in the store that a load run could have created, as a printable state.
 async fn left_in_store(store: &StoreClient) -> Result<(), String> {
     let services: Vec<Service> = store.list(ListFilter::default()).await.map_err(|e| e.to_string())?;
@@ -150,6 +156,26 @@ async fn each_load_mode_creates_and_removes_its_objects() {
         ),
         ("agent", &["--tasks", "5"], 1),
         ("api", &["--seconds", "1", "--concurrency", "2"], 1),
+        // Their own shoal-dns / shoal-ingress, nothing in the store.
+        (
+            "dns",
+            &[
+                "--seconds",
+                "1",
+                "--services",
+                "20",
+                "--tasks",
+                "2",
+                "--concurrency",
+                "2",
+            ],
+            0,
+        ),
+        (
+            "ingress",
+            &["--seconds", "1", "--connections", "2", "--backends", "2"],
+            0,
+        ),
     ];
     for (mode, flags, least) in runs {
         let mut args = vec![*mode];
@@ -165,6 +191,14 @@ async fn each_load_mode_creates_and_removes_its_objects() {
             out.lines().any(|l| l.starts_with(&format!("{mode}: "))),
             "shoal load {mode}: no figures printed:\n{out}"
         );
+        if let Some(failed) = figure(last, "failed") {
+            assert_eq!(failed, 0.0, "shoal load {mode}: requests failed:\n{out}");
+        }
+        for key in ["qps", "rps", "direct_rps"] {
+            if let Some(rate) = figure(last, key) {
+                assert!(rate > 0.0, "shoal load {mode}: {key} is 0:\n{out}");
+            }
+        }
         let n = removed(&out);
         assert!(
             n >= *least,

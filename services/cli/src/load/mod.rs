@@ -7,7 +7,10 @@
 //! - [`scheduler`]: N simulated nodes (registered with the dispatcher, heartbeating), M tasks placed and committed;
 //! - [`dispatcher`]: N simulated agents heartbeating and reporting their tasks; false Down count;
 //! - [`agent`]: one real `shoal-agent` (process executor) started by the tool, M tasks assigned to it;
-//! - [`api`]: Docker API requests/s for `service create`, `service ls`, `service ps` at a concurrency.
+//! - [`api`]: Docker API requests/s for `service create`, `service ls`, `service ps` at a concurrency;
+//! - [`dns`]: one `shoal-dns` the tool starts, its network view scripted ([`view`]), queried by N clients;
+//! - [`ingress`]: one `shoal-ingress` the tool starts, N keep-alive HTTP clients through a published
+//!   port against the same clients straight to the tasks.
 //!
 //! Everything the tool creates carries the label `shoal.load=<run>` (nodes:
 //! the engine label) and a name starting `shoal-load-<run>`; it is removed
@@ -25,9 +28,12 @@ use shoal_shared::store::{Kind, StoreClient};
 pub mod agent;
 pub mod api;
 pub mod dispatcher;
+pub mod dns;
+pub mod ingress;
 pub mod scheduler;
 pub mod sim;
 pub mod store;
+pub mod view;
 
 /// The label key on everything a load run creates; the value is the run's id.
 pub const LABEL: &str = "shoal.load";
@@ -77,6 +83,29 @@ pub enum Component {
     Api {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+    },
+    /// Queries/s and latency of one shoal-dns (started by the tool) for service and tasks names.
+    Dns {
+        #[arg(long, default_value_t = 200)]
+        services: usize,
+        /// Tasks per service (`tasks.<service>` answers each).
+        #[arg(long, default_value_t = 3)]
+        tasks: usize,
+        /// Clients, each with one query in flight.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Requests/s and latency through one shoal-ingress (started by the tool) against the tasks directly.
+    Ingress {
+        /// Keep-alive HTTP connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Tasks behind the published port (HTTP servers on 127.0.0.2 and up).
+        #[arg(long, default_value_t = 1)]
+        backends: usize,
+        /// Response body size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
     },
 }
 
@@ -252,6 +281,16 @@ async fn run_async(args: LoadArgs, api: Arc<crate::client::Client>) -> i32 {
                 } => dispatcher::run(&ctx, *agents, *tasks, *dispatcher_pid, &mut cleanup_state).await,
                 Component::Agent { tasks } => agent::run(&ctx, *tasks, &mut cleanup_state).await,
                 Component::Api { concurrency } => api::run(&ctx, &api, *concurrency).await,
+                Component::Dns {
+                    services,
+                    tasks,
+                    concurrency,
+                } => dns::run(&ctx, *services, *tasks, *concurrency).await,
+                Component::Ingress {
+                    connections,
+                    backends,
+                    size,
+                } => ingress::run(&ctx, *connections, *backends, *size).await,
             }
         };
         tokio::select! {
@@ -298,6 +337,10 @@ async fn cleanup(
     state: Cleanup,
 ) -> Result<usize, String> {
     let mut removed = 0;
+    // These put nothing in the store (their processes and scripts end with the run).
+    if let Component::Dns { .. } | Component::Ingress { .. } = what {
+        return Ok(0);
+    }
     if let Component::Api { .. } = what {
         removed += api::cleanup(ctx, api).await?;
     }
