@@ -130,25 +130,7 @@ impl Up {
 
     /// [`Up::docker`] with `input` on the CLI's stdin (`secret create -`, `swarm unlock`).
     pub fn docker_stdin(&self, args: &[&str], input: &[u8]) -> Run {
-        use std::io::Write;
-        let cfg = self.home.join("docker-config");
-        let _ = std::fs::create_dir_all(&cfg);
-        let mut child = Command::new("timeout")
-            .args([DOCKER_TIMEOUT, "docker"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("DOCKER_CONFIG", &cfg)
-            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", self.port))
-            .env("DOCKER_CLI_HINTS", "false")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run docker");
-        let _ = child.stdin.take().expect("stdin").write_all(input);
-        Run::from(child.wait_with_output().expect("docker output"))
+        docker_stdin_at(&self.home, &format!("tcp://127.0.0.1:{}", self.port), args, input)
     }
 
     /// `(process, ADDR)` of the `metrics <process> http://ADDR/metrics` lines `shoal up` printed.
@@ -321,20 +303,41 @@ impl Drop for Up {
 /// The real docker CLI against the API of a `shoal up` on `port` (for a
 /// thread that does not hold the [`Up`]).
 pub fn docker_at(home: &Path, port: u16, args: &[&str]) -> Run {
+    let out = docker_cmd(home, &format!("tcp://127.0.0.1:{port}"), args)
+        .output()
+        .expect("run docker");
+    Run::from(out)
+}
+
+/// The docker CLI against `host` with `input` on its stdin, closed after it
+/// (`secret create -`, `swarm unlock`, `exec -i`); its config in `home`.
+pub fn docker_stdin_at(home: &Path, host: &str, args: &[&str], input: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = docker_cmd(home, host, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run docker");
+    let _ = child.stdin.take().expect("stdin").write_all(input);
+    Run::from(child.wait_with_output().expect("docker output"))
+}
+
+/// `docker ARGS` at `host`, with nothing of this process's environment but
+/// PATH, its config under `home`, cut off after [`DOCKER_TIMEOUT`].
+fn docker_cmd(home: &Path, host: &str, args: &[&str]) -> Command {
     let cfg = home.join("docker-config");
     let _ = std::fs::create_dir_all(&cfg);
-    let out = Command::new("timeout")
-        .args([DOCKER_TIMEOUT, "docker"])
+    let mut cmd = Command::new("timeout");
+    cmd.args([DOCKER_TIMEOUT, "docker"])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .env("DOCKER_CONFIG", &cfg)
-        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+        .env("DOCKER_HOST", host)
         .env("DOCKER_CLI_HINTS", "false")
-        .args(args)
-        .output()
-        .expect("run docker");
-    Run::from(out)
+        .args(args);
+    cmd
 }
 
 /// No docker CLI call of a test may hang: each is cut off after this.

@@ -62,36 +62,12 @@ fn until<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Result<T,
     }
 }
 
-/// `docker <args>` at `host` with `input` on its stdin (closed after it),
-/// killed after 30 s: its exit code (124 when killed) and stdout.
+/// `docker <args>` at `host` with `input` on its stdin (closed after it):
+/// its exit code (124 when cut off) and stdout.
 fn docker_with_stdin(host: &str, args: &[&str], input: &[u8]) -> (i32, String) {
-    use std::io::Write;
-    let mut child = Command::new("timeout")
-        .args(["30", "docker"])
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DOCKER_HOST", host)
-        .env(
-            "DOCKER_CONFIG",
-            std::env::temp_dir().join(unique("shoal-docker-config")),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("docker");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("docker ran");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let home = shoal_tests::up::temp_home();
+    let run = shoal_tests::up::docker_stdin_at(home.path(), host, args, input);
+    (run.code, run.stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,43 +6,14 @@
 //! (not in the store's files, the logs, `inspect`, or any other NATS message).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use base64::Engine;
 use futures::StreamExt;
 use shoal_shared::dispatch::AgentRequest;
 use shoal_shared::{envelope, subjects};
-use shoal_tests::api::Run;
 use shoal_tests::up::{engine, temp_home, Up, CONVERGE};
 use shoal_tests::{eventually, free_port};
-
-/// The docker CLI against `up` with `input` on its stdin.
-fn docker_stdin(up: &Up, args: &[&str], input: &[u8]) -> Run {
-    let cfg = up.home.join("docker-config");
-    let _ = std::fs::create_dir_all(&cfg);
-    let mut child = Command::new("timeout")
-        .args(["120", "docker"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &up.home)
-        .env("DOCKER_CONFIG", &cfg)
-        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", up.port))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run docker");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    Run::from(child.wait_with_output().expect("docker output"))
-}
 
 /// Polls a docker-CLI check at a pace the engine can bear.
 async fn until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
@@ -175,7 +146,8 @@ async fn secrets_and_configs_reach_containers_as_files_and_nowhere_else_in_the_c
         "secret create prints the ID: {:?}",
         id.stdout
     );
-    docker_stdin(&up, &["secret", "create", "from_stdin", "-"], b"other-secret\n").ok();
+    up.docker_stdin(&["secret", "create", "from_stdin", "-"], b"other-secret\n")
+        .ok();
     up.docker(&["secret", "create", "db_pw", file])
         .fails_with("rpc error: code = AlreadyExists desc = secret db_pw already exists");
     up.docker(&["secret", "create", "--template-driver", "mustache", "tmpl", file])
